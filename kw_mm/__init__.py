@@ -1,0 +1,18 @@
+"""kw_mm: KernelWarehouse (ICML 2024) dynamic convolution for mmpretrain and mmdet."""
+from .cnn import get_temperature, set_temperature
+from .version import __version__
+
+__all__ = ['__version__', 'get_temperature', 'set_temperature']
+
+
+def _register_all() -> None:
+    # Importing the toolbox-facing packages registers their modules in the kw_mm scope. They
+    # need mmengine; the layers in kw_mm.cnn do not.
+    from . import engine, models  # noqa: F401
+
+
+try:
+    _register_all()
+except ModuleNotFoundError as err:  # pragma: no cover - layers-only use without the toolboxes
+    if not (err.name or '').startswith('mm'):
+        raise

@@ -1,0 +1,90 @@
+"""Kernel assembly and convolution of KernelWarehouse layers.
+
+A layer's static kernel ``[Cout, Cin/groups, *k]`` is cut into ``M = gs * go * gi`` cells of
+shape ``[co, ci]`` (every cell is 1 in space): ``gs`` spatial positions, ``go = Cout / co`` output
+blocks and ``gi = Cin / groups / ci`` input blocks. Mixture ``j = (s * go + o) * gi + i`` fills
+``weight[o*co:(o+1)*co, i*ci:(i+1)*ci, s]`` with ``sum_k alpha[b, j, k] * cells[k]``.
+
+``kw_conv_reference`` is the straightforward implementation of that math (one matmul, a permute
+copy, one grouped convolution over the batch) and is kept as the correctness oracle of the fast
+paths in :mod:`kw_mm.cnn.fast`.
+"""
+from dataclasses import dataclass
+from typing import Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+
+CONV_FUNCS = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
+
+
+@dataclass(frozen=True)
+class KWGeometry:
+    """Shapes of one KW layer and of its partition into warehouse cells."""
+
+    dim: int
+    in_channels: int
+    out_channels: int
+    kernel_size: Tuple[int, ...]
+    stride: Tuple[int, ...]
+    padding: Tuple[int, ...]
+    dilation: Tuple[int, ...]
+    groups: int
+    cell_out: int
+    cell_in: int
+
+    @property
+    def in_per_group(self) -> int:
+        return self.in_channels // self.groups
+
+    @property
+    def groups_out(self) -> int:
+        return self.out_channels // self.cell_out
+
+    @property
+    def groups_in(self) -> int:
+        return self.in_per_group // self.cell_in
+
+    @property
+    def groups_spatial(self) -> int:
+        n = 1
+        for k in self.kernel_size:
+            n *= k
+        return n
+
+    @property
+    def num_mixtures(self) -> int:
+        return self.groups_spatial * self.groups_out * self.groups_in
+
+    @property
+    def weight_shape(self) -> Tuple[int, ...]:
+        return (self.out_channels, self.in_per_group, *self.kernel_size)
+
+    def conv_kwargs(self) -> dict:
+        return dict(stride=self.stride, padding=self.padding, dilation=self.dilation)
+
+
+def assemble_kernels_reference(alpha: torch.Tensor, cells: torch.Tensor,
+                               geo: KWGeometry) -> torch.Tensor:
+    """Per-sample kernels ``[B, Cout, Cin/groups, *k]`` from attentions ``[B, M, n]``."""
+    batch = alpha.shape[0]
+    flat = torch.mm(alpha.reshape(batch * geo.num_mixtures, -1), cells.reshape(cells.shape[0], -1))
+    flat = flat.reshape(batch, geo.groups_spatial, geo.groups_out, geo.groups_in, geo.cell_out,
+                        geo.cell_in)
+    # -> [B, go, co, gi, ci, gs]: output channel = o*co + p, input channel = i*ci + q.
+    kernels = flat.permute(0, 2, 4, 3, 5, 1)
+    return kernels.reshape(batch, *geo.weight_shape)
+
+
+def kw_conv_reference(x: torch.Tensor, alpha: torch.Tensor, cells: torch.Tensor,
+                      bias: Optional[torch.Tensor], geo: KWGeometry) -> torch.Tensor:
+    """The straightforward KW convolution: one grouped conv with ``groups = groups * B``."""
+    batch = x.shape[0]
+    kernels = assemble_kernels_reference(alpha, cells, geo)
+    out = CONV_FUNCS[geo.dim](x.reshape(1, -1, *x.shape[2:]),
+                              kernels.reshape(-1, *kernels.shape[2:]),
+                              None, groups=geo.groups * batch, **geo.conv_kwargs())
+    out = out.view(batch, geo.out_channels, *out.shape[2:])
+    if bias is not None:
+        out = out + bias.view(1, -1, *([1] * geo.dim))
+    return out

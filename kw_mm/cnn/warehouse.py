@@ -1,0 +1,269 @@
+"""Warehouses: construction from a list of layers, cell allocation and initialization.
+
+Usage (three phases, as a backbone does it)::
+
+    manager = WarehouseManager(cell_num_ratio=1.0)
+    conv = manager.reserve(64, 64, 3, padding=1, warehouse_name='stage0')  # a KWConv2d
+    ...                                  # build the rest of the network
+    manager.store()                      # one warehouse of cells per name
+    manager.allocate(model)              # attentions, one-to-one beta, cell init (module order)
+
+The manager must be a submodule of the model (its cells are the model's parameters, saved under
+``<path>.weights.<i>``), and every KW layer is allocated exactly once.
+"""
+import math
+from dataclasses import dataclass, field
+from typing import Dict, List, Mapping, Optional, Sequence, Union
+
+import torch
+import torch.nn as nn
+
+from .attention import NORM_LAYERS, KWAttention
+from .kw_conv import KW_LAYERS, KWConvNd, KWLinear
+
+PLAIN_LAYERS = {'conv1d': nn.Conv1d, 'conv2d': nn.Conv2d, 'conv3d': nn.Conv3d, 'linear': nn.Linear}
+PerWarehouse = Union[float, Sequence[float], Mapping[str, float]]
+
+
+@dataclass
+class WarehouseSpec:
+    """The resolved layout of one warehouse (what Table 14 of the paper lists)."""
+
+    name: str
+    cell_num_ratio: float
+    reduction: float
+    cell_out: int
+    cell_in: int
+    cell_kernel: tuple
+    num_mixtures: int  # m
+    num_cells: int  # n
+    layers: List[tuple] = field(default_factory=list)  # weight shapes, reservation order
+
+    @property
+    def cell_shape(self) -> tuple:
+        return (self.cell_out, self.cell_in, *self.cell_kernel)
+
+
+class WarehouseManager(nn.Module):
+    """Holds the warehouses of a network and allocates its KW layers.
+
+    Args:
+        reduction (float | list | dict): Attention hidden ratio. Defaults to 1/16.
+        cell_num_ratio (float | list | dict): The budget ``b``: n = max(int(m * b), 1).
+            Defaults to 1.
+        cell_inplane_ratio (float | list | dict): Cell input channels = gcd(Cin/groups) * ratio.
+            Defaults to 1.
+        cell_outplane_ratio (float | list | dict): Cell output channels = gcd(Cout) * ratio.
+            Defaults to 1.
+        sharing_range (sequence[str]): Name fields to merge, as the reference: with
+            ``('layer', 'conv')`` the layer ``stage1_layer3_conv0`` goes to the warehouse
+            ``stage1_layer_conv``. Defaults to ().
+        nonlocal_basis_ratio (float): Below 1, attentions use the non-local basis.
+            Defaults to 1.
+        norm (str): Attention norm, ``'BN'`` or ``'LN'``. Defaults to ``'BN'``.
+
+    A per-warehouse argument is a scalar, a sequence in warehouse order, or a mapping from
+    warehouse name to value (with an optional ``'default'`` entry).
+    """
+
+    def __init__(self,
+                 reduction: PerWarehouse = 1 / 16,
+                 cell_num_ratio: PerWarehouse = 1.0,
+                 cell_inplane_ratio: PerWarehouse = 1.0,
+                 cell_outplane_ratio: PerWarehouse = 1.0,
+                 sharing_range: Sequence[str] = (),
+                 nonlocal_basis_ratio: float = 1.0,
+                 norm: str = 'BN') -> None:
+        super().__init__()
+        if norm not in NORM_LAYERS:
+            raise ValueError(f'norm must be one of {sorted(NORM_LAYERS)}, got {norm!r}')
+        if isinstance(sharing_range, str):
+            sharing_range = (sharing_range, )
+        self.reduction = reduction
+        self.cell_num_ratio = cell_num_ratio
+        self.cell_inplane_ratio = cell_inplane_ratio
+        self.cell_outplane_ratio = cell_outplane_ratio
+        self.sharing_range = tuple(sharing_range)
+        self.nonlocal_basis_ratio = nonlocal_basis_ratio
+        self.norm = norm
+        self._reserved: Dict[str, List[tuple]] = {}
+        self.specs: List[WarehouseSpec] = []
+        self.weights = nn.ParameterList()
+
+    # ------------------------------------------------------------------ phase 1: reserve
+    def fuse_name(self, name: str) -> str:
+        """Merge the name fields covered by ``sharing_range`` (``layer3`` -> ``layer``)."""
+        fused = []
+        for part in name.split('_'):
+            for shared in self.sharing_range:
+                if part.startswith(shared):
+                    part = shared
+            fused.append(part)
+        return '_'.join(fused)
+
+    def reserve(self,
+                in_channels: int,
+                out_channels: int,
+                kernel_size: Union[int, Sequence[int]] = 1,
+                stride: Union[int, Sequence[int]] = 1,
+                padding: Union[int, Sequence[int]] = 0,
+                dilation: Union[int, Sequence[int]] = 1,
+                groups: int = 1,
+                bias: bool = True,
+                warehouse_name: str = 'default',
+                enabled: bool = True,
+                layer_type: str = 'conv2d') -> nn.Module:
+        """Create a KW layer recorded in ``warehouse_name``, or a plain layer if not enabled.
+
+        Args:
+            layer_type (str): ``'conv1d'``, ``'conv2d'``, ``'conv3d'`` or ``'linear'``.
+        """
+        if layer_type not in KW_LAYERS:
+            raise ValueError(f'layer_type must be one of {sorted(KW_LAYERS)}, got {layer_type!r}')
+        if self.specs:
+            raise RuntimeError('reserve() after store(): build every layer before storing')
+        if not enabled:
+            if layer_type == 'linear':
+                return nn.Linear(in_channels, out_channels, bias=bias)
+            return PLAIN_LAYERS[layer_type](in_channels, out_channels, kernel_size, stride=stride,
+                                            padding=padding, dilation=dilation, groups=groups,
+                                            bias=bias)
+        name = self.fuse_name(warehouse_name)
+        if layer_type == 'linear':
+            layer = KWLinear(in_channels, out_channels, bias=bias, warehouse_name=name)
+            layer.conv.set_owner(self)
+            shape = layer.conv.weight_shape
+        else:
+            layer = KW_LAYERS[layer_type](in_channels, out_channels, kernel_size, stride, padding,
+                                          dilation, groups, bias, warehouse_name=name)
+            layer.set_owner(self)
+            shape = layer.weight_shape
+        self._reserved.setdefault(name, []).append(shape)
+        return layer
+
+    # ------------------------------------------------------------------ phase 2: store
+    def _per_warehouse(self, value: PerWarehouse, index: int, name: str, what: str) -> float:
+        if isinstance(value, Mapping):
+            if name in value:
+                return float(value[name])
+            if 'default' in value:
+                return float(value['default'])
+            raise KeyError(f'{what} has no entry for warehouse {name!r} and no "default"; '
+                           f'warehouses: {list(self._reserved)}')
+        if isinstance(value, (list, tuple)):
+            if len(value) == 1:
+                return float(value[0])
+            if len(value) != len(self._reserved):
+                raise ValueError(f'{what} has {len(value)} values for {len(self._reserved)} '
+                                 f'warehouses {list(self._reserved)}')
+            return float(value[index])
+        return float(value)
+
+    def store(self) -> None:
+        """Create one warehouse of cells for every reserved name (reservation order)."""
+        if self.specs:
+            raise RuntimeError('store() was already called')
+        if not self._reserved:
+            raise RuntimeError('no KW layer was reserved')
+        for idx, (name, shapes) in enumerate(self._reserved.items()):
+            spec = self._make_spec(idx, name, shapes)
+            self.specs.append(spec)
+            # Every cell is overwritten by allocate(); randn only fills the storage.
+            self.weights.append(nn.Parameter(torch.randn(spec.num_cells, *spec.cell_shape)))
+
+    def _make_spec(self, idx: int, name: str, shapes: List[tuple]) -> WarehouseSpec:
+        ratio = self._per_warehouse(self.cell_num_ratio, idx, name, 'cell_num_ratio')
+        in_ratio = self._per_warehouse(self.cell_inplane_ratio, idx, name, 'cell_inplane_ratio')
+        out_ratio = self._per_warehouse(self.cell_outplane_ratio, idx, name, 'cell_outplane_ratio')
+        reduction = self._per_warehouse(self.reduction, idx, name, 'reduction')
+        if ratio <= 0:
+            raise ValueError(f'cell_num_ratio (budget b) must be > 0, got {ratio} for {name!r}')
+        dims = {len(s) for s in shapes}
+        if len(dims) != 1:
+            raise ValueError(f'warehouse {name!r} mixes layers of different dimensions: {shapes}')
+        out_gcd = math.gcd(*[s[0] for s in shapes])
+        in_gcd = math.gcd(*[s[1] for s in shapes])
+        cell_out = max(int(out_gcd * out_ratio), 1)
+        cell_in = max(int(in_gcd * in_ratio), 1)
+        num_mixtures = 0
+        for shape in shapes:
+            if shape[0] % cell_out or shape[1] % cell_in:
+                raise ValueError(
+                    f'warehouse {name!r}: cell size [{cell_out}, {cell_in}] (gcd [{out_gcd}, '
+                    f'{in_gcd}] x ratios [{out_ratio}, {in_ratio}]) cannot divide a layer of '
+                    f'kernel shape {list(shape)}; use cell ratios that give divisors of every '
+                    "layer's channels")
+            num_mixtures += (shape[0] // cell_out) * (shape[1] // cell_in) * math.prod(shape[2:])
+        num_cells = max(int(num_mixtures * ratio), 1)
+        return WarehouseSpec(name, ratio, reduction, cell_out, cell_in, (1, ) * (len(shapes[0]) - 2),
+                             num_mixtures, num_cells, list(shapes))
+
+    # ------------------------------------------------------------------ phase 3: allocate
+    def allocate(self, model: nn.Module) -> None:
+        """Build every attention, hand out cells one-to-one and initialize them.
+
+        Layers are visited in ``model.modules()`` order, as the reference does, so the cell
+        assignment (``beta``) matches the released checkpoints.
+        """
+        if not self.specs:
+            raise RuntimeError('allocate() before store()')
+        index = {spec.name: i for i, spec in enumerate(self.specs)}
+        next_cell = [0] * len(self.specs)
+        seen = 0
+        for layer in model.modules():
+            if not isinstance(layer, KWConvNd) or layer.owner is not self:
+                continue  # a plain module, or a KW layer of another manager
+            if layer.geometry is not None:
+                raise RuntimeError(f'{layer!r} was already allocated')
+            w = index[layer.warehouse_name]
+            spec = self.specs[w]
+            geo_out, geo_in = spec.cell_out, spec.cell_in
+            num_mixtures = ((layer.out_channels // geo_out) * (layer.in_channels // layer.groups //
+                                                                geo_in) * math.prod(layer.kernel_size))
+            attention = KWAttention(layer.in_channels, num_mixtures, spec.num_cells,
+                                    reduction=spec.reduction, norm=self.norm,
+                                    cell_num_ratio=spec.cell_num_ratio,
+                                    nonlocal_basis_ratio=self.nonlocal_basis_ratio,
+                                    start_cell=next_cell[w])
+            start = next_cell[w]
+            end = attention.assign_cells(start, spec.cell_num_ratio)
+            if end > spec.num_cells:
+                raise RuntimeError(f'warehouse {spec.name!r} ran out of cells ({end} > '
+                                   f'{spec.num_cells}) while allocating {layer!r}')
+            layer.bind(self, w, geo_out, geo_in, attention)
+            self._init_cells(w, start, end)
+            next_cell[w] = end
+            seen += 1
+        for spec, used in zip(self.specs, next_cell):
+            if used != spec.num_cells:
+                raise RuntimeError(f'warehouse {spec.name!r}: {used} of {spec.num_cells} cells '
+                                   'were assigned; every KW layer must be inside the model '
+                                   'passed to allocate()')
+
+    @torch.no_grad()
+    def _init_cells(self, w: int, start: int, end: int) -> None:
+        """Kaiming (fan_out) on the layer's slice seen as ``[-1, ci, 1, ...]``.
+
+        With b = 1 a layer's slice has the plain kernel's fan-out, so its scale matches.
+        """
+        if end > start:
+            cells = self.weights[w].data[start:end]
+            nn.init.kaiming_normal_(cells.view(-1, *cells.shape[2:]), mode='fan_out',
+                                    nonlinearity='relu')
+
+    # ------------------------------------------------------------------ helpers
+    def freeze(self, warehouse_names: Sequence[str]) -> None:
+        """Stop the cells of the named warehouses from training."""
+        names = {spec.name: i for i, spec in enumerate(self.specs)}
+        for name in warehouse_names:
+            if name not in names:
+                raise KeyError(f'no warehouse {name!r}; warehouses: {list(names)}')
+            self.weights[names[name]].requires_grad_(False)
+
+    def summary(self) -> List[dict]:
+        """One row per warehouse: name, cell shape, m, n and b."""
+        return [dict(name=s.name, cell_shape=list(s.cell_shape), m=s.num_mixtures, n=s.num_cells,
+                     b=s.cell_num_ratio, num_layers=len(s.layers)) for s in self.specs]
+
+    def extra_repr(self) -> str:
+        return ', '.join(f'{s.name}: m={s.num_mixtures} n={s.num_cells}' for s in self.specs)
