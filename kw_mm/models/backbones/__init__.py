@@ -1,0 +1,5 @@
+from .kw_convnext import KWConvNeXt
+from .kw_mobilenet_v2 import KWMobileNetV2
+from .kw_resnet import KWResNet
+
+__all__ = ['KWResNet', 'KWMobileNetV2', 'KWConvNeXt']

@@ -1,0 +1,154 @@
+"""What every KW backbone shares: warehouses, freezing, norm_eval and strict pretrained loading."""
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import torch.nn as nn
+from mmengine.model import BaseModule
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from kw_mm.cnn import KWConvNd, WarehouseManager
+from kw_mm.utils.checkpoint import (describe_mismatch, extract_state_dict, load_file,
+                                    select_prefix, CheckpointMismatchError)
+
+
+def check_choice(name: str, value, choices) -> None:
+    """Raise a ValueError naming ``value`` and the allowed ``choices``."""
+    if value not in choices:
+        raise ValueError(f'{name} must be one of {sorted(choices, key=str)}, got {value!r}')
+
+
+class BaseKWBackbone(BaseModule):
+    """Base of the KW backbones.
+
+    Subclasses build their layers through ``self.warehouse_manager.reserve(...)``, call
+    :meth:`build_warehouses` at the end of ``__init__`` and implement :meth:`stage_modules`.
+
+    Args:
+        out_indices (Sequence[int]): Stages whose outputs ``forward`` returns.
+        frozen_stages (int): Stages up to this index (and the stem for >= 0) are frozen; -1
+            freezes nothing.
+        norm_eval (bool): Keep every BatchNorm (attention BNs included) in eval mode.
+        freeze_warehouses (bool): Frozen stages also freeze the warehouses their KW layers draw
+            from, so their outputs cannot change. A warehouse shared with the next stage's first
+            block (the ResNet handover) is then frozen for that block too; its attention keeps
+            training. ``False`` reproduces the reference detection code, where the cells of
+            frozen stages keep training.
+        init_cfg (dict, optional): ``dict(type='Pretrained', checkpoint=..., prefix=...)`` loads
+            a checkpoint strictly (every tensor, same shapes) or raises naming both sides.
+    """
+
+    #: Number of stages; out_indices and frozen_stages are checked against it.
+    num_stages: int = 4
+
+    def __init__(self,
+                 out_indices: Sequence[int],
+                 frozen_stages: int = -1,
+                 norm_eval: bool = False,
+                 freeze_warehouses: bool = True,
+                 init_cfg: Optional[dict] = None) -> None:
+        super().__init__(init_cfg=init_cfg)
+        if isinstance(out_indices, int):
+            out_indices = (out_indices, )
+        out_indices = tuple(i + self.num_stages if i < 0 else i for i in out_indices)
+        for i in out_indices:
+            if not 0 <= i < self.num_stages:
+                raise ValueError(f'out_indices must be in [0, {self.num_stages}), got {i}')
+        if not -1 <= frozen_stages <= self.num_stages:
+            raise ValueError(f'frozen_stages must be in [-1, {self.num_stages}], got '
+                             f'{frozen_stages}')
+        self.out_indices = out_indices
+        self.frozen_stages = frozen_stages
+        self.norm_eval = norm_eval
+        self.freeze_warehouses = freeze_warehouses
+
+    # ------------------------------------------------------------------ construction
+    def build_warehouses(self) -> None:
+        """Create the warehouses and allocate every KW layer (end of ``__init__``)."""
+        self.warehouse_manager.store()
+        self.warehouse_manager.allocate(self)
+        self._freeze_stages()
+
+    def warehouse_summary(self) -> List[dict]:
+        """m, n and the cell shape of every warehouse, in order."""
+        return self.warehouse_manager.summary()
+
+    # ------------------------------------------------------------------ freezing
+    def frozen_modules(self) -> List[nn.Module]:
+        """The modules frozen by ``frozen_stages`` (stem for >= 0, then stages 1..k)."""
+        if self.frozen_stages < 0:
+            return []
+        return [m for i in range(self.frozen_stages + 1) for m in self.stage_modules(i)]
+
+    def stage_modules(self, index: int) -> List[nn.Module]:
+        """Modules of stage ``index``: 0 is the stem, 1..num_stages the stages."""
+        raise NotImplementedError
+
+    def _freeze_stages(self) -> None:
+        modules = self.frozen_modules()
+        warehouses = set()
+        for module in modules:
+            module.eval()
+            for param in module.parameters():
+                param.requires_grad = False
+            warehouses.update(layer.warehouse_name for layer in module.modules()
+                              if isinstance(layer, KWConvNd))
+        if self.freeze_warehouses and warehouses:
+            self.warehouse_manager.freeze(sorted(warehouses))
+
+    def train(self, mode: bool = True) -> 'BaseKWBackbone':
+        super().train(mode)
+        self._freeze_stages()
+        if mode and self.norm_eval:
+            for m in self.modules():
+                if isinstance(m, _BatchNorm):
+                    m.eval()
+        return self
+
+    # ------------------------------------------------------------------ outputs
+    def collect_outputs(self, outputs: Dict[int, object]) -> Tuple:
+        return tuple(outputs[i] for i in self.out_indices)
+
+    # ------------------------------------------------------------------ pretrained
+    def variant_name(self) -> str:
+        """A short description such as ``KWResNet(depth=50, budget=1)`` for messages."""
+        return type(self).__name__
+
+    def init_weights(self) -> None:
+        """Weights are initialized at construction; a ``Pretrained`` init_cfg loads strictly.
+
+        mmengine's own ``Pretrained`` init loads with ``strict=False`` and only logs what it
+        skipped; a KW checkpoint of another budget would then half-load silently.
+        """
+        cfg = self.init_cfg
+        if isinstance(cfg, dict) and cfg.get('type') == 'Pretrained':
+            self.load_pretrained(cfg['checkpoint'], cfg.get('prefix'))
+            self._is_init = True
+            return
+        super().init_weights()
+
+    def load_pretrained(self, checkpoint: str, prefix: Optional[str] = None) -> None:
+        """Load the backbone tensors of ``checkpoint`` (under ``prefix``, if given) strictly."""
+        state = select_prefix(extract_state_dict(load_file(checkpoint), checkpoint), prefix)
+        problem = describe_mismatch(self, state)
+        if problem is not None:
+            hint = self._layout_hint(state)
+            raise CheckpointMismatchError(
+                f'checkpoint {checkpoint} (prefix {prefix!r}) does not match '
+                f'{self.variant_name()}:{hint}\n  {problem}')
+        self.load_state_dict(state, strict=True)
+
+    def _layout_hint(self, state: Dict) -> str:
+        """Name the KW layouts on both sides when the warehouses differ."""
+        rows = []
+        for i, spec in enumerate(self.warehouse_manager.specs):
+            key = f'warehouse_manager.weights.{i}'
+            expected = (spec.num_cells, *spec.cell_shape)
+            if key not in state:
+                rows.append(f'{spec.name}: not in checkpoint')
+            elif tuple(state[key].shape) != expected:
+                found = tuple(state[key].shape)
+                budget = ''
+                if found[1:] == expected[1:]:
+                    budget = f' (b~{found[0] / spec.num_mixtures:g})'
+                rows.append(f'{spec.name}: checkpoint cells {list(found)}{budget} vs model '
+                            f'{list(expected)} (b={spec.cell_num_ratio:g})')
+        return ('\n  warehouses: ' + '; '.join(rows)) if rows else ''
