@@ -1,0 +1,135 @@
+"""The paper's ImageNet models: one entry per row of Tables 1, 2 and 4 (and Table 14's layouts).
+
+Each entry says how to build the model in mmpretrain (backbone / neck / head for 1000 classes),
+the parameter count printed in the paper, and the name of the matching model of the reference
+release (``official``; its layout and state-dict keys are in ``tests/data/official_kw``).
+Everything here is data taken from the paper and the reference layouts; the model zoo table,
+the tests and the checkpoint converter read it.
+"""
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional
+
+
+@dataclass(frozen=True)
+class PaperVariant:
+    """One ImageNet model of the paper."""
+
+    name: str
+    family: str  # 'resnet18' | 'resnet50' | 'mobilenet-v2' | 'mobilenet-v2-w0.5' | 'convnext-tiny'
+    budget: Optional[float]  # the paper's b; None for the plain baseline
+    backbone: dict
+    head: dict
+    neck: Optional[dict] = None
+    paper_params_m: float = 0.0  # total parameters printed in the paper (M)
+    official: Optional[str] = None  # model name of the reference release, if released
+    note: str = ''
+
+    def model_cfg(self, num_classes: int = 1000) -> dict:
+        """An mmpretrain ``ImageClassifier`` config for ``num_classes`` classes."""
+        head = dict(self.head, num_classes=num_classes)
+        cfg = dict(type='mmpretrain.ImageClassifier', backbone=dict(self.backbone), head=head)
+        if self.neck is not None:
+            cfg['neck'] = dict(self.neck)
+        return cfg
+
+
+def _label(budget: Optional[float]) -> str:
+    if budget is None:
+        return ''
+    names = {0.25: 'kw1d4x', 0.5: 'kw1d2x', 0.75: 'kw3d4x', 1.0: 'kw1x', 2.0: 'kw2x', 4.0: 'kw4x'}
+    return names[budget]
+
+
+_CLS_LOSS = dict(type='mmpretrain.CrossEntropyLoss', loss_weight=1.0)
+_GAP = dict(type='mmpretrain.GlobalAveragePooling')
+
+
+def _resnet(depth: int, budget: Optional[float], paper_m: float, note: str = '') -> PaperVariant:
+    channels = 512 if depth == 18 else 2048
+    if budget is None:
+        backbone = dict(type='mmpretrain.ResNet', depth=depth, num_stages=4, out_indices=(3, ),
+                        style='pytorch')
+    else:
+        backbone = dict(type='kw_mm.KWResNet', depth=depth, budget=budget, out_indices=(3, ))
+    name = f'{_label(budget)}_resnet{depth}' if budget else f'resnet{depth}'
+    return PaperVariant(name, f'resnet{depth}', budget, backbone,
+                        dict(type='mmpretrain.LinearClsHead', in_channels=channels,
+                             loss=_CLS_LOSS, topk=(1, 5)),
+                        neck=_GAP, paper_params_m=paper_m, official=name, note=note)
+
+
+def _mobilenet_v2(widen: float, budget: Optional[float], paper_m: float) -> PaperVariant:
+    suffix = '100' if widen == 1.0 else '050'
+    family = 'mobilenet-v2' if widen == 1.0 else 'mobilenet-v2-w0.5'
+    if budget is None:
+        backbone = dict(type='mmpretrain.MobileNetV2', widen_factor=widen)
+    else:
+        backbone = dict(type='kw_mm.KWMobileNetV2', widen_factor=widen, budget=budget)
+    if budget == 0.5:
+        # The 1/2x classifier is a KWLinear with a warehouse of 1000x32 cells (paper A.3).
+        head = dict(type='kw_mm.KWLinearClsHead', in_channels=1280, loss=_CLS_LOSS, topk=(1, 5))
+    else:
+        head = dict(type='mmpretrain.LinearClsHead', in_channels=1280, loss=_CLS_LOSS,
+                    topk=(1, 5))
+    name = f'{_label(budget)}_mobilenetv2_{suffix}' if budget else f'mobilenetv2_{suffix}'
+    return PaperVariant(name, family, budget, backbone, head, neck=_GAP, paper_params_m=paper_m,
+                        official=name)
+
+
+def _convnext(budget: Optional[float], paper_m: float, layout: str = 'paper',
+              official: Optional[str] = None, note: str = '') -> PaperVariant:
+    if budget is None:
+        backbone = dict(type='mmpretrain.ConvNeXt', arch='tiny', gap_before_final_norm=True)
+        name = 'convnext_tiny'
+    else:
+        backbone = dict(type='kw_mm.KWConvNeXt', arch='tiny', budget=budget, layout=layout)
+        name = f'{_label(budget)}_convnext_tiny' + ('_release' if layout == 'release' else '')
+    head = dict(type='mmpretrain.LinearClsHead', in_channels=768, loss=_CLS_LOSS, topk=(1, 5))
+    return PaperVariant(name, 'convnext-tiny', budget, backbone, head, paper_params_m=paper_m,
+                        official=official, note=note)
+
+
+PAPER_VARIANTS: List[PaperVariant] = [
+    _resnet(18, None, 11.69),
+    _resnet(18, 0.25, 4.08, note='the release gives 4.03M; no nearby setting gives 4.08M'),
+    _resnet(18, 0.5, 7.43),
+    _resnet(18, 1.0, 11.93),
+    _resnet(18, 2.0, 23.24),
+    _resnet(18, 4.0, 45.86),
+    _resnet(50, None, 25.56),
+    _resnet(50, 0.5, 17.64),
+    _resnet(50, 1.0, 28.05),
+    _resnet(50, 4.0, 102.02),
+    _mobilenet_v2(1.0, None, 3.50),
+    _mobilenet_v2(1.0, 0.5, 2.65),
+    _mobilenet_v2(1.0, 1.0, 5.17),
+    _mobilenet_v2(1.0, 4.0, 11.38),
+    _mobilenet_v2(0.5, None, 1.97),
+    _mobilenet_v2(0.5, 0.5, 1.47),
+    _mobilenet_v2(0.5, 1.0, 2.85),
+    _mobilenet_v2(0.5, 4.0, 4.65),
+    _convnext(None, 28.59, official='convnext_tiny'),
+    _convnext(0.75, 24.53, note="Table 14 layout; the paper's 24.53M is not reproducible with the "
+              'reference attention design (see README)'),
+    _convnext(1.0, 32.99, note="Table 14 layout (16 warehouses); the paper's 32.99M is not "
+              'reproducible with the reference attention design (see README)'),
+    _convnext(1.0, 39.37, layout='release', official='kw1x_convnext_tiny',
+              note='released layout (12 warehouses)'),
+]
+
+VARIANTS_BY_NAME: Dict[str, PaperVariant] = {v.name: v for v in PAPER_VARIANTS}
+
+
+def get_variant(name: str) -> PaperVariant:
+    """The variant called ``name`` (e.g. ``'kw1x_resnet50'``)."""
+    if name not in VARIANTS_BY_NAME:
+        raise KeyError(f'unknown paper variant {name!r}; choose from {sorted(VARIANTS_BY_NAME)}')
+    return VARIANTS_BY_NAME[name]
+
+
+#: Paper Table 14 m and n per warehouse for the layouts the release does not include.
+TABLE14_CONVNEXT = {
+    1.0: dict(m=[16, 4, 4, 4] + [147, 24] * 6, n=[16, 4, 4, 4] + [147, 24] * 6),
+    0.75: dict(m=[16, 4, 4, 4] + [147, 24] * 4 + [147, 96] * 2,
+               n=[16, 4, 4, 4] + [147, 24] * 4 + [147, 48] * 2),
+}
