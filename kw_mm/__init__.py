@@ -9,6 +9,10 @@ def _register_all() -> None:
     # Importing the toolbox-facing packages registers their modules in the kw_mm scope. They
     # need mmengine; the layers in kw_mm.cnn do not.
     from . import engine, models  # noqa: F401
+    # torch >= 2.6 loads with weights_only=True; let the Runner resume its own checkpoints
+    # (their metadata types only, see kw_mm.utils.checkpoint) in any script importing kw_mm.
+    from .utils.checkpoint import allow_mmengine_checkpoints
+    allow_mmengine_checkpoints()
 
 
 try:

@@ -28,7 +28,12 @@ if [[ ! -x "${VENV}/bin/python" ]]; then
   log "creating ${VENV}"
   "${PY}" -m venv "${VENV}"
 fi
-PIP=("${VENV}/bin/python" -m pip)
+PIP=(pip_quiet)
+# The machine's pip config lists local index folders that do not exist for every package; pip
+# warns about each of them. Those warnings are noise: filter them, keep everything else.
+pip_quiet() {
+  "${VENV}/bin/python" -m pip "$@" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
+}
 "${PIP[@]}" install -q --upgrade pip 'setuptools<70' wheel
 
 if ! "${VENV}/bin/python" -c "import torch, torchvision; assert torch.__version__.startswith('${TORCH_VERSION}')" 2>/dev/null; then
@@ -47,8 +52,8 @@ build_mmcv() {
   sed -i 's/c++17/c++20/g' "${work}/mmcv-${MMCV_VERSION}/setup.py"
   "${PIP[@]}" install -q ninja
   mkdir -p "${WHEEL_CACHE}"
-  (cd "${work}/mmcv-${MMCV_VERSION}" && MMCV_WITH_OPS=1 FORCE_CUDA=0 MAX_JOBS="$(nproc)" \
-     "${PIP[@]}" wheel --no-build-isolation --no-deps --no-cache-dir -w "${work}/dist" .)
+  (cd "${work}/mmcv-${MMCV_VERSION}" && export MMCV_WITH_OPS=1 FORCE_CUDA=0 MAX_JOBS="$(nproc)" \
+     && "${PIP[@]}" wheel --no-build-isolation --no-deps --no-cache-dir -w "${work}/dist" .)
   # Publish atomically so a build that was interrupted never looks finished.
   cp "${work}"/dist/mmcv-*.whl "${WHEEL_CACHE}/.tmp.whl"
   mv "${WHEEL_CACHE}/.tmp.whl" "${WHEEL_CACHE}/$(basename "${work}"/dist/mmcv-*.whl)"

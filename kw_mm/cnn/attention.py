@@ -13,8 +13,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-#: Added to the L1 norm of every mixture's logits before division (CAF).
-CAF_EPS = 1e-3
+from .functional import CAF_EPS
 #: Smallest hidden width of the attention MLP.
 MIN_HIDDEN = 16
 
@@ -163,13 +162,19 @@ class KWAttention(nn.Module):
         return z.reshape(batch, -1) + self.basis_bias
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Mixture weights ``alpha`` ``[B, M, n]`` (contiguous).
+
+        Same math as :func:`~kw_mm.cnn.functional.kw_attention_reference` (CAF, then
+        ``(1 - t) * a + t * beta``, zero-cell column dropped), fused into one pass that writes
+        only the ``n`` kept columns: ``alpha = t * beta + z * ((1 - t) / (|z|_1 + eps))``.
+        """
         z = self.logits(x)
-        a = z / (z.abs().sum(dim=-1, keepdim=True) + CAF_EPS)
+        denom = torch.linalg.vector_norm(z, ord=1, dim=-1, keepdim=True) + CAF_EPS
         t = self.temperature
-        if t != 0.0:
+        if t == 0.0:
             # At t = 0 (fine-tuning, and pretraining after the anneal) beta never enters.
-            a = (1.0 - t) * a + t * self.beta
-        return a[..., :-1]
+            return z[..., :-1] / denom
+        return torch.addcdiv(self.beta[:, :-1] * t, z[..., :-1], denom, value=1.0 - t)
 
     def extra_repr(self) -> str:
         return (f'in_channels={self.in_channels}, mixtures={self.num_mixtures}, '

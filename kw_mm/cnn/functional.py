@@ -15,6 +15,9 @@ from typing import Optional, Tuple
 import torch
 import torch.nn.functional as F
 
+#: Added to the L1 norm of every mixture's logits before division (CAF).
+CAF_EPS = 1e-3
+
 CONV_FUNCS = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 
 
@@ -62,6 +65,22 @@ class KWGeometry:
 
     def conv_kwargs(self) -> dict:
         return dict(stride=self.stride, padding=self.padding, dilation=self.dilation)
+
+
+def kw_attention_reference(z: torch.Tensor, beta: torch.Tensor, t: float) -> torch.Tensor:
+    """The straightforward CAF normalization and temperature mix of ``KWAttention``.
+
+    Args:
+        z (Tensor): Mixture logits ``[B, M, n + 1]`` (zero cell last).
+        beta (Tensor): The one-hot initialization ``[M, n + 1]``.
+        t (float): The temperature.
+
+    Returns:
+        Tensor: ``alpha`` ``[B, M, n]`` (a strided view; the zero-cell column dropped).
+    """
+    a = z / (z.abs().sum(dim=-1, keepdim=True) + CAF_EPS)
+    a = (1.0 - t) * a + t * beta
+    return a[..., :-1]
 
 
 def assemble_kernels_reference(alpha: torch.Tensor, cells: torch.Tensor,

@@ -24,6 +24,11 @@ class PaperVariant:
     official: Optional[str] = None  # model name of the reference release, if released
     note: str = ''
 
+    @property
+    def release_params(self) -> Optional[int]:
+        """Exact parameter count of the released reference model (None if not released)."""
+        return RELEASE_PARAMS.get(self.official) if self.official else None
+
     def model_cfg(self, num_classes: int = 1000) -> dict:
         """An mmpretrain ``ImageClassifier`` config for ``num_classes`` classes."""
         head = dict(self.head, num_classes=num_classes)
@@ -116,6 +121,19 @@ PAPER_VARIANTS: List[PaperVariant] = [
     _convnext(1.0, 39.37, layout='release', official='kw1x_convnext_tiny',
               note='released layout (12 warehouses)'),
 ]
+
+#: Total parameters of the reference release's models (read off the reference implementation).
+RELEASE_PARAMS: Dict[str, int] = {
+    'resnet18': 11689512, 'kw1d4x_resnet18': 4031768, 'kw1d2x_resnet18': 7431044,
+    'kw1x_resnet18': 11932148, 'kw2x_resnet18': 23242127, 'kw4x_resnet18': 45862085,
+    'resnet50': 25557032, 'kw1d2x_resnet50': 17638264, 'kw1x_resnet50': 28052310,
+    'kw4x_resnet50': 102015144,
+    'mobilenetv2_100': 3504872, 'kw1d2x_mobilenetv2_100': 2654396,
+    'kw1x_mobilenetv2_100': 5168146, 'kw4x_mobilenetv2_100': 11379382,
+    'mobilenetv2_050': 1968680, 'kw1d2x_mobilenetv2_050': 1466888,
+    'kw1x_mobilenetv2_050': 2854522, 'kw4x_mobilenetv2_050': 4648587,
+    'convnext_tiny': 28589128, 'kw1x_convnext_tiny': 39370674,
+}
 
 VARIANTS_BY_NAME: Dict[str, PaperVariant] = {v.name: v for v in PAPER_VARIANTS}
 

@@ -6,6 +6,7 @@ also carry metadata (numpy scalars, the message hub); :func:`allow_mmengine_chec
 exactly those types to torch's allowlist, so no file is ever loaded with the safety switched off.
 """
 import os
+import pickle
 from collections import OrderedDict
 from typing import Dict, Iterable, Mapping, Optional
 
@@ -13,6 +14,8 @@ import torch
 import torch.nn as nn
 
 STATE_DICT_KEYS = ('state_dict', 'model', 'model_ema', 'module')
+#: The statistics methods every mmengine HistoryBuffer carries (and pickles).
+HISTORY_BUFFER_STATISTICS = ('min', 'max', 'current', 'mean')
 
 
 class CheckpointMismatchError(RuntimeError):
@@ -45,9 +48,31 @@ def allow_mmengine_checkpoints() -> None:
         from mmengine.config import ConfigDict
         from mmengine.logging import HistoryBuffer, MessageHub
         safe += [HistoryBuffer, MessageHub, ConfigDict]
+        # A HistoryBuffer pickles its statistics methods as getattr(HistoryBuffer, 'mean'):
+        # allow exactly those lookups, never a general getattr.
+        safe += [(_history_buffer_getattr, '__builtin__.getattr'),
+                 (_history_buffer_getattr, 'builtins.getattr')]
     except ImportError:  # pragma: no cover
         pass
     torch.serialization.add_safe_globals(safe)
+
+
+def _history_buffer_getattr(obj: object, name: str) -> object:
+    """The one ``getattr`` a Runner checkpoint needs: a statistics method of HistoryBuffer.
+
+    Anything else (``getattr`` of any other object or attribute) is refused, so allowing this
+    function in place of ``getattr`` keeps ``weights_only`` loading safe.
+    """
+    from mmengine.logging import HistoryBuffer
+    if obj is HistoryBuffer and isinstance(name, str) and not name.startswith('_'):
+        method = getattr(HistoryBuffer, name, None)
+        # the built-in statistics (registered lazily by the first HistoryBuffer) or a
+        # registered custom one that is a HistoryBuffer attribute
+        if name in HISTORY_BUFFER_STATISTICS or (
+                method is not None and method in HistoryBuffer._statistics_methods.values()):
+            return method
+    raise pickle.UnpicklingError(f'refusing getattr({obj!r}, {name!r}) in a checkpoint: only '
+                                 'the statistics methods of mmengine HistoryBuffer are allowed')
 
 
 def load_file(path: str, map_location: str = 'cpu') -> object:

@@ -128,6 +128,7 @@ class BaseKWBackbone(BaseModule):
     def load_pretrained(self, checkpoint: str, prefix: Optional[str] = None) -> None:
         """Load the backbone tensors of ``checkpoint`` (under ``prefix``, if given) strictly."""
         state = select_prefix(extract_state_dict(load_file(checkpoint), checkpoint), prefix)
+        state = self.adapt_pretrained_state(state)
         problem = describe_mismatch(self, state)
         if problem is not None:
             hint = self._layout_hint(state)
@@ -135,6 +136,11 @@ class BaseKWBackbone(BaseModule):
                 f'checkpoint {checkpoint} (prefix {prefix!r}) does not match '
                 f'{self.variant_name()}:{hint}\n  {problem}')
         self.load_state_dict(state, strict=True)
+
+    def adapt_pretrained_state(self, state: Dict) -> Dict:
+        """Tensors a backbone may legitimately lack or add before the strict comparison
+        (e.g. ConvNeXt's per-output norms); by default none."""
+        return state
 
     def _layout_hint(self, state: Dict) -> str:
         """Name the KW layouts on both sides when the warehouses differ."""

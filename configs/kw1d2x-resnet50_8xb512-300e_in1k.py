@@ -1,0 +1,7 @@
+# KW (1/2x) ResNet50 on the paper's 300-epoch recipe (Table 2: 17.64M; release:
+# kw1d2x_resnet50, drop path 0.1).
+_base_ = './_base_/kw-resnet_8xb512-300e_in1k.py'
+
+model = dict(
+    backbone=dict(depth=50, budget=0.5, drop_path_rate=0.1),
+    head=dict(in_channels=2048))

@@ -1,0 +1,5 @@
+# KW (1x) MobileNetV2 (1.0x) (paper Table 4: 5.17M): every conv a KW conv, per stage one
+# warehouse for the depth-wise and one for the point-wise convs. Release: kw1x_mobilenetv2_100.
+_base_ = './_base_/kw-mobilenet-v2_8xb32-150e_in1k.py'
+
+model = dict(backbone=dict(widen_factor=1.0, budget=1))

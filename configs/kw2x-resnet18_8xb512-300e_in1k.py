@@ -1,0 +1,5 @@
+# KW (2x) ResNet18 on the paper's 300-epoch recipe (Table 2: 23.24M; release:
+# kw2x_resnet18, drop path 0.1).
+_base_ = './_base_/kw-resnet_8xb512-300e_in1k.py'
+
+model = dict(backbone=dict(depth=18, budget=2, drop_path_rate=0.1))

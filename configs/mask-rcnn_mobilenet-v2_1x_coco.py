@@ -1,0 +1,22 @@
+# Mask R-CNN + FPN, MobileNetV2 (1.0x) baseline of the paper's Table 3 (box AP 33.8, mask AP
+# 31.7). The FPN takes the 24-, 32-, 96- and 1280-channel features (strides 4, 8, 16, 32), and
+# the stem and the first two stages are frozen, as in the release (its out_indices (1, 2, 3, 4)
+# and frozen_stages=1 count "stages" differently from mmpretrain's MobileNetV2).
+_base_ = [
+    'mmdet::_base_/models/mask-rcnn_r50_fpn.py',
+    './_base_/detection/coco_instance_detr-ms.py',
+    './_base_/detection/schedule_adamw-1x.py',
+    './_base_/detection/kw_finetune_runtime.py',
+]
+
+pretrained = 'checkpoints/mobilenetv2_100_in1k.pth'  # see docs/detection.md
+model = dict(
+    backbone=dict(
+        _delete_=True,
+        type='mmpretrain.MobileNetV2',
+        widen_factor=1.0,
+        out_indices=(1, 2, 4, 7),
+        frozen_stages=2,
+        norm_eval=True,
+        init_cfg=dict(type='Pretrained', checkpoint=pretrained, prefix='backbone.')),
+    neck=dict(in_channels=[24, 32, 96, 1280]))

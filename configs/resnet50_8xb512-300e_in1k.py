@@ -1,0 +1,6 @@
+# ResNet50 baseline of the KernelWarehouse paper on the 300-epoch recipe (Table 2: 25.56M;
+# release: resnet50, drop path 0.1 in every block).
+_base_ = './_base_/resnet_8xb512-300e_in1k.py'
+
+model = dict(
+    backbone=dict(depth=50, drop_path_rate=0.1), head=dict(in_channels=2048))

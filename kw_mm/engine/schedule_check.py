@@ -1,0 +1,62 @@
+"""Warn when a KernelWarehouse model is pretrained without its temperature schedule.
+
+A hook cannot warn about its own absence, so the check runs on a built Runner
+(``tools/train.py`` calls it before ``runner.train()``; a custom training script can too).
+"""
+import logging
+from typing import Any, Iterable, List
+
+from mmengine.hooks import Hook
+from mmengine.logging import print_log
+from mmengine.model import is_model_wrapper
+
+from kw_mm.cnn import KWAttention
+
+#: Hooks that take charge of the KW temperature (pretraining schedule or fine-tuning).
+TEMPERATURE_HOOKS = ('KWTemperatureHook', 'KWFinetuneHook')
+
+
+def find_temperature_hooks(hooks: Iterable[Hook]) -> List[Hook]:
+    """The hooks among ``hooks`` that set the KW temperature."""
+    return [h for h in hooks if type(h).__name__ in TEMPERATURE_HOOKS]
+
+
+def _has_pretrained_init(cfg: Any) -> bool:
+    """Whether a (nested) model config loads weights through a ``Pretrained`` init_cfg."""
+    if isinstance(cfg, dict):
+        if cfg.get('type') == 'Pretrained' or cfg.get('pretrained'):
+            return True
+        return any(_has_pretrained_init(v) for v in cfg.values())
+    if isinstance(cfg, (list, tuple)):
+        return any(_has_pretrained_init(v) for v in cfg)
+    return False
+
+
+def check_temperature_schedule(runner) -> bool:
+    """Log a warning if ``runner`` trains a KW model from scratch without a temperature hook.
+
+    "From scratch" means: no ``load_from`` and no ``Pretrained`` init_cfg in the model config.
+    Without the schedule every KW attention runs at ``t = 0`` from the first iteration, i.e.
+    without the paper's attention initialization (Table 11: about -1.6% top-1 for ResNet18).
+
+    Args:
+        runner (mmengine.runner.Runner): A built runner.
+
+    Returns:
+        bool: True if the warning was logged.
+    """
+    model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+    if not any(isinstance(m, KWAttention) for m in model.modules()):
+        return False
+    if find_temperature_hooks(runner.hooks):
+        return False
+    cfg = runner.cfg
+    if cfg.get('load_from') or _has_pretrained_init(cfg.get('model', {})):
+        return False
+    print_log(
+        f'{type(model).__name__} has KernelWarehouse layers and is trained from scratch without '
+        'a temperature schedule: the attention initialization (t from 1 to 0) is not used. Add '
+        "custom_hooks = [dict(type='kw_mm.KWTemperatureHook', anneal_epochs=T)] (T = 10 for the "
+        '100-epoch recipes, 20 for the 300-epoch recipe).',
+        logger='current', level=logging.WARNING)
+    return True

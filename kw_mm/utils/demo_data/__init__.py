@@ -1,0 +1,1 @@
+"""Small deterministic data sets for the demos (``make demo``)."""

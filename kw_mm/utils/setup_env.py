@@ -1,0 +1,202 @@
+"""What ``tools/train.py`` and ``tools/test.py`` do before building a Runner.
+
+Kept here (not in the scripts) so the scripts stay thin and the steps are importable and tested:
+pick the toolbox from the config's ``default_scope``, load checkpoints safely, run multi-process
+jobs on CPUs with gloo, point every dataset at one ``data_root``, and fail early with clear
+messages for missing data or checkpoints.
+"""
+import importlib
+import os
+import os.path as osp
+from datetime import timedelta
+from typing import Any, Iterator, Mapping, Optional, Sequence
+
+import torch
+
+from .checkpoint import allow_mmengine_checkpoints, load_file
+
+#: default_scope -> the module whose ``register_all_modules`` sets the toolbox up.
+TOOLBOXES = {'mmpretrain': 'mmpretrain.utils', 'mmdet': 'mmdet.utils'}
+DATALOADERS = ('train_dataloader', 'val_dataloader', 'test_dataloader')
+EVALUATORS = ('val_evaluator', 'test_evaluator')
+LAUNCHERS = ('none', 'pytorch', 'slurm', 'mpi')
+
+
+def register_toolbox(cfg: Mapping) -> str:
+    """Register the modules of the toolbox named by ``cfg.default_scope`` and of kw_mm.
+
+    Returns:
+        str: The toolbox (``'mmpretrain'`` or ``'mmdet'``).
+    """
+    scope = cfg.get('default_scope')
+    if scope not in TOOLBOXES:
+        name = getattr(cfg, 'filename', None) or 'the config'
+        raise ValueError(f'{name} has default_scope={scope!r}; kw_mm tools support '
+                         f'{sorted(TOOLBOXES)}')
+    importlib.import_module(TOOLBOXES[scope]).register_all_modules(init_default_scope=False)
+    importlib.import_module('kw_mm')  # registers kw_mm's models and hooks
+    return scope
+
+
+def _load_local_checkpoint(filename: str, map_location: Any = 'cpu') -> Mapping:
+    """mmengine's local checkpoint loader, with ``weights_only=True`` and clear errors."""
+    path = osp.expanduser(filename)
+    checkpoint = load_file(path, map_location=map_location)
+    if not isinstance(checkpoint, Mapping):
+        raise ValueError(f'{path} is not a checkpoint: it holds a {type(checkpoint).__name__}, '
+                         'not a dict of tensors or a Runner checkpoint')
+    return checkpoint
+
+
+def use_safe_checkpoint_loader() -> None:
+    """Make mmengine load local checkpoints through kw_mm's safe loader.
+
+    The loader keeps torch's ``weights_only=True`` (allowing only the data types mmengine's
+    Runner writes, see :func:`~kw_mm.utils.checkpoint.allow_mmengine_checkpoints`) and names the
+    file when it is missing or not a checkpoint. Runner resume, ``load_from`` and
+    ``mmengine.runner.load_checkpoint`` all go through it.
+    """
+    from mmengine.runner import CheckpointLoader
+    allow_mmengine_checkpoints()
+    CheckpointLoader.register_scheme(prefixes='', loader=_load_local_checkpoint, force=True)
+
+
+def check_checkpoint_file(path: str) -> None:
+    """Raise a FileNotFoundError naming ``path`` if it is not an existing local file."""
+    if '://' in path:
+        return  # remote checkpoints are checked by their loader
+    if not osp.isfile(osp.expanduser(path)):
+        what = 'a directory, not a file' if osp.isdir(path) else 'not found'
+        raise FileNotFoundError(f'checkpoint {path}: {what}')
+
+
+# ---------------------------------------------------------------------- multi-process on CPUs
+def setup_cpu_distributed(cfg: Any, launcher: str) -> bool:
+    """Prepare a multi-process run without GPUs: gloo backend and DDP without device ids.
+
+    mmengine 0.10.7 initializes the process group with ``torch.cuda.set_device`` and wraps the
+    model with ``device_ids=[LOCAL_RANK]``; both need a GPU. Without one we start the gloo
+    process group ourselves (from torchrun's environment) and build the DDP wrapper with
+    ``device_ids=None``, as torch requires for CPU modules.
+
+    Returns:
+        bool: True if the CPU setup was applied.
+    """
+    if launcher not in LAUNCHERS:
+        raise ValueError(f'launcher must be one of {list(LAUNCHERS)}, got {launcher!r}')
+    if launcher == 'none' or torch.cuda.is_available():
+        return False
+    if launcher != 'pytorch':
+        raise RuntimeError(f'launcher {launcher!r} needs GPUs; without a GPU use '
+                           '--launcher pytorch (tools/dist_train.sh, torchrun) with gloo')
+    env_cfg = cfg.setdefault('env_cfg', {})
+    dist_cfg = env_cfg.setdefault('dist_cfg', {})
+    dist_cfg['backend'] = 'gloo'
+    wrapper = cfg.get('model_wrapper_cfg') or {}
+    wrapper = dict(wrapper)
+    wrapper.setdefault('type', 'MMDistributedDataParallel')
+    wrapper['device_ids'] = None
+    cfg['model_wrapper_cfg'] = wrapper
+    import torch.distributed as dist
+    if not dist.is_initialized():
+        timeout = dist_cfg.get('timeout')
+        kwargs = {'timeout': timedelta(seconds=timeout)} if timeout else {}
+        dist.init_process_group(backend='gloo', **kwargs)
+    return True
+
+
+# ---------------------------------------------------------------------- data roots
+def _datasets(cfg: Any) -> Iterator[dict]:
+    """Every dataset config inside a dataloader's ``dataset`` (wrappers included)."""
+    if isinstance(cfg, Mapping):
+        yield cfg
+        for key in ('dataset', 'datasets'):
+            yield from _datasets(cfg.get(key))
+    elif isinstance(cfg, (list, tuple)):
+        for item in cfg:
+            yield from _datasets(item)
+
+
+def dataset_roots(cfg: Mapping, keys: Sequence[str] = DATALOADERS) -> dict:
+    """``{dataloader key: [data_root, ...]}`` of the dataloaders in ``keys``."""
+    roots = {}
+    for key in keys:
+        loader = cfg.get(key)
+        if isinstance(loader, Mapping):
+            found = [d['data_root'] for d in _datasets(loader.get('dataset'))
+                     if isinstance(d.get('data_root'), str) and d['data_root']]
+            if found:
+                roots[key] = found
+    return roots
+
+
+def _replace_root(value: Any, old_roots: Sequence[str], new_root: str) -> Any:
+    if isinstance(value, Mapping):
+        for k in list(value.keys()):
+            if k == 'data_root' and isinstance(value[k], str):
+                value[k] = new_root
+            else:
+                value[k] = _replace_root(value[k], old_roots, new_root)
+        return value
+    if isinstance(value, list):
+        return [_replace_root(v, old_roots, new_root) for v in value]
+    if isinstance(value, tuple):
+        return tuple(_replace_root(v, old_roots, new_root) for v in value)
+    if isinstance(value, str):
+        for old in old_roots:
+            if value.startswith(old):
+                rest = value[len(old):].lstrip('/')
+                return osp.join(new_root, rest) if rest else new_root
+    return value
+
+
+def override_data_root(cfg: Any, new_root: str) -> None:
+    """Point every dataset (and evaluator files under the old root) at ``new_root``.
+
+    ``--cfg-options data_root=/data/imagenet`` thus moves a whole config to another dataset
+    location with one option, although mmengine has already copied the base config's
+    ``data_root`` into every dataloader.
+    """
+    old_roots = sorted({r for roots in dataset_roots(cfg).values() for r in roots},
+                       key=len, reverse=True)
+    for key in DATALOADERS + EVALUATORS:
+        if cfg.get(key) is not None:
+            cfg[key] = _replace_root(cfg[key], old_roots, new_root)
+    cfg['data_root'] = new_root
+
+
+def check_data_roots(cfg: Mapping, keys: Sequence[str]) -> None:
+    """Raise a FileNotFoundError naming the first ``data_root`` of ``keys`` that is missing."""
+    for key, roots in dataset_roots(cfg, keys).items():
+        for root in roots:
+            if '://' in root or osp.isdir(root):
+                continue
+            hint = ('generate the demo data with `python tools/make_demo_data.py --out data/demo`'
+                    if 'demo' in root else 'point the config at your copy with '
+                    '`--cfg-options data_root=/path/to/dataset`')
+            raise FileNotFoundError(f'{key}: data_root {root!r} does not exist '
+                                    f'(config {getattr(cfg, "filename", "?")}); {hint}')
+
+
+def pop_data_root(cfg_options: Optional[dict]) -> Optional[str]:
+    """Take ``data_root`` out of ``--cfg-options`` (it is applied by override_data_root)."""
+    if not cfg_options or 'data_root' not in cfg_options:
+        return None
+    return str(cfg_options.pop('data_root'))
+
+
+def set_local_rank_env(local_rank: int) -> None:
+    """Older launchers pass ``--local-rank``; mmengine reads the LOCAL_RANK variable."""
+    os.environ.setdefault('LOCAL_RANK', str(local_rank))
+
+
+def build_model(cfg: Any):
+    """Build ``cfg.model`` in its toolbox's registry, with the top-level ``data_preprocessor``
+    merged in as the Runner does (for tools that work without a Runner)."""
+    from mmengine.registry import init_default_scope
+    scope = register_toolbox(cfg)
+    init_default_scope(scope)
+    model_cfg = dict(cfg.model)
+    if cfg.get('data_preprocessor') is not None:
+        model_cfg.setdefault('data_preprocessor', cfg.data_preprocessor)
+    return importlib.import_module(f'{scope}.registry').MODELS.build(model_cfg)

@@ -1,0 +1,312 @@
+"""KWResNet: reference layouts and parameter counts, checkpoint keys and outputs, configs."""
+import argparse
+import glob
+import os
+
+import pytest
+import torch
+import torch.nn as nn
+from mmengine.config import Config, DictAction
+from mmpretrain.registry import HOOKS as PRETRAIN_HOOKS
+from mmpretrain.registry import MODELS as PRETRAIN_MODELS
+
+from kw_mm.cnn import KWConvNd, set_temperature
+from kw_mm.models import KWResNet
+from kw_mm.models.paper_variants import PAPER_VARIANTS
+from kw_mm.utils.official.resnet import to_mmpretrain_key
+from reference_kw import kw_layers, layouts, random_state_dict, reference_logits, statedict_shapes
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIG_DIR = os.path.join(ROOT, 'configs')
+RESNET_VARIANTS = [v for v in PAPER_VARIANTS if v.family in ('resnet18', 'resnet50')]
+RESNET_CONFIGS = sorted(os.path.basename(p)
+                        for p in glob.glob(os.path.join(CONFIG_DIR, '*resnet*_in1k.py')))
+
+
+def num_params(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def kw_members(backbone: nn.Module, index: int) -> list:
+    """Names of the KW layers drawing from warehouse ``index``, in module (allocation) order."""
+    return [name for name, m in backbone.named_modules()
+            if isinstance(m, KWConvNd) and m.warehouse_index == index]
+
+
+# --------------------------------------------------------------------------- paper variants
+def test_every_released_resnet_is_a_paper_variant():
+    released = {name for name in layouts() if 'resnet' in name}
+    assert {v.official for v in RESNET_VARIANTS} == released
+    assert len(RESNET_VARIANTS) == 10
+
+
+@pytest.mark.parametrize('variant', RESNET_VARIANTS, ids=lambda v: v.name)
+def test_paper_variant_equals_reference_layout(variant):
+    """Parameters, warehouses, members, attentions and cell assignment of the release."""
+    model = PRETRAIN_MODELS.build(variant.model_cfg())
+    ref = layouts()[variant.official]
+    assert num_params(model) == ref['params_total']
+
+    # Every state-dict key of the release maps to ours, with the same shape, and back.
+    ours = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    theirs = {to_mmpretrain_key(k): tuple(s) for k, s in statedict_shapes(variant.official)}
+    assert theirs == ours
+
+    backbone = model.backbone
+    if variant.budget is None:
+        assert not any(isinstance(m, KWConvNd) for m in model.modules())
+        return
+    assert isinstance(backbone, KWResNet)
+    # The layers that stay normal convolutions (and the classifier).
+    plain = [[name, type(m).__name__, list(m.weight.shape)] for name, m in
+             backbone.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))
+             and '.attention.' not in name]
+    plain.append(['fc', 'Linear', list(model.head.fc.weight.shape)])
+    assert plain == ref['non_kw_convs_linears']
+
+    specs = backbone.warehouse_manager.specs
+    assert len(specs) == len(ref['warehouses'])
+    modules = dict(backbone.named_modules())
+    expected_beta = kw_layers(variant.official)  # the assignment rule, applied to the release
+    for index, (spec, wh) in enumerate(zip(specs, ref['warehouses'])):
+        assert (spec.num_mixtures, spec.num_cells) == (wh['m_mixtures'], wh['n_cells'])
+        assert list(spec.cell_shape) == wh['cell_shape']
+        assert spec.cell_num_ratio == wh['cell_num_ratio'] == variant.budget
+        assert spec.reduction == wh['reduction']
+        assert kw_members(backbone, index) == [layer['name'] for layer in wh['layers']]
+        for layer in wh['layers']:
+            conv = modules[layer['name']]
+            att = conv.attention
+            assert list(conv.weight_shape) == layer['weight_shape']
+            assert list(conv.stride) == layer['stride'] and conv.groups == layer['groups']
+            assert att.num_mixtures == layer['num_local_mixture']
+            assert att.start_cell == layer['start_cell_idx']
+            assert att.fc1.out_features == layer['attn_hidden']
+            assert att.fc2.out_features == layer['fc2_out']
+            if layer['num_basis'] is None:
+                assert not att.use_basis
+            else:
+                assert att.use_basis and att.num_basis == layer['num_basis']
+                assert att.num_local_cells == layer['num_local_cell']
+            # beta: one 1 per mixture, at the cells the paper's rule assigns from the start cell.
+            beta = att.beta
+            assert beta.sum(dim=1).eq(1).all() and int(beta.sum()) == layer['temp_bias_ones']
+            beta_ref, _ = expected_beta[layer['name']].beta()
+            assert torch.equal(beta, beta_ref), layer['name']
+        # Every cell of the warehouse is handed to exactly one mixture.
+        taken = torch.cat([modules[layer['name']].attention.beta[:, :-1].nonzero()[:, 1]
+                           for layer in wh['layers']])
+        assert sorted(taken.tolist()) == list(range(wh['n_cells']))
+
+
+@pytest.mark.parametrize('name', ['kw1x_resnet18', 'kw1d2x_resnet50', 'resnet18'])
+def test_converted_release_matches_reference_forward(name):
+    """A (synthetic) released checkpoint, keys mapped by to_mmpretrain_key, gives the
+    reference's logits (float64: at t = 0 the attention normalization amplifies rounding)."""
+    variant = next(v for v in RESNET_VARIANTS if v.official == name)
+    model = PRETRAIN_MODELS.build(variant.model_cfg())
+    ref_sd = {k: v.double() if v.is_floating_point() else v
+              for k, v in random_state_dict(name, seed=1).items()}
+    model.double().load_state_dict({to_mmpretrain_key(k): v for k, v in ref_sd.items()},
+                                   strict=True)
+    model.eval()
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0)).double()
+    temperatures = [0.0, 0.6] if variant.budget else [0.0]
+    for t in temperatures:
+        if variant.budget:
+            set_temperature(model, t)
+        with torch.no_grad():
+            ours = model(x, mode='tensor')
+        expected = reference_logits(name, ref_sd, x, temperature=t)
+        assert expected.std() > 1e-3
+        torch.testing.assert_close(ours, expected, rtol=1e-7, atol=1e-7 * expected.abs().max())
+
+
+def test_to_mmpretrain_key():
+    assert to_mmpretrain_key('warehouse_manager.weights.3') == \
+        'backbone.warehouse_manager.weights.3'
+    assert to_mmpretrain_key('layer2.0.downsample.1.running_var') == \
+        'backbone.layer2.0.downsample.1.running_var'
+    assert to_mmpretrain_key('layer1.0.conv2.attention.basis_bias') == \
+        'backbone.layer1.0.conv2.attention.basis_bias'
+    assert to_mmpretrain_key('fc.bias') == 'head.fc.bias'
+    for bad in ('head.weight', 'layer5.0.conv1.weight', 'module.conv1.weight', 'fc.scale'):
+        with pytest.raises(KeyError, match=f"'{bad}' is not a key of a reference ResNet"):
+            to_mmpretrain_key(bad)
+
+
+# --------------------------------------------------------------------------- other depths
+@pytest.mark.parametrize('depth', [34, 101, 152])
+def test_other_depths_have_mmpretrain_names_and_handover(depth):
+    """Depths without a release: the same module names as mmpretrain's ResNet and one warehouse
+    per stage with the handover."""
+    kw = KWResNet(depth=depth, budget=0.5)
+    plain = PRETRAIN_MODELS.build(dict(type='ResNet', depth=depth))
+    kw_convs = {name for name, m in kw.named_modules() if isinstance(m, KWConvNd)}
+    ours = {k for k in kw.state_dict() if '.attention.' not in k
+            and not k.startswith('warehouse_manager.')} | {n + '.weight' for n in kw_convs}
+    assert ours == set(plain.state_dict())
+    assert len(kw.warehouse_manager.specs) == 4
+    bottleneck = depth > 34
+    for stage in range(4):
+        members = kw_members(kw, stage)
+        own = {n for n in kw_convs if n.startswith(f'layer{stage + 1}.')} - {
+            f'layer{stage + 1}.0.conv1', f'layer{stage + 1}.0.downsample.0'}
+        handed = {f'layer{stage + 2}.0.conv1', f'layer{stage + 2}.0.downsample.0'}
+        if stage == 0 and not bottleneck:
+            own.add('layer1.0.conv1')
+        assert set(members) == own | (handed if stage < 3 else set())
+    plain_convs = {n for n, m in kw.named_modules() if isinstance(m, nn.Conv2d)}
+    expected_plain = {'conv1'} | ({'layer1.0.conv1', 'layer1.0.downsample.0'}
+                                  if bottleneck else set())
+    assert plain_convs == expected_plain
+
+
+def test_frozen_handover_warehouse():
+    """frozen_stages=1 freezes the stem, layer1 and stage 0's warehouse, which layer2.0.conv1
+    and layer2.0.downsample.0 also draw from; their attentions keep training."""
+    model = KWResNet(depth=18, budget=1, frozen_stages=1)
+    cells = model.warehouse_manager.weights
+    assert [w.requires_grad for w in cells] == [False, True, True, True]
+    assert not any(p.requires_grad for m in (model.conv1, model.bn1, model.layer1)
+                   for p in m.parameters())
+    assert model.layer2[0].conv1.warehouse_index == 0
+    assert model.layer2[0].downsample[0].warehouse_index == 0
+    assert all(p.requires_grad for p in model.layer2.parameters())
+    reference = KWResNet(depth=18, budget=1, frozen_stages=1, freeze_warehouses=False)
+    assert all(w.requires_grad for w in reference.warehouse_manager.weights)
+    assert not any(p.requires_grad for p in reference.layer1.parameters())
+    assert all(not w.requires_grad for w in
+               KWResNet(depth=18, budget=1, frozen_stages=4).warehouse_manager.weights)
+
+
+def test_reference_style_sharing_range_and_drop_path():
+    # The reference's config string 'layer_conv' means ('layer', 'conv').
+    model = KWResNet(depth=18, budget=1, sharing_range='layer_conv', drop_path_rate=0.1)
+    assert [s.name for s in model.warehouse_manager.specs] == [
+        f'stage{i}_layer_conv' for i in range(4)]
+    # Drop path: the same rate in every block (as the reference), not increasing with depth.
+    rates = [block.drop_path.drop_prob for layer in (model.layer1, model.layer4)
+             for block in layer]
+    assert rates == [0.1] * 4
+    # Sharing by stage only per conv index: conv0 (conv1 and downsample) apart from conv1.
+    split = KWResNet(depth=18, budget=1, sharing_range=('layer', ))
+    assert [s.name for s in split.warehouse_manager.specs][:2] == [
+        'stage0_layer_conv0', 'stage0_layer_conv1']
+
+
+def test_init_weights_keeps_kw_initialization():
+    """The classifier's init (mmpretrain's head rule) must leave the backbone untouched."""
+    cfg = Config.fromfile(os.path.join(CONFIG_DIR, 'kw1x-resnet18_8xb512-300e_in1k.py'))
+    model = PRETRAIN_MODELS.build(cfg.model)
+    before = {k: v.clone() for k, v in model.backbone.state_dict().items()}
+    model.init_weights()
+    after = model.backbone.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    # The cells of the last stage (three 3x3 layers of 512 channels, b = 1) keep the reference
+    # init: Kaiming fan-out of each layer's slice, std sqrt(2 / (9 * 512)) as a plain 3x3 conv.
+    cells = model.backbone.warehouse_manager.weights[3]
+    assert abs(cells.std().item() / (2 / (9 * 512))**0.5 - 1) < 0.05
+
+
+# --------------------------------------------------------------------------- configs
+def config_expectation(config: str) -> dict:
+    """What a ResNet config must contain, from its name (``kw1d2x-resnet18_8xb512-300e_...``)."""
+    model = config.split('_')[0]
+    official = model.replace('-', '_')
+    long = '-300e' in config
+    ref = layouts()[official]
+    return dict(official=official, long=long, kw=model.startswith('kw'),
+                depth=int(model.split('resnet')[1]),
+                drop_path=ref['kwargs_passed']['drop_path'] if long else 0.0,
+                params=ref['params_total'],
+                budget=ref['kwargs_passed']['cell_num_ratio'])
+
+
+def test_resnet_configs_are_complete():
+    expected = {'resnet18_8xb32_in1k.py'} | {
+        f'kw{b}-resnet18_8xb32_in1k.py' for b in ('1d2x', '1x', '2x', '4x')} | {
+        f'{p}resnet18_8xb512-300e_in1k.py' for p in ('', 'kw1d4x-', 'kw1d2x-', 'kw1x-',
+                                                      'kw2x-', 'kw4x-')} | {
+        f'{p}resnet50_8xb512-300e_in1k.py' for p in ('', 'kw1d2x-', 'kw1x-', 'kw4x-')}
+    assert set(RESNET_CONFIGS) == expected
+
+
+@pytest.mark.parametrize('config', RESNET_CONFIGS)
+def test_config_recipe_and_model(config):
+    exp = config_expectation(config)
+    cfg = Config.fromfile(os.path.join(CONFIG_DIR, config))
+    assert cfg.custom_imports == dict(imports=['kw_mm'], allow_failed_imports=False)
+    optimizer = cfg.optim_wrapper.optimizer
+    pipeline = [t.type for t in cfg.train_dataloader.dataset.pipeline]
+    assert {'RandomResizedCrop', 'RandomFlip'} <= set(pipeline)
+    if exp['long']:  # Table 2: ConvNeXt's recipe
+        assert (optimizer.type, optimizer.lr, optimizer.weight_decay) == ('AdamW', 4e-3, 0.05)
+        assert tuple(optimizer.betas) == (0.9, 0.999)
+        assert cfg.optim_wrapper.paramwise_cfg == dict(
+            norm_decay_mult=0.0, bias_decay_mult=0.0, flat_decay_mult=0.0)
+        warmup, cosine = cfg.param_scheduler
+        assert (warmup.type, warmup.end, warmup.convert_to_iter_based) == ('LinearLR', 20, True)
+        assert (cosine.type, cosine.begin, cosine.end, cosine.eta_min) == (
+            'CosineAnnealingLR', 20, 300, 0.0)
+        assert cfg.train_cfg.max_epochs == 300
+        assert cfg.train_dataloader.batch_size == 512 and cfg.auto_scale_lr.base_batch_size == 4096
+        assert 'RandAugment' in pipeline
+        erasing = next(t for t in cfg.train_dataloader.dataset.pipeline
+                       if t.type == 'RandomErasing')
+        assert erasing.erase_prob == 0.25
+        assert [(a.type, a.alpha) for a in cfg.model.train_cfg.augments] == [('Mixup', 0.8),
+                                                                              ('CutMix', 1.0)]
+        assert (cfg.model.head.loss.type, cfg.model.head.loss.label_smooth_val) == (
+            'LabelSmoothLoss', 0.1)
+        anneal = 20
+    else:  # Table 1: the traditional recipe
+        assert (optimizer.type, optimizer.lr, optimizer.momentum, optimizer.weight_decay) == (
+            'SGD', 0.1, 0.9, 1e-4)
+        assert [(s.type, s.milestones) for s in [cfg.param_scheduler]] == [
+            ('MultiStepLR', [30, 60, 90])]
+        assert cfg.train_cfg.max_epochs == 100
+        assert cfg.train_dataloader.batch_size == 32 and cfg.auto_scale_lr.base_batch_size == 256
+        assert 'RandAugment' not in pipeline and 'augments' not in cfg.model.get('train_cfg', {})
+        assert cfg.model.head.loss.type == 'CrossEntropyLoss'
+        anneal = 10
+    backbone = cfg.model.backbone
+    assert backbone.depth == exp['depth'] and backbone.drop_path_rate == exp['drop_path']
+    hooks = cfg.get('custom_hooks', [])
+    if exp['kw']:
+        assert backbone.type == 'kw_mm.KWResNet' and backbone.budget == exp['budget']
+        assert hooks == [dict(type='kw_mm.KWTemperatureHook', anneal_epochs=anneal)]
+        for hook in hooks:
+            PRETRAIN_HOOKS.build(dict(hook))
+    else:
+        assert backbone.type == 'ResNet' and not hooks
+
+    model = PRETRAIN_MODELS.build(cfg.model).eval()
+    assert num_params(model) == exp['params']
+    assert isinstance(model.backbone, KWResNet) == exp['kw']
+    with torch.no_grad():
+        assert model(torch.rand(1, 3, 32, 32), mode='tensor').shape == (1, 1000)
+
+
+def test_data_root_override_in_one_cfg_options():
+    """One ``--cfg-options`` flag moves every dataloader to another data root."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction)
+    root = '/datasets/in1k'
+    args = parser.parse_args(['--cfg-options'] + [
+        f'{split}_dataloader.dataset.data_root={root}' for split in ('train', 'val', 'test')])
+
+    def data_roots(node) -> list:
+        if isinstance(node, dict):
+            found = [v for k, v in node.items() if k == 'data_root']
+            return found + [r for v in node.values() for r in data_roots(v)]
+        if isinstance(node, (list, tuple)):
+            return [r for v in node for r in data_roots(v)]
+        return []
+
+    for config in ('kw1x-resnet18_8xb32_in1k.py', 'kw1x-resnet50_8xb512-300e_in1k.py'):
+        cfg = Config.fromfile(os.path.join(CONFIG_DIR, config))
+        assert set(data_roots(cfg.to_dict())) == {'data/imagenet'}
+        cfg.merge_from_dict(args.cfg_options)
+        roots = data_roots(cfg.to_dict())
+        assert len(roots) == 3 and set(roots) == {root}

@@ -1,0 +1,192 @@
+"""KWTemperatureHook with a tiny real mmengine Runner (no mocks)."""
+import glob
+import json
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from mmengine.evaluator import BaseMetric
+from mmengine.model import BaseModel
+from mmengine.registry import HOOKS
+from mmengine.runner import Runner
+from torch.utils.data import Dataset
+
+from kw_mm.cnn import WarehouseManager, get_temperature
+from kw_mm.engine import KWTemperatureHook, check_temperature_schedule
+from kw_mm.engine.hooks.kw_temperature_hook import temperature_at
+from kw_mm.utils.setup_env import use_safe_checkpoint_loader
+
+SAMPLES = 8  # with batch 2: 4 iterations per epoch
+
+
+class TinyKWNet(BaseModel):
+    """Two KW convolutions sharing one warehouse; records the temperature of every call."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.warehouse_manager = WarehouseManager()
+        self.conv1 = self.warehouse_manager.reserve(3, 8, 3, padding=1, bias=False,
+                                                    warehouse_name='stage0')
+        self.conv2 = self.warehouse_manager.reserve(8, 8, 3, padding=1, bias=False,
+                                                    warehouse_name='stage0')
+        self.warehouse_manager.store()
+        self.warehouse_manager.allocate(self)
+        self.fc = nn.Linear(8, 2)
+        self.calls = []  # (mode, temperature)
+
+    def forward(self, inputs, data_samples=None, mode='tensor'):
+        x = torch.stack(inputs) if isinstance(inputs, (list, tuple)) else inputs
+        self.calls.append((mode, get_temperature(self)))
+        logits = self.fc(self.conv2(F.relu(self.conv1(x))).mean(dim=(2, 3)))
+        if mode == 'loss':
+            return dict(loss=F.cross_entropy(logits, torch.as_tensor(data_samples)))
+        if mode == 'predict':
+            return list(logits.argmax(dim=1))
+        return logits
+
+
+class TinySet(Dataset):
+    def __len__(self):
+        return SAMPLES
+
+    def __getitem__(self, idx):
+        g = torch.Generator().manual_seed(idx)
+        return dict(inputs=torch.randn(3, 8, 8, generator=g), data_samples=idx % 2)
+
+
+class CountMetric(BaseMetric):
+    default_prefix = 'tiny'
+
+    def process(self, data_batch, data_samples):
+        self.results.extend(int(p) for p in data_samples)
+
+    def compute_metrics(self, results):
+        return dict(count=float(len(results)))
+
+
+def make_runner(work_dir, max_epochs=4, anneal_epochs=2, hooks=True, accumulate=1,
+                resume_from=None, load_from=None, val=True, seed=0):
+    # mmengine keeps loggers and visualizers by name: one name per run
+    name = f'{work_dir.parent.name}_{work_dir.name}'
+    loader = dict(dataset=TinySet(), batch_size=2, num_workers=0,
+                  sampler=dict(type='DefaultSampler', shuffle=False),
+                  collate_fn=dict(type='pseudo_collate'))
+    val_kwargs = dict(val_dataloader=dict(loader), val_cfg=dict(),
+                      val_evaluator=[CountMetric()]) if val else {}
+    return Runner(
+        model=TinyKWNet(),
+        work_dir=str(work_dir),
+        train_dataloader=loader,
+        train_cfg=dict(by_epoch=True, max_epochs=max_epochs, val_interval=1),
+        optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.01),
+                           accumulative_counts=accumulate),
+        test_dataloader=dict(loader), test_cfg=dict(), test_evaluator=[CountMetric()],
+        custom_hooks=[dict(type='kw_mm.KWTemperatureHook', anneal_epochs=anneal_epochs)]
+        if hooks else None,
+        default_hooks=dict(logger=dict(type='LoggerHook', interval=1),
+                           checkpoint=dict(type='CheckpointHook', interval=1)),
+        visualizer=dict(type='Visualizer', vis_backends=[dict(type='LocalVisBackend')],
+                        name=f'vis_{name}'),
+        experiment_name=name,
+        resume=resume_from is not None,
+        load_from=resume_from or load_from,
+        randomness=dict(seed=seed),
+        default_scope='mmengine',
+        **val_kwargs)
+
+
+def calls(runner, mode):
+    return [t for m, t in runner.model.calls if m == mode]
+
+
+def expected(iters, anneal_iters):
+    return [max(0.0, 1.0 - (i + 1) / anneal_iters) for i in iters]
+
+
+def test_hook_registered_and_bad_anneal_epochs():
+    hook = HOOKS.build(dict(type='kw_mm.KWTemperatureHook', anneal_epochs=10))
+    assert isinstance(hook, KWTemperatureHook)
+    for bad in (0, -1.5):
+        with pytest.raises(ValueError, match=str(bad)):
+            KWTemperatureHook(anneal_epochs=bad)
+    with pytest.raises(TypeError, match="'ten'"):
+        KWTemperatureHook(anneal_epochs='ten')
+    assert temperature_at(0, 10, 100) == pytest.approx(1 - 1 / 1000)
+    assert temperature_at(999, 10, 100) == 0.0 and temperature_at(5000, 10, 100) == 0.0
+
+
+def test_sequence_start_middle_end_and_validation(tmp_path):
+    runner = make_runner(tmp_path / 'run')
+    runner.train()
+    train = calls(runner, 'loss')
+    assert len(train) == 16  # 4 epochs x 4 iterations
+    assert train == pytest.approx(expected(range(16), 8))
+    assert train[0] == pytest.approx(0.875)  # start: t < 1 from the first update
+    assert train[3] == pytest.approx(0.5)  # middle of the anneal (end of epoch 1 of 2)
+    assert train[7] == 0.0 and set(train[7:]) == {0.0}  # end of the anneal: stays 0
+    # validation after each epoch uses the temperature of the last training iteration
+    val = calls(runner, 'predict')
+    assert val[:4] == pytest.approx([0.5] * 4)  # 4 val batches after epoch 1
+    assert set(val[4:]) == {0.0}
+    # every training iteration logged its temperature in the message hub
+    history = runner.message_hub.get_scalar('train/kw_temperature').data[0]
+    assert list(history) == pytest.approx(train)
+
+
+def test_scalars_json_has_temperature_next_to_loss(tmp_path):
+    runner = make_runner(tmp_path / 'run', max_epochs=1, val=False)
+    runner.train()
+    files = glob.glob(str(tmp_path / 'run' / '*' / 'vis_data' / 'scalars.json'))
+    assert len(files) == 1
+    rows = [json.loads(line) for line in open(files[0])]
+    train_rows = [r for r in rows if 'loss' in r]
+    assert [r['iter'] for r in train_rows] == [1, 2, 3, 4]
+    assert [r['kw_temperature'] for r in train_rows] == pytest.approx(expected(range(4), 8))
+
+
+def test_resume_mid_anneal_continues_exact_sequence(tmp_path):
+    use_safe_checkpoint_loader()  # torch weights_only=True with mmengine's metadata allowed
+    full = make_runner(tmp_path / 'full', max_epochs=3, anneal_epochs=2.5)
+    full.train()
+    reference = calls(full, 'loss')
+    assert reference == pytest.approx(expected(range(12), 10))
+
+    ckpt = tmp_path / 'full' / 'epoch_1.pth'  # after iteration 4 of 10 anneal iterations
+    resumed = make_runner(tmp_path / 'resumed', max_epochs=3, anneal_epochs=2.5,
+                          resume_from=str(ckpt))
+    resumed.train()
+    assert resumed.iter == 12
+    assert calls(resumed, 'loss') == pytest.approx(reference[4:])
+    assert calls(resumed, 'predict') == pytest.approx(calls(full, 'predict')[4:])
+
+
+def test_gradient_accumulation_keeps_the_schedule(tmp_path):
+    runner = make_runner(tmp_path / 'acc', max_epochs=3, accumulate=2)
+    runner.train()
+    # runner.iter counts data batches (mmengine 0.10.7: the optimizer steps every 2 batches)
+    assert runner.iter == 12
+    assert calls(runner, 'loss') == pytest.approx(expected(range(12), 8))
+
+
+def test_evaluating_a_checkpoint_uses_its_temperature(tmp_path):
+    use_safe_checkpoint_loader()
+    make_runner(tmp_path / 'train', max_epochs=2, anneal_epochs=4).train()
+    ckpt = torch.load(tmp_path / 'train' / 'epoch_1.pth', weights_only=True)
+    assert ckpt['meta']['kw_temperature'] == pytest.approx(0.75)  # 1 - 4 / 16
+    tester = make_runner(tmp_path / 'test', load_from=str(tmp_path / 'train' / 'epoch_1.pth'))
+    tester.test()
+    assert calls(tester, 'predict') == pytest.approx([0.75] * 4)
+    tester = make_runner(tmp_path / 'test2', load_from=str(tmp_path / 'train' / 'epoch_2.pth'))
+    tester.test()
+    assert calls(tester, 'predict') == pytest.approx([0.5] * 4)
+    # a checkpoint without the record (a released state dict) is the trained model: t = 0
+    torch.save(ckpt['state_dict'], tmp_path / 'weights.pth')
+    tester = make_runner(tmp_path / 'test3', load_from=str(tmp_path / 'weights.pth'))
+    tester.test()
+    assert calls(tester, 'predict') == [0.0] * 4
+
+
+def test_warning_without_hook(tmp_path):
+    assert check_temperature_schedule(make_runner(tmp_path / 'a', hooks=False, val=False))
+    assert not check_temperature_schedule(make_runner(tmp_path / 'b', val=False))

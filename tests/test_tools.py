@@ -1,0 +1,164 @@
+"""tools/train.py, tools/test.py and tools/dist_train.sh as a user runs them (subprocesses)."""
+import glob
+import json
+import os
+import os.path as osp
+import re
+import socket
+import subprocess
+import sys
+
+import pytest
+import torch
+from mmengine.config import Config
+from mmengine.runner import load_checkpoint
+
+from kw_mm.utils.demo_data.classification import write_classification_set
+from kw_mm.utils.setup_env import (build_model, check_data_roots, override_data_root,
+                                   use_safe_checkpoint_loader)
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+DEMO_CFG = osp.join(ROOT, 'configs', 'demo', 'kw1x-resnet18_demo-cls.py')
+TIMEOUT = 600
+
+TINY_CFG = """
+_base_ = {base!r}
+classes = ('circle', 'square')
+model = dict(head=dict(num_classes=2))
+data_preprocessor = dict(num_classes=2)
+train_dataloader = dict(batch_size=2,
+                        dataset=dict(data_root={root!r}, metainfo=dict(classes=classes)))
+val_dataloader = dict(batch_size=4,
+                      dataset=dict(data_root={root!r}, metainfo=dict(classes=classes)))
+test_dataloader = val_dataloader
+train_cfg = dict(max_epochs=2, val_interval=2)
+param_scheduler = [dict(type='ConstantLR', factor=1.0, by_epoch=True, begin=0, end=100)]
+custom_hooks = [dict(type='kw_mm.KWTemperatureHook', anneal_epochs=1)]
+default_hooks = dict(logger=dict(interval=1), checkpoint=dict(interval=1, max_keep_ckpts=3))
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+def run(cmd, **env):
+    full_env = dict(os.environ, PYTHON=sys.executable, OMP_NUM_THREADS='1', **env)
+    return subprocess.run(cmd, cwd=ROOT, env=full_env, capture_output=True, text=True,
+                          timeout=TIMEOUT)
+
+
+def check(proc):
+    assert proc.returncode == 0, f'exit {proc.returncode}\n{proc.stdout[-3000:]}\n' \
+                                 f'{proc.stderr[-5000:]}'
+    return proc
+
+
+@pytest.fixture(scope='module')
+def tiny(tmp_path_factory):
+    """Two demo classes (4 train / 2 val images each) and a config training KW ResNet18 on them."""
+    tmp = tmp_path_factory.mktemp('tools')
+    paths = write_classification_set(str(tmp / 'data'), num_train=4, num_val=2, image_size=32,
+                                     classes=('circle', 'square'))
+    cfg = tmp / 'tiny_cls.py'
+    cfg.write_text(TINY_CFG.format(base=DEMO_CFG, root=paths['data_root']))
+    return dict(tmp=tmp, cfg=str(cfg), data_root=paths['data_root'])
+
+
+@pytest.fixture(scope='module')
+def dist_run(tiny):
+    """A 2-process training run through tools/dist_train.sh (gloo on CPUs)."""
+    work_dir = tiny['tmp'] / 'dist'
+    proc = run(['bash', 'tools/dist_train.sh', tiny['cfg'], '2', '--work-dir', str(work_dir)],
+               PORT=str(free_port()))
+    return dict(proc=proc, work_dir=work_dir)
+
+
+def test_dist_train_two_processes_and_reload(tiny, dist_run):
+    check(dist_run['proc'])
+    work_dir = dist_run['work_dir']
+    log = open(glob.glob(str(work_dir / '*' / '*.log'))[0]).read()
+    assert 'gloo' in log and 'world_size: 2' in log.replace('World size', 'world_size')
+    # 8 training images, 2 processes x batch 2: 2 iterations per epoch, 2 epochs
+    rows = [json.loads(line)
+            for line in open(glob.glob(str(work_dir / '*' / 'vis_data' / 'scalars.json'))[0])]
+    temps = [r['kw_temperature'] for r in rows if 'loss' in r]
+    assert temps == pytest.approx([0.5, 0.0, 0.0, 0.0])  # T = 1 epoch of 2 iterations, DDP
+    last = open(work_dir / 'last_checkpoint').read().strip()
+    assert osp.basename(last) == 'epoch_2.pth'
+
+    use_safe_checkpoint_loader()
+    cfg = Config.fromfile(tiny['cfg'])
+    model = build_model(cfg)
+    checkpoint = load_checkpoint(model, last, map_location='cpu', strict=True)
+    assert checkpoint['meta']['iter'] == 4 and checkpoint['meta']['kw_temperature'] == 0.0
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, checkpoint['state_dict'][key]), key
+
+
+def test_test_py_evaluates_checkpoint(tiny, dist_run):
+    check(dist_run['proc'])
+    ckpt = open(dist_run['work_dir'] / 'last_checkpoint').read().strip()
+    proc = check(run([sys.executable, 'tools/test.py', tiny['cfg'], ckpt, '--work-dir',
+                      str(tiny['tmp'] / 'test')]))
+    match = re.search(r'top-1 accuracy \(%\): ([0-9.]+)\s+\(2 classes, chance 50.00\)',
+                      proc.stdout)
+    assert match, proc.stdout
+    assert 0.0 <= float(match.group(1)) <= 100.0
+    assert re.search(r'accuracy/top1\s+[0-9.]+', proc.stdout)
+
+
+def test_train_py_resumes_latest_checkpoint(tiny, dist_run):
+    check(dist_run['proc'])
+    work_dir = tiny['tmp'] / 'resume'
+    # single process, from the distributed run's epoch 1 (t was 0.5 there), one more epoch
+    proc = check(run([sys.executable, 'tools/train.py', tiny['cfg'], '--work-dir', str(work_dir),
+                      '--resume', str(dist_run['work_dir'] / 'epoch_1.pth'),
+                      '--cfg-options', 'train_cfg.max_epochs=2',
+                      'train_dataloader.batch_size=4']))
+    log = proc.stdout + proc.stderr
+    assert 'resumed epoch: 1, iter: 2' in log
+    rows = [json.loads(line)
+            for line in open(glob.glob(str(work_dir / '*' / 'vis_data' / 'scalars.json'))[0])]
+    temps = [r['kw_temperature'] for r in rows if 'loss' in r]
+    # iterations 2 and 3 of a 2-iteration epoch schedule (T = 1): both after the anneal
+    assert [r['iter'] for r in rows if 'loss' in r] == [3, 4]
+    assert temps == pytest.approx([0.0, 0.0])
+
+
+def test_clear_errors(tiny, tmp_path):
+    not_ckpt = tmp_path / 'notes.pth'
+    not_ckpt.write_text('this is not a checkpoint')
+    proc = run([sys.executable, 'tools/test.py', tiny['cfg'], str(not_ckpt), '--work-dir',
+                str(tmp_path / 'w')])
+    assert proc.returncode != 0
+    assert f'{not_ckpt} is not a loadable checkpoint' in proc.stderr
+
+    proc = run([sys.executable, 'tools/test.py', tiny['cfg'], str(tmp_path / 'missing.pth')])
+    assert proc.returncode != 0 and 'missing.pth: not found' in proc.stderr
+
+    missing = str(tmp_path / 'no_such_data')
+    proc = run([sys.executable, 'tools/train.py', tiny['cfg'], '--work-dir',
+                str(tmp_path / 'w'), '--cfg-options', f'data_root={missing}'])
+    assert proc.returncode != 0
+    assert f"train_dataloader: data_root '{missing}' does not exist" in proc.stderr
+
+
+def test_data_root_override_reaches_every_dataset_and_evaluator():
+    cfg = Config(dict(
+        default_scope='mmdet',
+        train_dataloader=dict(dataset=dict(type='RepeatDataset', times=2, dataset=dict(
+            type='CocoDataset', data_root='data/coco/', ann_file='annotations/train.json'))),
+        val_dataloader=dict(dataset=dict(type='CocoDataset', data_root='data/coco/')),
+        val_evaluator=dict(type='CocoMetric', ann_file='data/coco/annotations/val.json'),
+        test_evaluator=[dict(type='CocoMetric', ann_file='data/coco/annotations/val.json')]))
+    override_data_root(cfg, '/datasets/coco')
+    assert cfg.train_dataloader.dataset.dataset.data_root == '/datasets/coco'
+    assert cfg.train_dataloader.dataset.dataset.ann_file == 'annotations/train.json'
+    assert cfg.val_dataloader.dataset.data_root == '/datasets/coco'
+    assert cfg.val_evaluator.ann_file == '/datasets/coco/annotations/val.json'
+    assert cfg.test_evaluator[0].ann_file == '/datasets/coco/annotations/val.json'
+    with pytest.raises(FileNotFoundError, match="val_dataloader: data_root '/datasets/coco'"):
+        check_data_roots(cfg, ['val_dataloader'])

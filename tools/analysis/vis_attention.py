@@ -1,0 +1,94 @@
+"""Mean KW attentions over a data set, one heat map per warehouse (the paper's Figure 3).
+
+Rows are the linear mixtures of the warehouse's layers, columns its cells; each entry is the
+attention averaged over every image. PNGs (matplotlib, Agg) and the matrices (``.npz``) are
+written to ``--out``.
+
+Example:
+    python tools/analysis/vis_attention.py configs/demo/kw1x-resnet18_demo-cls.py \\
+        work_dirs/demo_cls/epoch_6.pth --data data/demo/cls --out work_dirs/demo_cls/attention
+"""
+import argparse
+import os
+import os.path as osp
+import re
+
+import numpy as np
+import torch
+from mmengine.config import Config, DictAction
+from mmengine.runner import Runner, load_checkpoint
+
+from kw_mm import set_temperature
+from kw_mm.utils.attention_maps import AttentionRecorder, plot_warehouse
+from kw_mm.utils.setup_env import (build_model, check_checkpoint_file, check_data_roots,
+                                   override_data_root, register_toolbox,
+                                   use_safe_checkpoint_loader)
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description='Heat maps of the mean KW attentions')
+    parser.add_argument('config', help='config file')
+    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument('--data', help="data root of the images (replaces the config's "
+                        'data_root; default: the config\'s test set)')
+    parser.add_argument('--out', required=True, help='output directory')
+    parser.add_argument('--max-images', type=int, default=None,
+                        help='stop after this many images (default: all)')
+    parser.add_argument('--batch-size', type=int, default=16)
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override config entries, key=value')
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
+    check_checkpoint_file(args.checkpoint)
+    if args.max_images is not None and args.max_images < 1:
+        raise ValueError(f'--max-images must be >= 1, got {args.max_images}')
+    cfg = Config.fromfile(args.config)
+    if args.cfg_options:
+        cfg.merge_from_dict(args.cfg_options)
+    if args.data:
+        override_data_root(cfg, args.data)
+    scope = register_toolbox(cfg)
+    use_safe_checkpoint_loader()
+    check_data_roots(cfg, ['test_dataloader'])
+    model = build_model(cfg)
+    checkpoint = load_checkpoint(model, args.checkpoint, map_location='cpu', strict=True)
+    meta = checkpoint.get('meta', {}) if isinstance(checkpoint, dict) else {}
+    # The attentions the trained model uses: the temperature it was saved at (0 after the anneal).
+    set_temperature(model, float(meta.get('kw_temperature', 0.0)))
+    model.eval()
+
+    loader_cfg = dict(cfg.test_dataloader)
+    loader_cfg.update(batch_size=args.batch_size, num_workers=0, persistent_workers=False)
+    loader = Runner.build_dataloader(loader_cfg)
+    seen = 0
+    with AttentionRecorder(model) as recorder, torch.no_grad():
+        for batch in loader:
+            data = model.data_preprocessor(batch, False)
+            inputs = data['inputs']
+            if args.max_images is not None:
+                inputs = inputs[:args.max_images - seen]
+            if scope == 'mmdet':
+                model.extract_feat(inputs)  # KW layers live in the backbone
+            else:
+                model(inputs, mode='tensor')
+            seen += inputs.shape[0]
+            if args.max_images is not None and seen >= args.max_images:
+                break
+
+    os.makedirs(args.out, exist_ok=True)
+    arrays = {}
+    for idx, (name, wh) in enumerate(recorder.warehouses().items()):
+        safe = re.sub(r'[^A-Za-z0-9_.-]+', '_', name)
+        path = osp.join(args.out, f'warehouse{idx:02d}_{safe}.png')
+        plot_warehouse(wh, path, title=f'warehouse {name}: mean attention over {seen} images')
+        arrays[name] = wh.mean()
+        print(f'{path}  (m={arrays[name].shape[0]}, n={arrays[name].shape[1]})')
+    np.savez(osp.join(args.out, 'mean_attention.npz'), **arrays)
+    print(f'averaged over {seen} images; matrices in {osp.join(args.out, "mean_attention.npz")}')
+
+
+if __name__ == '__main__':
+    main()
