@@ -3,12 +3,7 @@
 # from the ResNet / MobileNetV2 one: stochastic depth 0.4, layer scale starting at 1, layer-wise
 # lr decay 0.95 over 6 layer groups, lr x0.1 after epochs 9 and 11, nothing frozen (ConvNeXt
 # has no BatchNorm, so norm_eval has nothing to do).
-_base_ = [
-    'mmdet::_base_/models/mask-rcnn_r50_fpn.py',
-    './_base_/detection/coco_instance_detr-ms.py',
-    './_base_/detection/schedule_adamw-1x.py',
-    './_base_/detection/kw_finetune_runtime.py',
-]
+_base_ = './_base_/detection/mask-rcnn_fpn_kw-finetune-1x_coco.py'
 
 pretrained = 'checkpoints/convnext-tiny_in1k.pth'  # see docs/detection.md
 model = dict(

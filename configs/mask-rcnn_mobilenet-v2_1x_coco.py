@@ -2,12 +2,7 @@
 # 31.7). The FPN takes the 24-, 32-, 96- and 1280-channel features (strides 4, 8, 16, 32), and
 # the stem and the first two stages are frozen, as in the release (its out_indices (1, 2, 3, 4)
 # and frozen_stages=1 count "stages" differently from mmpretrain's MobileNetV2).
-_base_ = [
-    'mmdet::_base_/models/mask-rcnn_r50_fpn.py',
-    './_base_/detection/coco_instance_detr-ms.py',
-    './_base_/detection/schedule_adamw-1x.py',
-    './_base_/detection/kw_finetune_runtime.py',
-]
+_base_ = './_base_/detection/mask-rcnn_fpn_kw-finetune-1x_coco.py'
 
 pretrained = 'checkpoints/mobilenetv2_100_in1k.pth'  # see docs/detection.md
 model = dict(

@@ -1,12 +1,7 @@
 # Mask R-CNN + FPN, ResNet50 baseline of the paper's Table 3 (box AP 39.6, mask AP 36.4), with
 # exactly the recipe of the KW models: 1x schedule, AdamW, DETR-style multi-scale training.
 # The backbone is mmpretrain's ResNet, so an mmpretrain / kw_mm ImageNet checkpoint loads as is.
-_base_ = [
-    'mmdet::_base_/models/mask-rcnn_r50_fpn.py',
-    './_base_/detection/coco_instance_detr-ms.py',
-    './_base_/detection/schedule_adamw-1x.py',
-    './_base_/detection/kw_finetune_runtime.py',
-]
+_base_ = './_base_/detection/mask-rcnn_fpn_kw-finetune-1x_coco.py'
 
 pretrained = 'checkpoints/resnet50_in1k.pth'  # see docs/detection.md
 model = dict(

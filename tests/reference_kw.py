@@ -146,6 +146,7 @@ class ReferenceForward:
         self.family = family_of(name)
         self.kw = kw_layers(name) if name in layouts() and 'warehouses' in layouts()[name] else {}
         self.consumed = set()
+        self.trace: List[Tuple[str, torch.Tensor]] = []  # (block, output): for debugging
 
     # ---- tensors
     def p(self, key: str) -> torch.Tensor:
@@ -161,6 +162,12 @@ class ReferenceForward:
         if self.calibrating:
             mean = x.mean(dims).detach()
             var = x.var(dims, unbiased=False).detach()
+            if x.dim() == 2:
+                # Attention norm over pooled features: those differ little between samples, so
+                # their batch variance is tiny and dividing by it would amplify any rounding
+                # (the synthetic network would be chaotic). Their second moment keeps the
+                # attention input-dependent but well-conditioned.
+                var = var + mean ** 2
             jitter = 1 + 0.1 * (torch.rand(var.shape, generator=self.gen) - 0.5)
             self.sd[f'{prefix}.running_mean'] = (mean + 0.05 * var.sqrt() *
                                                  (torch.rand(mean.shape, generator=self.gen) -
@@ -295,6 +302,7 @@ class ReferenceForward:
                     x = self.batch_norm(self.conv(x, f'{pre}.downsample.0', stride),
                                         f'{pre}.downsample.1')
                 x = torch.relu(out + x)
+                self.trace.append((pre, x))
                 block += 1
         return self.linear(x.mean((2, 3)), 'fc')
 
@@ -323,6 +331,7 @@ class ReferenceForward:
                 out = self._conv_bn_relu6(out, f'{pre}.{sub}', stride, hidden, 3)
                 out = self.batch_norm(self.conv(out, f'{pre}.{sub + 1}'), f'{pre}.{sub + 2}')
                 x = x + out if stride == 1 and inp == out.shape[1] else out
+                self.trace.append((pre, x))
                 idx += 1
         x = self._conv_bn_relu6(x, f'features.{idx}', 1, 1, 1)
         x = x.mean((2, 3))
@@ -353,6 +362,7 @@ class ReferenceForward:
                     out = self.linear(F.gelu(self.linear(out, f'{pre}.pwconv1')), f'{pre}.pwconv2')
                     out = out.permute(0, 3, 1, 2)
                 x = x + gamma * out
+                self.trace.append((pre, x))
                 block += 1
         x = self.layer_norm_last(x.mean((2, 3)), 'norm', CONVNEXT_LN_EPS)
         return self.linear(x, 'head')

@@ -51,6 +51,8 @@ CASES: List[Case] = [
          dict(type='mmpretrain.ResNet', depth=18)),
     Case('kw1d2x-resnet50', dict(type='kw_mm.KWResNet', depth=50, budget=0.5),
          dict(type='mmpretrain.ResNet', depth=50)),
+    Case('kw1x-convnext-tiny-release', dict(type='kw_mm.KWConvNeXt', arch='tiny', layout='release'),
+         dict(type='mmpretrain.ConvNeXt', arch='tiny'), size=32),
 ]
 
 #: (KW backbone config, message the ValueError must contain); each names the value given.

@@ -11,9 +11,8 @@ from kw_mm.cnn import KWAttention, KWConvNd, assemble_kernels_reference, set_tem
 from kw_mm.models import KWConvNeXt
 from kw_mm.models.paper_variants import TABLE14_CONVNEXT
 from kw_mm.utils.checkpoint import CheckpointMismatchError
-from kw_mm.utils.official.convnext import (convert_state_dict, convert_tensor,
-                                           to_mmpretrain_key)
-from reference_kw import (layouts, random_state_dict, reference_logits, statedict_shapes)
+from kw_mm.utils.official.convnext import convert_tensor, to_mmpretrain_key
+from reference_kw import layouts, statedict_shapes
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = os.path.join(ROOT, 'configs')
@@ -97,32 +96,6 @@ def test_baseline_state_dict_keys_and_shapes():
     converted = {to_mmpretrain_key(k): tuple(convert_tensor(k, torch.empty(s)).shape)
                  for k, s in statedict_shapes('convnext_tiny')}
     assert converted == ours
-
-
-@pytest.mark.parametrize('name', ['kw1x_convnext_tiny', 'convnext_tiny'])
-def test_converted_release_matches_reference_forward(name, release_classifier):
-    """A (synthetic) released checkpoint gives the reference's logits after conversion.
-
-    In float64: with random weights the attention normalization at t = 0 amplifies float32
-    rounding to ~1e-3 on both sides; in float64 both agree to ~1e-11.
-    """
-    is_kw = name.startswith('kw')
-    model = release_classifier if is_kw else build_classifier(BASELINE_CONFIG)
-    ref_sd = {k: v.double() if v.is_floating_point() else v
-              for k, v in random_state_dict(name, seed=3).items()}
-    model.double().load_state_dict(convert_state_dict(ref_sd), strict=True)
-    model.eval()
-    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0)).double()
-    for t in ([0.0, 0.6] if is_kw else [0.0]):
-        if is_kw:
-            set_temperature(model, t)
-        with torch.no_grad():
-            ours = model(x, mode='tensor')
-        expected = reference_logits(name, ref_sd, x, temperature=t)
-        assert expected.std() > 0.1
-        torch.testing.assert_close(ours, expected, rtol=1e-7, atol=1e-7)
-    model.float()
-    set_temperature(model, 0.0)
 
 
 def test_convert_tensor_gamma_and_bad_key():
@@ -256,7 +229,8 @@ def test_temperature_one_equals_plain_convnext():
     torch.manual_seed(0)
     kw = KWConvNeXt(arch=SMALL, layout='paper', out_indices=(2, 3)).eval()
     plain = PRETRAIN_MODELS.build(dict(type='ConvNeXt', arch=SMALL, out_indices=(2, 3),
-                                       gap_before_final_norm=True)).eval()
+                                       gap_before_final_norm=True))
+    plain.eval()  # mmpretrain's ConvNeXt.train() returns None
     set_temperature(kw, 1.0)
     kw_modules = dict(kw.named_modules())
     with torch.no_grad():

@@ -9,12 +9,7 @@
 # It runs the path of the COCO configs (mmdet's Mask R-CNN, KWFinetuneHook at t = 0, strict
 # Pretrained loading, CocoMetric box and mask AP) in a few minutes on 2 CPU cores: small images,
 # fewer proposals and RoIs, AdamW with a higher lr and a short step schedule.
-_base_ = [
-    'mmdet::_base_/models/mask-rcnn_r50_fpn.py',
-    'mmdet::_base_/datasets/coco_instance.py',
-    '../_base_/detection/schedule_adamw-1x.py',
-    '../_base_/detection/kw_finetune_runtime.py',
-]
+_base_ = '../_base_/detection/mask-rcnn_fpn_kw-finetune-1x_coco.py'
 
 classes = ('circle', 'square', 'triangle')
 metainfo = dict(classes=classes, palette=[(220, 20, 60), (0, 128, 0), (0, 0, 192)])
