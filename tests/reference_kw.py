@@ -26,6 +26,8 @@ BN_EPS = 1e-5  # nn.BatchNorm1d/2d default
 ATT_LN_EPS = 1e-5  # nn.LayerNorm default (attention of ConvNeXt)
 CONVNEXT_LN_EPS = 1e-6  # ConvNeXt's own LayerNorms
 CAF_EPS = 1e-3
+#: Share of the squared batch mean added to the calibrated BatchNorm variance.
+MEAN_SHARE = 1.0
 
 StateDict = Dict[str, torch.Tensor]
 
@@ -162,17 +164,16 @@ class ReferenceForward:
         if self.calibrating:
             mean = x.mean(dims).detach()
             var = x.var(dims, unbiased=False).detach()
-            if x.dim() == 2:
-                # Attention norm over pooled features: those differ little between samples, so
-                # their batch variance is tiny and dividing by it would amplify any rounding
-                # (the synthetic network would be chaotic). Their second moment keeps the
-                # attention input-dependent but well-conditioned.
-                var = var + mean ** 2
+            # Deep features of a random network differ little between random images, so the
+            # batch variance of a channel can be tiny next to its mean, and dividing by it
+            # would amplify rounding without bound (a chaotic network on which no two
+            # implementations agree). A share of the squared mean in the variance bounds
+            # that gain and keeps the network input-dependent.
+            var = var + MEAN_SHARE * mean ** 2
             jitter = 1 + 0.1 * (torch.rand(var.shape, generator=self.gen) - 0.5)
-            self.sd[f'{prefix}.running_mean'] = (mean + 0.05 * var.sqrt() *
-                                                 (torch.rand(mean.shape, generator=self.gen) -
-                                                  0.5)).float()
-            self.sd[f'{prefix}.running_var'] = (var * jitter + 1e-3).float()
+            offset = 0.05 * var.sqrt() * (torch.rand(mean.shape, generator=self.gen) - 0.5)
+            self.sd[f'{prefix}.running_mean'] = mean + offset.to(mean.dtype)
+            self.sd[f'{prefix}.running_var'] = var * jitter.to(var.dtype) + 1e-3
         self.p(f'{prefix}.num_batches_tracked')
         shape = [1, -1] + [1] * (x.dim() - 2)
         mean = self.p(f'{prefix}.running_mean').view(shape)
@@ -421,16 +422,18 @@ def random_state_dict(name: str, seed: int = 0) -> StateDict:
 
 
 def calibrate(name: str, state_dict: StateDict, x: torch.Tensor, temperature: float,
-              seed: int = 0) -> StateDict:
+              seed: int = 0, return_logits: bool = False):
     """A copy of ``state_dict`` whose BatchNorm running statistics fit ``x`` at ``temperature``.
 
     The running stats stay positive variances and are perturbed by a few percent, so they are
-    not exactly the batch statistics of any input.
+    not exactly the batch statistics of any input. With ``return_logits`` the eval-mode logits
+    of the calibrated model for ``x`` come too (the calibrating pass already normalizes with the
+    final statistics, so no second forward is needed).
     """
     sd = dict(state_dict)
-    if not any(k.endswith('.running_var') for k in sd):
-        return sd  # ConvNeXt: LayerNorms only, nothing to calibrate
+    if not any(k.endswith('.running_var') for k in sd):  # ConvNeXt: LayerNorms only
+        return (sd, reference_logits(name, sd, x, temperature)) if return_logits else sd
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        ReferenceForward(name, sd, temperature, calibrate=True, generator=gen)(x)
-    return sd
+        logits = ReferenceForward(name, sd, temperature, calibrate=True, generator=gen)(x)
+    return (sd, logits) if return_logits else sd

@@ -223,7 +223,7 @@ def test_kw_r50_mask_rcnn_train_iteration_and_prediction():
     losses = detector(**data, mode='loss')
     assert {'loss_rpn_cls', 'loss_rpn_bbox', 'loss_cls', 'loss_bbox', 'loss_mask'} <= set(losses)
     loss, log_vars = detector.parse_losses(losses)
-    assert all(np.isfinite(float(v)) for v in log_vars.values())
+    assert all(np.isfinite(float(torch.as_tensor(v).detach())) for v in log_vars.values())
     optim_wrapper.backward(loss)
     # every trainable tensor of the detector got a gradient: DDP without unused parameters
     trainable = [(k, p) for k, p in detector.named_parameters() if p.requires_grad]

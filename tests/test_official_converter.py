@@ -96,29 +96,39 @@ def test_every_released_variant_has_a_config_it_fits():
 
 
 # --------------------------------------------------------------------------- logits
+def to_double(state_dict: dict) -> dict:
+    return {k: v.double() if v.is_floating_point() else v for k, v in state_dict.items()}
+
+
 @pytest.mark.parametrize('name', LOGIT_CASES)
 def test_converted_checkpoint_gives_the_reference_logits(name):
+    """Same logits as the reference for every temperature (relative error < 1e-4).
+
+    In float64: random networks on random images are ill-conditioned (deep features of all
+    inputs are nearly alike, and the BatchNorms that separate them amplify rounding by orders
+    of magnitude), so float32 rounding alone would differ by more than the tolerance, while the
+    math of both sides is the same. The check is on the converted weights and the math.
+    """
     gen = torch.Generator().manual_seed(7)
-    x_calib = torch.randn(4, 3, 32, 32, generator=gen)
-    x = torch.randn(2, 3, 48, 48, generator=gen)
-    base = random_state_dict(name, seed=11)
+    x = torch.randn(4, 3, 32, 32, generator=gen, dtype=torch.float64)
+    base = to_double(random_state_dict(name, seed=11))
     model = None
     temperatures = TEMPERATURES if any(k.startswith('warehouse') for k in base) else (0.0, )
     outputs = []
     for t in temperatures:
-        ref_sd = calibrate(name, base, x_calib, temperature=t)
+        # BatchNorm statistics fitted at this temperature (on x itself), and the logits.
+        ref_sd, expected = calibrate(name, base, x, temperature=t, return_logits=True)
         result = convert_state_dict(ref_sd)
         assert variant_label(result.variant) == name
         if model is None:
-            model = build_model(result.target.model_cfg).eval()
+            model = build_model(result.target.model_cfg).double().eval()
         load_state_dict_strict(model, result.state_dict, f'converted {name}', 'model')
         if temperatures != (0.0, ):
             assert set_temperature(model, t) > 0
         with torch.no_grad():
             ours = model(x, mode='tensor')
-        expected = reference_logits(name, ref_sd, x, temperature=t)
-        assert ours.shape == expected.shape == (2, 1000)
-        # The comparison sees the whole network: the two inputs give clearly different logits.
+        assert ours.shape == expected.shape == (4, 1000)
+        # The comparison sees the whole network: different inputs give clearly different logits.
         assert (expected[0] - expected[1]).abs().max() > 0.1 * expected.abs().max()
         assert rel_error(ours, expected) < MAX_REL_ERROR, (name, t)
         outputs.append(expected)

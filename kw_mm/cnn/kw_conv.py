@@ -10,8 +10,9 @@ from typing import Optional, Sequence, Tuple, Union
 import torch
 import torch.nn as nn
 
+from . import fast
 from .attention import KWAttention
-from .functional import KWGeometry, kw_conv_reference
+from .functional import KWGeometry, kw_attention_reference, kw_conv_reference
 
 IntOrTuple = Union[int, Sequence[int]]
 
@@ -106,8 +107,11 @@ class KWConvNd(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         cells = self.cells
-        alpha = self.attention(x)
-        return kw_conv_reference(x, alpha, cells, self.bias, self.geometry)
+        if fast.get_kw_impl() == 'reference':
+            att = self.attention
+            alpha = kw_attention_reference(att.logits(x), att.beta, att.temperature)
+            return kw_conv_reference(x, alpha, cells, self.bias, self.geometry)
+        return fast.kw_conv(x, self.attention(x), cells, self.bias, self.geometry)
 
     def extra_repr(self) -> str:
         s = (f'{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, '
