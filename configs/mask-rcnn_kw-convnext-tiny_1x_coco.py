@@ -3,7 +3,7 @@
 # layout ('release'); the paper's Table 14 layout is layout='paper'.
 _base_ = './mask-rcnn_convnext-tiny_1x_coco.py'
 
-pretrained = 'checkpoints/kw1x_convnext-tiny_in1k.pth'  # see docs/detection.md
+pretrained = 'checkpoints/kw1x-convnext-tiny-release_in1k.pth'  # see docs/detection.md
 model = dict(
     backbone=dict(
         _delete_=True,

@@ -2,7 +2,7 @@
 # AP 33.7. Same recipe as mask-rcnn_mobilenet-v2_1x_coco.py.
 _base_ = './mask-rcnn_mobilenet-v2_1x_coco.py'
 
-pretrained = 'checkpoints/kw1x_mobilenetv2_100_in1k.pth'  # see docs/detection.md
+pretrained = 'checkpoints/kw1x-mobilenet-v2_in1k.pth'  # see docs/detection.md
 model = dict(
     backbone=dict(
         _delete_=True,

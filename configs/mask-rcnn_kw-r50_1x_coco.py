@@ -1,11 +1,11 @@
 # Mask R-CNN + FPN with a KernelWarehouse (KW 1x) ResNet50 backbone pretrained on ImageNet:
 # paper Table 3, box AP 41.8, mask AP 38.4. Same recipe as mask-rcnn_r50_1x_coco.py.
 #   tools/dist_train.sh configs/mask-rcnn_kw-r50_1x_coco.py 8 \
-#       --cfg-options model.backbone.init_cfg.checkpoint=checkpoints/kw1x_resnet50_in1k.pth
+#       --cfg-options model.backbone.init_cfg.checkpoint=checkpoints/kw1x-resnet50_in1k.pth
 # No find_unused_parameters: every trainable backbone tensor reaches the FPN.
 _base_ = './mask-rcnn_r50_1x_coco.py'
 
-pretrained = 'checkpoints/kw1x_resnet50_in1k.pth'  # see docs/detection.md
+pretrained = 'checkpoints/kw1x-resnet50_in1k.pth'  # see docs/detection.md
 model = dict(
     backbone=dict(
         _delete_=True,

@@ -2,5 +2,5 @@
 # AP 34.9.
 _base_ = './mask-rcnn_kw-mobilenet-v2_1x_coco.py'
 
-pretrained = 'checkpoints/kw4x_mobilenetv2_100_in1k.pth'  # see docs/detection.md
+pretrained = 'checkpoints/kw4x-mobilenet-v2_in1k.pth'  # see docs/detection.md
 model = dict(backbone=dict(budget=4, init_cfg=dict(checkpoint=pretrained)))

@@ -4,7 +4,7 @@
 # and frozen_stages=1 count "stages" differently from mmpretrain's MobileNetV2).
 _base_ = './_base_/detection/mask-rcnn_fpn_kw-finetune-1x_coco.py'
 
-pretrained = 'checkpoints/mobilenetv2_100_in1k.pth'  # see docs/detection.md
+pretrained = 'checkpoints/mobilenet-v2_in1k.pth'  # see docs/detection.md
 model = dict(
     backbone=dict(
         _delete_=True,

@@ -26,8 +26,8 @@ BN_EPS = 1e-5  # nn.BatchNorm1d/2d default
 ATT_LN_EPS = 1e-5  # nn.LayerNorm default (attention of ConvNeXt)
 CONVNEXT_LN_EPS = 1e-6  # ConvNeXt's own LayerNorms
 CAF_EPS = 1e-3
-#: Share of the squared batch mean added to the calibrated BatchNorm variance.
-MEAN_SHARE = 1.0
+#: Share of the batch mean that calibrated BatchNorm running means remove (see calibrate).
+CENTERING = 0.5
 
 StateDict = Dict[str, torch.Tensor]
 
@@ -162,18 +162,19 @@ class ReferenceForward:
     def batch_norm(self, x: torch.Tensor, prefix: str) -> torch.Tensor:
         dims = [0] + list(range(2, x.dim()))
         if self.calibrating:
+            # Deep features of a random network differ little between random images: a
+            # channel's batch variance can be tiny next to its mean. Plain batch statistics
+            # would then divide a small difference by a small spread and amplify rounding
+            # without bound (a chaotic network on which no two implementations agree, even in
+            # float64). Centering on half the mean and scaling by the second moment keeps
+            # every normalized channel of order one and its gain to perturbations bounded.
             mean = x.mean(dims).detach()
-            var = x.var(dims, unbiased=False).detach()
-            # Deep features of a random network differ little between random images, so the
-            # batch variance of a channel can be tiny next to its mean, and dividing by it
-            # would amplify rounding without bound (a chaotic network on which no two
-            # implementations agree). A share of the squared mean in the variance bounds
-            # that gain and keeps the network input-dependent.
-            var = var + MEAN_SHARE * mean ** 2
-            jitter = 1 + 0.1 * (torch.rand(var.shape, generator=self.gen) - 0.5)
-            offset = 0.05 * var.sqrt() * (torch.rand(mean.shape, generator=self.gen) - 0.5)
-            self.sd[f'{prefix}.running_mean'] = mean + offset.to(mean.dtype)
-            self.sd[f'{prefix}.running_var'] = var * jitter.to(var.dtype) + 1e-3
+            second = (x.detach() ** 2).mean(dims)
+            jitter = 1 + 0.1 * (torch.rand(mean.shape, generator=self.gen) - 0.5)
+            shift = 0.05 * (torch.rand(mean.shape, generator=self.gen) - 0.5)
+            self.sd[f'{prefix}.running_mean'] = CENTERING * mean + shift.to(mean.dtype) * \
+                second.sqrt()
+            self.sd[f'{prefix}.running_var'] = second * jitter.to(second.dtype) + 1e-3
         self.p(f'{prefix}.num_batches_tracked')
         shape = [1, -1] + [1] * (x.dim() - 2)
         mean = self.p(f'{prefix}.running_mean').view(shape)
@@ -385,9 +386,11 @@ def random_state_dict(name: str, seed: int = 0) -> StateDict:
     """Random tensors with the shapes of the released model ``name``.
 
     Scales: convolutions and linears Kaiming-like; warehouse cells so that a mixture of all cells
-    at t = 0 has about a plain kernel's scale; norm weights in [0.5, 1.5]; biases small; layer
-    scales (ConvNeXt gamma) in [0.3, 1] so that every block matters. BatchNorm running stats are
-    placeholders (mean 0, var 1): call :func:`calibrate` before comparing outputs.
+    at t = 0 has about a plain kernel's scale; attention logits made mostly of their (random)
+    biases, with a small input-dependent part (well-conditioned, see below); norm weights in
+    [0.5, 1.5]; other biases small; layer scales (ConvNeXt gamma) in [0.3, 1] so that every
+    block matters. BatchNorm running stats are placeholders (mean 0, var 1): call
+    :func:`calibrate` before comparing outputs.
     """
     gen = torch.Generator().manual_seed(seed)
     info = layouts().get(name, {})
@@ -407,13 +410,20 @@ def random_state_dict(name: str, seed: int = 0) -> StateDict:
             t = torch.ones(shape)
         elif leaf == 'gamma':
             t = 0.3 + 0.7 * torch.rand(shape, generator=gen)
-        elif leaf in ('bias', 'basis_bias'):
+        elif '.attention.' in key and leaf in ('bias', 'basis_bias'):
+            t = torch.randn(shape, generator=gen)  # attention logits: mostly these biases
+        elif leaf == 'bias':
             t = 0.1 * torch.randn(shape, generator=gen)
         elif leaf == 'weight' and len(shape) == 1:  # BatchNorm / LayerNorm
             t = 0.5 + torch.rand(shape, generator=gen)
+        elif leaf == 'weight' and ('.attention.fc2' in key or '.attention.fc3' in key):
+            # A small input-dependent part of the attention logits (next to their biases): a
+            # random attention that varied fully with its input would make the random network
+            # chaotic (perturbations grow ~5x per block), and no two implementations would
+            # agree on it.
+            t = torch.randn(shape, generator=gen) * 0.1 / math.sqrt(_fan_in(shape))
         elif leaf == 'weight':
-            gain = 1.0 if '.fc2' in key or '.fc3' in key or key.startswith(
-                ('fc.', 'head.', 'classifier')) else 2.0
+            gain = 1.0 if key.startswith(('fc.', 'head.', 'classifier')) else 2.0
             t = torch.randn(shape, generator=gen) * math.sqrt(gain / _fan_in(shape))
         else:
             raise KeyError(f'no rule for {key} {shape}')

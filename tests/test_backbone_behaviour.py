@@ -59,6 +59,11 @@ CASES: List[Case] = [
          dict(type='mmpretrain.ResNet', depth=50)),
     Case('kw1x-convnext-release', dict(type='kw_mm.KWConvNeXt', arch=CONVNEXT, layout='release'),
          dict(type='mmpretrain.ConvNeXt', arch=CONVNEXT), size=32, batch_norm=False),
+    Case('kw1x-mobilenet-v2-w0.5', dict(type='kw_mm.KWMobileNetV2', widen_factor=0.5, budget=1),
+         dict(type='mmpretrain.MobileNetV2', widen_factor=0.5), frozen_stages=2),
+    Case('kw1d2x-mobilenet-v2-w0.5', dict(type='kw_mm.KWMobileNetV2', widen_factor=0.5,
+                                           budget=0.5),
+         dict(type='mmpretrain.MobileNetV2', widen_factor=0.5), frozen_stages=2),
 ]
 
 #: (KW backbone config, message the ValueError must contain); each names the value given.
@@ -75,6 +80,13 @@ BAD_ARGUMENTS: List[Tuple[dict, str]] = [
      r'frozen_stages must be in \[-1, 4\], got -2'),
     (dict(type='kw_mm.KWResNet', depth=18, drop_path_rate=1.0),
      r'drop_path_rate must be in \[0, 1\), got 1.0'),
+    (dict(type='kw_mm.KWMobileNetV2', widen_factor=0.75),
+     r'widen_factor must be one of \[0.5, 1.0\], got 0.75'),
+    (dict(type='kw_mm.KWMobileNetV2', budget=2), r'budget must be one of \[0.5, 1, 4\], got 2'),
+    (dict(type='kw_mm.KWMobileNetV2', out_indices=(8, )),
+     r'out_indices must be in \[0, 8\), got 8'),
+    (dict(type='kw_mm.KWMobileNetV2', frozen_stages=8),
+     r'frozen_stages must be in \[-1, 7\], got 8'),
 ]
 
 ids = [case.name for case in CASES]

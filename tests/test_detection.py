@@ -256,29 +256,36 @@ def classifier(variant: str, num_classes: int = 6):
     return mmpretrain_models().build(get_variant(variant).model_cfg(num_classes))
 
 
-def test_pretrained_init_from_kw_classification_checkpoint(tmp_path):
-    cls = classifier('kw1x_resnet50')
-    ckpt = str(tmp_path / 'kw1x_resnet50_cls.pth')
+@pytest.mark.parametrize('name', ['mask-rcnn_kw-r50_1x_coco.py',
+                                  'mask-rcnn_kw-mobilenet-v2_1x_coco.py',
+                                  'mask-rcnn_kw-convnext-tiny_1x_coco.py',
+                                  'mask-rcnn_r50_1x_coco.py'])
+def test_pretrained_init_from_classification_checkpoint(name, tmp_path):
+    """A Runner checkpoint of the ImageNet twin classifier (backbone. and head. keys) fills
+    every backbone tensor; only ConvNeXt's detection output norms norm0-2 keep their init."""
+    from kw_mm.utils.setup_env import use_safe_checkpoint_loader
+    use_safe_checkpoint_loader()  # as tools/train.py: mmengine's loader for the baselines
+    cls = classifier(DETECTORS[name][0])
+    ckpt = str(tmp_path / 'cls.pth')
     save_runner_checkpoint(cls, ckpt)
-    cfg = load_cfg('mask-rcnn_kw-r50_1x_coco.py',
-                   **{'model.backbone.init_cfg.checkpoint': ckpt})
+    cfg = load_cfg(name, **{'model.backbone.init_cfg.checkpoint': ckpt})
+    torch.manual_seed(2)
     detector = mmdet_models().build(cfg.model)
     detector.init_weights()
     expected = cls.backbone.state_dict()
     loaded = detector.backbone.state_dict()
-    assert loaded.keys() == expected.keys()
-    for key, value in expected.items():
-        assert torch.equal(loaded[key], value), key
+    assert [k for k in loaded if k not in expected and not is_norm_output_of_detection(k)] == []
+    assert [k for k in expected if not torch.equal(loaded[k], expected[k])] == []
 
-    # a plain backbone state dict (no prefix) works too
-    plain = str(tmp_path / 'backbone_only.pth')
-    torch.save(cls.backbone.state_dict(), plain)
-    backbone_cfg = dict(cfg.model.backbone, init_cfg=dict(type='Pretrained', checkpoint=plain,
-                                                          prefix='backbone.'))
-    backbone = mmdet_models().build(backbone_cfg)
-    backbone.init_weights()
-    for key, value in expected.items():
-        assert torch.equal(backbone.state_dict()[key], value), key
+    if name == 'mask-rcnn_kw-r50_1x_coco.py':
+        # a plain backbone state dict (no prefix) works too
+        plain = str(tmp_path / 'backbone_only.pth')
+        torch.save(cls.backbone.state_dict(), plain)
+        backbone = mmdet_models().build(
+            dict(cfg.model.backbone,
+                 init_cfg=dict(type='Pretrained', checkpoint=plain, prefix='backbone.')))
+        backbone.init_weights()
+        assert all(torch.equal(backbone.state_dict()[k], v) for k, v in expected.items())
 
 
 def test_pretrained_init_of_another_budget_fails_naming_both(tmp_path):

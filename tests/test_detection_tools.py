@@ -136,3 +136,37 @@ def test_test_py_prints_coco_box_and_mask_ap(demo_det):
         match = re.search(re.escape(key) + r'\s+([0-9.]+)', proc.stdout)
         assert match, (key, proc.stdout)
         assert 0.0 <= float(match.group(1)) <= 1.0
+
+
+# ---------------------------------------------------------------------- released checkpoint
+def test_released_checkpoint_converts_and_initializes_the_detector(tmp_path):
+    """Step 1 and the init of step 2 of docs/detection.md: a checkpoint in the reference
+    release's format (random tensors with the released keys and shapes of kw1x_resnet50)
+    goes through the converter and fills every tensor of the KW R50 detector's backbone."""
+    from mmdet.registry import MODELS
+    from mmdet.utils import register_all_modules
+    from mmengine.config import Config
+    register_all_modules(init_default_scope=False)
+    shapes = json.load(open(osp.join(ROOT, 'tests', 'data', 'official_kw', 'statedict',
+                                     'kw1x_resnet50.json')))
+    g = torch.Generator().manual_seed(0)
+    official = {k: (torch.zeros(s, dtype=torch.long) if k.endswith('num_batches_tracked')
+                    else torch.randn(s, generator=g)) for k, s in shapes}
+    src, dst = str(tmp_path / 'kw1x_resnet50.pth'), str(tmp_path / 'kw1x-resnet50_in1k.pth')
+    torch.save(official, src)
+    check(run([sys.executable, 'tools/model_converters/kw_official_to_mmpretrain.py', src, dst]))
+
+    cfg = Config.fromfile(osp.join(ROOT, 'configs', 'mask-rcnn_kw-r50_1x_coco.py'))
+    cfg.merge_from_dict({'model.backbone.init_cfg.checkpoint': dst})
+    detector = MODELS.build(cfg.model)
+    detector.init_weights()
+    converted = torch.load(dst, weights_only=True)['state_dict']
+    backbone = detector.backbone.state_dict()
+    expected = {k[len('backbone.'):]: v for k, v in converted.items()
+                if k.startswith('backbone.')}
+    assert backbone.keys() == expected.keys()
+    assert [k for k, v in expected.items() if not torch.equal(backbone[k], v)] == []
+    # the released warehouses are the detector's warehouses, tensor for tensor
+    for i in range(4):
+        assert torch.equal(backbone[f'warehouse_manager.weights.{i}'],
+                           official[f'warehouse_manager.weights.{i}'])

@@ -205,6 +205,11 @@ def test_classifier_init_keeps_attention_init():
     assert 0.08 < att.fc1.weight.std().item() < 0.12
     assert att.fc2.bias.abs().max().item() == 0.0
     assert 0.015 < model.head.fc.weight.std().item() < 0.025  # the head does get TruncNormal
+    # A second call (e.g. after loading weights by hand) re-initializes nothing.
+    with torch.no_grad():
+        att.fc2.bias.fill_(0.5)
+    model.init_weights()
+    assert torch.all(att.fc2.bias == 0.5)
 
 
 # --------------------------------------------------------------------------- behaviour
@@ -321,7 +326,8 @@ def test_classifier_checkpoint_feeds_detection_backbone(tmp_path):
     KWConvNeXt(arch=SMALL, layout='release', out_indices=(0, 1), init_cfg=init).init_weights()
     state = {'backbone.' + k: v for k, v in source.state_dict().items() if 'gamma' not in k}
     torch.save(state, path)
-    with pytest.raises(CheckpointMismatchError, match=r'missing in checkpoint: stages\.0\.0\.gamma'):
+    missing = r'missing in checkpoint: stages\.0\.0\.gamma'
+    with pytest.raises(CheckpointMismatchError, match=missing):
         KWConvNeXt(arch=SMALL, layout='release', out_indices=(0, 1, 2, 3),
                    init_cfg=init).init_weights()
 

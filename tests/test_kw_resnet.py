@@ -276,7 +276,8 @@ def test_config_recipe_and_model(config):
         assert cfg.model.head.loss.type == 'CrossEntropyLoss'
         anneal = 10
     backbone = cfg.model.backbone
-    assert backbone.depth == exp['depth'] and backbone.drop_path_rate == exp['drop_path']
+    assert backbone.depth == exp['depth']
+    assert backbone.get('drop_path_rate', 0.0) == exp['drop_path']
     hooks = cfg.get('custom_hooks', [])
     if exp['kw']:
         assert backbone.type == 'kw_mm.KWResNet' and backbone.budget == exp['budget']

@@ -34,7 +34,7 @@ PIP=(pip_quiet)
 pip_quiet() {
   "${VENV}/bin/python" -m pip "$@" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
 }
-"${PIP[@]}" install -q --upgrade pip 'setuptools<70' wheel
+"${PIP[@]}" install -q --upgrade pip 'setuptools==80.9.0' wheel
 
 if ! "${VENV}/bin/python" -c "import torch, torchvision; assert torch.__version__.startswith('${TORCH_VERSION}')" 2>/dev/null; then
   log "installing torch ${TORCH_VERSION} + torchvision ${TORCHVISION_VERSION} (local wheels, ~2 min)"

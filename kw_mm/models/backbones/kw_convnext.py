@@ -17,7 +17,7 @@ Two warehouse layouts:
   third stage are split into three groups of equal size, each with its own depth-wise and
   point-wise warehouse. Budget 1 uses KW 1x everywhere; budget 3/4 applies KW 1/2x (cells of
   half the greatest common divisor, b = 1/2) to the point-wise warehouses of the last two groups
-  (the third group of stage 3 and stage 4) and KW 1x elsewhere.
+  (warehouses ``stage2.2_pw`` and ``stage3_pw``) and KW 1x elsewhere.
 """
 import re
 from collections import OrderedDict
@@ -201,9 +201,10 @@ class KWConvNeXt(BaseKWBackbone):
         check_choice('budget', budget, self.half_pw_groups)
         allowed = self.layout_settings[layout]['budgets']
         if budget not in allowed:
-            raise ValueError(f"layout={layout!r} supports budget {' or '.join(f'{b:g}' for b in allowed)}"
-                             f", got budget={budget!r}; the 3/4x model exists only in the "
-                             "'paper' layout (the release has KW 1x only)")
+            supported = ' or '.join(f'{b:g}' for b in allowed)
+            raise ValueError(f'layout={layout!r} supports budget {supported}, got '
+                             f"budget={budget!r}; the 3/4x model exists only in the 'paper' "
+                             'layout (the release has KW 1x only)')
         self.depths = list(arch['depths'])
         self.channels = list(arch['channels'])
         self.budget = float(budget)
@@ -330,9 +331,11 @@ class KWConvNeXt(BaseKWBackbone):
         init of the reference (Kaiming fan-out, zero bias). Warehouse cells are raw parameters
         and untouched by such rules.
         """
+        first_call = not self._is_init
         super().init_weights()
         cfg = self.init_cfg
-        if not (isinstance(cfg, dict) and cfg.get('type') == 'Pretrained'):
+        pretrained = isinstance(cfg, dict) and cfg.get('type') == 'Pretrained'
+        if first_call and not pretrained:
             for m in self.modules():
                 if isinstance(m, KWAttention):
                     m.reset_parameters()

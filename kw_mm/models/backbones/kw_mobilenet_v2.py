@@ -247,7 +247,7 @@ class KWMobileNetV2(BaseKWBackbone):
         check_choice('budget', budget, self.budget_settings)
         # mmpretrain's MobileNetV2 freezes at most layer7 (conv2 is never frozen).
         if frozen_stages not in range(-1, self.num_stages):
-            raise ValueError(f'frozen_stages must be in range(-1, {self.num_stages}), got '
+            raise ValueError(f'frozen_stages must be in [-1, {self.num_stages - 1}], got '
                              f'{frozen_stages!r}')
         super().__init__(out_indices=out_indices, frozen_stages=frozen_stages,
                          norm_eval=norm_eval, freeze_warehouses=freeze_warehouses,
@@ -346,7 +346,7 @@ class KWMobileNetV2(BaseKWBackbone):
             strict (bool): Also reject entries that match no warehouse. Defaults to True.
 
         Raises:
-            KeyError: If a warehouse matches no entry, or (strict) an entry matches no
+            ValueError: If a warehouse matches no entry, or (strict) an entry matches no
                 warehouse.
         """
         if not isinstance(value, Mapping):
@@ -360,11 +360,11 @@ class KWMobileNetV2(BaseKWBackbone):
                     used.add(key)
                     break
             else:
-                raise KeyError(f'{what} {dict(value)} has no entry for warehouse {name!r} and '
+                raise ValueError(f'{what} {dict(value)} has no entry for warehouse {name!r} and '
                                f'no "default"; warehouses: {list(names)}')
         unused = set(value) - used - {'default'}
         if strict and unused:
-            raise KeyError(f'{what} has entries {sorted(unused)} that match no warehouse; '
+            raise ValueError(f'{what} has entries {sorted(unused)} that match no warehouse; '
                            f'warehouses: {list(names)}')
         return resolved
 

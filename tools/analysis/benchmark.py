@@ -1,0 +1,103 @@
+"""Speed and memory of KW models against their plain twins, or of single KW layers.
+
+Models are mmpretrain configs or paper variant names; a KW model is compared with its plain
+twin (``configs/kw1x-resnet18_8xb32_in1k.py`` -> ``configs/resnet18_8xb32_in1k.py``,
+``kw4x_resnet18`` -> ``resnet18``, or ``KW:PLAIN`` explicitly), interleaved, medians over
+repetitions. The measuring code is in ``kw_mm/utils/benchmark.py``.
+
+Examples:
+    # the issue's target set (2 threads, batch 8, 224x224), as `make bench` runs it
+    python tools/analysis/benchmark.py --preset paper-cpu --json bench.json
+    # any configs or variants
+    python tools/analysis/benchmark.py configs/kw1x-resnet18_8xb32_in1k.py kw1x_resnet50
+    # one KW layer against nn.Conv2d of the same shape and the straightforward implementation
+    python tools/analysis/benchmark.py --layer 256,256,3 --size 14 --batch 8
+    # every KW layer of a model, timed alone (where the ratio comes from)
+    python tools/analysis/benchmark.py --layer-profile kw1x_resnet18
+"""
+import argparse
+import json
+import sys
+import time
+
+import torch
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog=__doc__.split('\n', 1)[1])
+    parser.add_argument('models', nargs='*',
+                        help='KW configs or paper variants, optionally KW:PLAIN')
+    parser.add_argument('--preset', choices=['paper-cpu'], help='a predefined set and settings')
+    parser.add_argument('--layer', help='one KW layer: CIN,COUT,K[,STRIDE[,GROUPS]]')
+    parser.add_argument('--layer-profile', metavar='MODEL',
+                        help='time every KW layer of MODEL alone against a plain conv')
+    parser.add_argument('--budget', type=float, default=1.0, help='--layer: warehouse budget b')
+    parser.add_argument('--bias', action='store_true', help='--layer: with bias')
+    parser.add_argument('--channels-last', action='store_true', help='--layer: NHWC input')
+    parser.add_argument('--batch', type=int, help='batch N (default 8)')
+    parser.add_argument('--size', type=int, help='input size (default 224; --layer: 14)')
+    parser.add_argument('--threads', type=int, help='torch threads (default 2)')
+    parser.add_argument('--clock', choices=['wall', 'cpu'], default='wall',
+                        help='wall time, or process CPU time (steadier on a busy machine)')
+    parser.add_argument('--reps', type=int, default=10, help='timed rounds per metric')
+    parser.add_argument('--warmup', type=int, default=2, help='untimed rounds first')
+    parser.add_argument('--metrics', default='eval_b1,eval_bN,train',
+                        help='comma-separated subset of eval_b1,eval_bN,train')
+    parser.add_argument('--with-reference', action='store_true',
+                        help="also time the KW models' straightforward implementation")
+    parser.add_argument('--no-memory', action='store_true', help='skip peak memory')
+    parser.add_argument('--json', help='write the results to this JSON file')
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
+    from kw_mm.utils import benchmark as bm
+    preset = bm.PRESETS[args.preset] if args.preset else {}
+    threads = args.threads or preset.get('threads', 2)
+    batch = args.batch or preset.get('batch', 8)
+    torch.set_num_threads(threads)
+    bm.set_clock(args.clock)
+    start = time.time()
+    report = dict(environment=bm.environment(), args=vars(args))
+
+    if args.layer:
+        parts = [int(v) for v in args.layer.split(',')]
+        if not 3 <= len(parts) <= 5:
+            sys.exit(f'--layer wants CIN,COUT,K[,STRIDE[,GROUPS]], got {args.layer!r}')
+        cin, cout, k, stride, groups = (parts + [1, 1])[:5]
+        row = bm.benchmark_layer(cin, cout, k, args.size or 14, batch, stride, groups, args.bias,
+                                 args.budget, max(args.reps, 5), args.warmup, args.channels_last)
+        print(bm.format_layer_rows([row]))
+        report['layers'] = [row]
+    elif args.layer_profile:
+        rows = bm.layer_profile(args.layer_profile, batch, args.size or 224, args.reps,
+                                args.warmup)
+        print(bm.format_layer_profile(rows))
+        report['layer_profile'] = rows
+    else:
+        pairs = [bm.parse_pair(m) for m in args.models] or preset.get('pairs', [])
+        if not pairs:
+            sys.exit('give models, --preset, --layer or --layer-profile (see --help)')
+        metrics = [m for m in args.metrics.split(',') if m]
+        results = []
+        for i, (kw, plain) in enumerate(pairs, 1):
+            print(f'[{i}/{len(pairs)}] {kw} vs {plain} (threads={threads}, batch={batch})',
+                  flush=True)
+            results.append(bm.benchmark_pair(kw, plain, batch, args.size or 224, args.reps,
+                                             args.warmup, metrics, args.with_reference,
+                                             not args.no_memory))
+        print()
+        print(bm.format_pairs(results, batch))
+        report['pairs'] = [r.to_dict() for r in results]
+    report['environment_end'] = bm.environment()
+    report['seconds'] = time.time() - start
+    if args.json:
+        with open(args.json, 'w') as f:
+            json.dump(report, f, indent=1)
+
+
+if __name__ == '__main__':
+    main()
