@@ -53,10 +53,14 @@ CONVNEXT = dict(depths=[2, 2, 3, 2], channels=[16, 32, 64, 128])
 CASES: List[Case] = [
     Case('kw1x-resnet18', dict(type='kw_mm.KWResNet', depth=18, budget=1),
          dict(type='mmpretrain.ResNet', depth=18)),
-    Case('kw1d2x-resnet18', dict(type='kw_mm.KWResNet', depth=18, budget=0.5),
-         dict(type='mmpretrain.ResNet', depth=18)),
-    Case('kw1d2x-resnet50', dict(type='kw_mm.KWResNet', depth=50, budget=0.5),
-         dict(type='mmpretrain.ResNet', depth=50)),
+    # Narrower ResNets (base_channels as mmpretrain's ResNet): the cost of a KW layer is
+    # dominated by assembling kernels, which does not shrink with the input.
+    Case('kw1d2x-resnet18-w32', dict(type='kw_mm.KWResNet', depth=18, budget=0.5,
+                                     stem_channels=32, base_channels=32),
+         dict(type='mmpretrain.ResNet', depth=18, stem_channels=32, base_channels=32)),
+    Case('kw1d2x-resnet50-w16', dict(type='kw_mm.KWResNet', depth=50, budget=0.5,
+                                     stem_channels=16, base_channels=16),
+         dict(type='mmpretrain.ResNet', depth=50, stem_channels=16, base_channels=16)),
     Case('kw1x-convnext-release', dict(type='kw_mm.KWConvNeXt', arch=CONVNEXT, layout='release'),
          dict(type='mmpretrain.ConvNeXt', arch=CONVNEXT), size=32, batch_norm=False),
     Case('kw1x-mobilenet-v2-w0.5', dict(type='kw_mm.KWMobileNetV2', widen_factor=0.5, budget=1),
@@ -223,7 +227,7 @@ def test_batch_of_one_trains(case):
 
 
 def frozen_run(case: Case, freeze_warehouses: bool) -> Tuple[list, list, nn.Module, Dict]:
-    """Frozen-stage outputs (eval) before and after three SGD steps in train mode."""
+    """Frozen-stage outputs (eval) before and after two SGD steps in train mode."""
     torch.manual_seed(0)
     model = build(case, frozen_stages=case.frozen_stages, freeze_warehouses=freeze_warehouses,
                   out_indices=all_stages(case))
@@ -236,7 +240,7 @@ def frozen_run(case: Case, freeze_warehouses: bool) -> Tuple[list, list, nn.Modu
     # As an OpenMMLab optimizer wrapper: every parameter is handed to the optimizer.
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
     model.train()
-    for step in range(3):
+    for step in range(2):
         optimizer.zero_grad()
         outs = model(inputs(case, seed=step + 1))
         sum(o.square().mean() for o in outs).backward()
@@ -300,7 +304,7 @@ def test_norm_eval(case):
 def test_out_indices_shapes(case):
     last = all_stages(case)[-1]
     x = inputs(case)
-    for out_indices in (tuple(range(last + 1)), (0, last), (last, )):
+    for out_indices in (tuple(range(last + 1)), (0, last)):
         kw = build(case, out_indices=out_indices).eval()
         plain = PRETRAIN_MODELS.build(dict(case.plain, out_indices=out_indices))
         plain.eval()  # not chained: mmpretrain's ConvNeXt.train() returns None

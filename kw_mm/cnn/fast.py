@@ -1,143 +1,336 @@
-"""Fast paths of the KernelWarehouse convolution (same math as the reference in ``functional``).
+"""The fast KernelWarehouse convolution (same math as ``functional.kw_conv_reference``).
 
-:func:`kw_conv` computes exactly what :func:`~kw_mm.cnn.functional.kw_conv_reference` computes
-(per-sample kernels ``alpha @ cells``, one convolution per sample, optional bias) and is what
-:class:`~kw_mm.cnn.kw_conv.KWConvNd` runs. Two cases, one path each:
+:func:`kw_conv` computes what :func:`~kw_mm.cnn.functional.kw_conv_reference` computes (per-sample
+kernels ``alpha @ cells``, each sample convolved with its own kernel, optional bias), forward and
+backward, and is what :class:`~kw_mm.cnn.kw_conv.KWConvNd` runs by default. Where the time went in
+the reference (see ``docs/speed.md``) and what is done instead:
 
-* **Point-wise layers** (1x1 kernels, ``groups == 1``, no padding; also ``KWLinear``): the
-  convolution of a sample is a matrix product, so the kernels are assembled straight into
-  ``[B, gi, Cout, ci]`` blocks (the mixtures' attentions are re-ordered instead of the kernels)
-  and applied with ``torch.bmm`` / ``baddbmm_``, one product per input block ``i``. No permute
-  copy of the kernels, no grouped convolution, the bias fused into the first product, and the
-  input's memory format (contiguous, channels_last, or the transposed tokens of ``KWLinear``)
-  used as it is.
-* **Spatial layers** (3x3, depth-wise, strided, dilated, 1-D/3-D): kernels in the layout the
-  convolution wants (``assemble_kernels_reference``: one matrix product and one permute copy),
-  then one grouped convolution over the samples of a chunk (a plain convolution when a chunk
-  holds one sample, e.g. at batch size 1), the bias fused into it.
+* **Kernels are assembled in blocks of output channels** that fit in the cache
+  (:data:`BLOCK_BYTES` on the CPU): for a block, one matrix product ``alpha @ cells[:, rows]``
+  over the whole batch, the permute into the layout the convolution wants while it is still in
+  the cache, and the convolution of every sample with its block right away. The reference
+  assembles all ``B`` kernels at once (75 MB for a 512-channel 3x3 layer at batch 8): each such
+  buffer is mapped fresh by the allocator and page-faulted in on every call, and every pass over
+  it (matrix product, permute copy, the convolution's weight reorder) goes to memory. Blocking
+  reads the warehouse once, keeps the passes in the cache and the buffers small enough to be
+  recycled; it made the late ResNet layers 2-3x faster. Small kernels (early layers, depth-wise)
+  are one block.
+* **Point-wise layers** (1x1 kernels, ``groups == 1``, no padding; ``KWLinear``) are per-sample
+  matrix products: the kernels are assembled straight into ``[B, gi, Cout, ci]`` (the small
+  attentions are re-ordered instead of the large kernels: no permute copy) and applied with
+  ``torch.bmm`` / ``baddbmm_`` instead of a grouped convolution, in the input's own memory
+  format (contiguous, channels_last, or the transposed tokens of ``KWLinear``), bias fused.
+* **Spatial layers** run one grouped convolution over the samples (``groups = groups * B``) per
+  block, bias fused; at batch size 1 that is the plain convolution.
+* **Backward** (:class:`KWConvFunction`) walks the same blocks: the convolution's input and
+  weight gradients (``aten.convolution_backward`` / ``bmm``), the kernel gradient permuted back
+  in the cache and turned into the gradients of ``alpha`` and of the block's cells rows by two
+  products. The kernels are not kept for the backward but re-assembled block by block
+  (:data:`SAVE_KERNELS`), so training keeps no ``B`` kernels per layer alive: peak memory is
+  lower than the reference's.
 
-Both cases run the batch in **chunks** whose kernels take at most :data:`CHUNK_BYTES` on the
-CPU. Assembled kernels are large (KW 1x ResNet18 at batch 8 assembles 350 MB of kernels per
-forward) and every buffer above glibc's largest mmap threshold (32 MiB) is mapped fresh and
-page-faulted in on every call; on the 2-core test machines this cost more than the arithmetic
-(the 512-channel 3x3 layer at batch 8 ran 2.6x faster in chunks of 2 samples). Smaller
-buffers are recycled by the allocator and stay warm in the last-level cache between the
-assembly and the convolution. On other devices the whole batch is one chunk.
+Everything is plain ``torch`` (``mm``, ``bmm``, ``convolution``, ``convolution_backward``) and
+runs on any device; on devices other than the CPU a layer is a single block.
 """
 import math
-from typing import List, Optional
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 
-from .functional import CONV_FUNCS, KWGeometry, assemble_kernels_reference
+from .functional import CONV_FUNCS, KWGeometry
 
-#: Largest size of the kernels assembled at once on the CPU (bytes); see the module docstring.
-CHUNK_BYTES = 24 * 2**20
+#: Largest size of the kernels of one block on the CPU (bytes). Blocks of 2-5 MB were fastest
+#: for the ResNet layers on the 2-core test machines (shared 32 MB last-level cache).
+BLOCK_BYTES = 4 * 2**20
+#: Keep the assembled kernels for the backward instead of re-assembling them there.
+SAVE_KERNELS = False
 
-
-def kernel_bytes_per_sample(cells: torch.Tensor, geo: KWGeometry) -> int:
-    """Bytes of one sample's assembled kernel ``[Cout, Cin/groups, *k]``."""
-    return math.prod(geo.weight_shape) * cells.element_size()
-
-
-def batch_chunks(batch: int, cells: torch.Tensor, geo: KWGeometry,
-                 chunk_bytes: Optional[int] = None) -> List[int]:
-    """Sizes of the sample chunks the batch is assembled and convolved in (even split).
-
-    Args:
-        batch (int): Number of samples.
-        cells (Tensor): The warehouse (its device and dtype decide the budget).
-        geo (KWGeometry): The layer.
-        chunk_bytes (int, optional): Budget per chunk. Defaults to :data:`CHUNK_BYTES` on the
-            CPU and no chunking elsewhere.
-    """
-    if chunk_bytes is None:
-        if cells.device.type != 'cpu':
-            return [batch]
-        chunk_bytes = CHUNK_BYTES
-    per_sample = kernel_bytes_per_sample(cells, geo)
-    num_chunks = min(batch, max(1, math.ceil(batch * per_sample / chunk_bytes)))
-    size, extra = divmod(batch, num_chunks)
-    return [size + 1] * extra + [size] * (num_chunks - extra)
+#: A block: output groups ``o0:o1`` of the cells and rows ``p0:p1`` of each cell; either all
+#: rows of several output groups or some rows of one group, so its output channels are the
+#: contiguous range ``o0 * co + p0`` to ``(o1 - 1) * co + p1``.
+Block = Tuple[int, int, int, int]
 
 
 def is_pointwise(geo: KWGeometry) -> bool:
-    """Whether the layer is a per-sample matrix product (1x1 kernel, no groups, no padding)."""
+    """Whether a sample's convolution is a matrix product (1x1, no groups, no padding)."""
     return geo.groups_spatial == 1 and geo.groups == 1 and not any(geo.padding)
 
 
-def assemble_pointwise(alpha: torch.Tensor, cells: torch.Tensor,
-                       geo: KWGeometry) -> torch.Tensor:
-    """Kernels of a point-wise layer as input blocks ``[B, gi, Cout, ci]``.
+def plan_blocks(geo: KWGeometry, batch: int, itemsize: int, device: torch.device,
+                block_bytes: Optional[int] = None) -> List[Block]:
+    """The blocks of output channels a layer is assembled and convolved in.
 
-    Mixture ``j = o * gi + i`` fills rows ``o*co:(o+1)*co`` of block ``i``. Re-ordering the
-    (small) attentions to ``(b, i, o)`` makes the product ``alpha @ cells`` come out in that
-    layout directly; with ``gi == 1`` or ``go == 1`` no re-ordering is needed at all.
+    Args:
+        geo (KWGeometry): The layer.
+        batch (int): Number of samples.
+        itemsize (int): Bytes per kernel element.
+        device (torch.device): Only the CPU is blocked (by default).
+        block_bytes (int, optional): Kernel bytes per block. Defaults to :data:`BLOCK_BYTES`
+            on the CPU, no blocking elsewhere.
     """
-    batch, n = alpha.shape[0], cells.shape[0]
-    go, gi = geo.groups_out, geo.groups_in
-    if go > 1 and gi > 1:
-        alpha = alpha.reshape(batch, go, gi, n).transpose(1, 2)
-    flat = torch.matmul(alpha.reshape(batch * gi * go, n), cells.reshape(n, -1))
-    return flat.view(batch, gi, geo.out_channels, geo.cell_in)
+    co, go = geo.cell_out, geo.groups_out
+    whole = [(0, go, 0, co)]
+    if block_bytes is None:
+        if device.type != 'cpu':
+            return whole
+        block_bytes = BLOCK_BYTES
+    row_bytes = batch * geo.in_per_group * geo.groups_spatial * itemsize
+    if geo.groups > 1 or row_bytes * geo.out_channels <= block_bytes:
+        return whole  # small kernels; grouped layers (depth-wise) have small kernels anyway
+    rows = max(1, block_bytes // row_bytes)
+    if rows >= co:  # whole output groups per block
+        per = rows // co
+        return [(o, min(go, o + per), 0, co) for o in range(0, go, per)]
+    # Even split of each group's rows (no tiny last block).
+    count = math.ceil(co / rows)
+    bounds = [round(k * co / count) for k in range(count + 1)]
+    return [(o, o + 1, bounds[k], bounds[k + 1]) for o in range(go) for k in range(count)]
 
 
-def _pointwise_conv(x: torch.Tensor, blocks: torch.Tensor, bias: Optional[torch.Tensor],
-                    geo: KWGeometry) -> torch.Tensor:
-    """``y[b] = sum_i blocks[b, i] @ x[b, i-th channel block]`` (+ bias), any memory format."""
-    if any(s != 1 for s in geo.stride):
-        x = x[(slice(None), slice(None)) + tuple(slice(None, None, s) for s in geo.stride)]
-    batch, spatial = x.shape[0], x.shape[2:]
-    flat = x.reshape(batch, geo.in_channels, -1)  # a view unless strided above
+# ------------------------------------------------------------------------------ assembly
+def _cell_rows(cells: torch.Tensor, p0: int, p1: int) -> torch.Tensor:
+    """Rows ``p0:p1`` of every cell as an ``[n, (p1 - p0) * ci]`` matrix (a view)."""
+    n = cells.shape[0]
+    return cells.reshape(n, cells.shape[1], -1)[:, p0:p1].reshape(n, -1)
+
+
+def _block_alpha(alpha: torch.Tensor, geo: KWGeometry, blk: Block,
+                 pointwise: bool) -> torch.Tensor:
+    """The attentions of a block's mixtures as rows ``[rows, n]``.
+
+    Spatial layers: rows ``(b, s, o, i)``; point-wise layers: rows ``(b, i, o)``, the order in
+    which ``rows @ cells`` is already the ``[B, gi, Cout, ci]`` layout of the products.
+    """
+    o0, o1 = blk[0], blk[1]
+    batch, n = alpha.shape[0], alpha.shape[-1]
+    if pointwise:
+        a = alpha.view(batch, geo.groups_out, geo.groups_in, n)[:, o0:o1]
+        if o1 - o0 > 1 and geo.groups_in > 1:
+            a = a.transpose(1, 2)
+    else:
+        a = alpha.view(batch, geo.groups_spatial, geo.groups_out, geo.groups_in, n)[:, :, o0:o1]
+    return a.reshape(-1, n)
+
+
+def _assemble(rows: torch.Tensor, cells: torch.Tensor, geo: KWGeometry, blk: Block,
+              batch: int, pointwise: bool) -> torch.Tensor:
+    """A block's kernels in the layout its convolution wants.
+
+    Point-wise: ``[B, gi, C, ci]`` (no copy). Spatial: ``[B * C, Cin/groups, *k]`` (the weight
+    of the grouped convolution; one permute copy). ``C`` is the block's output channels.
+    """
+    o0, o1, p0, p1 = blk
+    flat = torch.mm(rows, _cell_rows(cells, p0, p1))
+    channels = (o1 - o0) * (p1 - p0)
+    if pointwise:
+        return flat.view(batch, geo.groups_in, channels, geo.cell_in)
+    # (b, s, o, i, p, q) -> (b, o, p, i, q, s)
+    flat = flat.view(batch, geo.groups_spatial, o1 - o0, geo.groups_in, p1 - p0, geo.cell_in)
+    return flat.permute(0, 2, 4, 3, 5, 1).reshape(batch * channels, geo.in_per_group,
+                                                   *geo.kernel_size).contiguous()
+
+
+def _kernel_grad_rows(grad_w: torch.Tensor, geo: KWGeometry, blk: Block, batch: int,
+                      pointwise: bool) -> torch.Tensor:
+    """The gradient of a block's kernels in the row layout of :func:`_block_alpha`."""
+    o0, o1, p0, p1 = blk
+    if pointwise:
+        return grad_w.reshape(-1, (p1 - p0) * geo.cell_in)
+    g = grad_w.view(batch, o1 - o0, p1 - p0, geo.groups_in, geo.cell_in, geo.groups_spatial)
+    # (b, o, p, i, q, s) -> (b, s, o, i, p, q)
+    return g.permute(0, 5, 1, 3, 2, 4).reshape(-1, (p1 - p0) * geo.cell_in)
+
+
+def _add_alpha_grad(grad_alpha: torch.Tensor, grad_rows: torch.Tensor, geo: KWGeometry,
+                    blk: Block, pointwise: bool) -> None:
+    """Add the gradient of a block's attention rows into ``grad_alpha`` ``[B, M, n]``."""
+    o0, o1 = blk[0], blk[1]
+    batch, n = grad_alpha.shape[0], grad_alpha.shape[-1]
+    if pointwise:
+        target = grad_alpha.view(batch, geo.groups_out, geo.groups_in, n)[:, o0:o1]
+        if o1 - o0 > 1 and geo.groups_in > 1:
+            target = target.transpose(1, 2)
+    else:
+        target = grad_alpha.view(batch, geo.groups_spatial, geo.groups_out, geo.groups_in,
+                                 n)[:, :, o0:o1]
+    target.add_(grad_rows.view(target.shape))
+
+
+# ------------------------------------------------------------------------------ convolution
+def _strided_input(x: torch.Tensor, geo: KWGeometry) -> torch.Tensor:
+    """A point-wise layer's input at its stride (a view)."""
+    if all(s == 1 for s in geo.stride):
+        return x
+    return x[(slice(None), slice(None)) + tuple(slice(None, None, s) for s in geo.stride)]
+
+
+def _pointwise_forward(x: torch.Tensor, w: torch.Tensor, bias: Optional[torch.Tensor],
+                       geo: KWGeometry) -> torch.Tensor:
+    """``y[b] = sum_i w[b, i] @ x[b, i-th channel block]`` (+ bias), kept in x's format."""
+    xs = _strided_input(x, geo)
+    batch, spatial, channels = xs.shape[0], xs.shape[2:], w.shape[2]
+    flat = xs.reshape(batch, geo.in_channels, -1)  # a view unless strided above
     ci = geo.cell_in
-    # Channels-last inputs (stride 1 along channels; KWLinear's tokens are laid out so) are
-    # multiplied from the right, which keeps the output channels-last and avoids any copy.
-    channels_last = flat.stride(1) == 1 and flat.shape[2] > 1
-    if channels_last:
-        tokens = flat.transpose(1, 2)  # [B, L, Cin], contiguous rows
-        out = None
+    # Channels-last inputs (KWLinear's tokens are laid out so) are multiplied from the right,
+    # which reads them as they are and gives a channels-last output.
+    if flat.stride(1) == 1 and flat.shape[2] > 1:
+        tokens, out = flat.transpose(1, 2), None  # [B, L, Cin]
         for i in range(geo.groups_in):
-            w_t = blocks[:, i].transpose(1, 2)  # [B, ci, Cout]
-            part = tokens[:, :, i * ci:(i + 1) * ci]
+            w_t, part = w[:, i].transpose(1, 2), tokens[:, :, i * ci:(i + 1) * ci]
             if out is None:
                 out = (torch.bmm(part, w_t) if bias is None else
                        torch.baddbmm(bias.view(1, 1, -1), part, w_t))
             else:
-                out = out.baddbmm_(part, w_t)
-        # [B, L, Cout] -> [B, Cout, *spatial] with channels-last strides.
-        return out.view(batch, *spatial, geo.out_channels).movedim(-1, 1)
+                out.baddbmm_(part, w_t)
+        return out.view(batch, *spatial, channels).movedim(-1, 1)
     out = None
     for i in range(geo.groups_in):
         part = flat[:, i * ci:(i + 1) * ci]
         if out is None:
-            out = (torch.bmm(blocks[:, i], part) if bias is None else
-                   torch.baddbmm(bias.view(1, -1, 1), blocks[:, i], part))
+            out = (torch.bmm(w[:, i], part) if bias is None else
+                   torch.baddbmm(bias.view(1, -1, 1), w[:, i], part))
         else:
-            out = out.baddbmm_(blocks[:, i], part)
-    return out.view(batch, geo.out_channels, *spatial)
+            out.baddbmm_(w[:, i], part)
+    return out.view(batch, channels, *spatial)
 
 
-def _spatial_conv(x: torch.Tensor, kernels: torch.Tensor, bias: Optional[torch.Tensor],
-                  geo: KWGeometry) -> torch.Tensor:
-    """Convolve every sample with its own kernel ``kernels[b]`` (+ bias)."""
+def _pointwise_backward(x: torch.Tensor, w: torch.Tensor, grad_out: torch.Tensor,
+                        geo: KWGeometry, need_x: bool,
+                        need_w: bool) -> Tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:
+    xs = _strided_input(x, geo)
+    batch, channels, ci = xs.shape[0], w.shape[2], geo.cell_in
+    flat = xs.reshape(batch, geo.in_channels, -1)
+    g = grad_out.reshape(batch, channels, -1)
+    grad_x = grad_w = None
+    if need_w:
+        grad_w = torch.empty_like(w)
+        for i in range(geo.groups_in):
+            torch.bmm(g, flat[:, i * ci:(i + 1) * ci].transpose(1, 2), out=grad_w[:, i])
+    if need_x:
+        parts = [torch.bmm(w[:, i].transpose(1, 2), g) for i in range(geo.groups_in)]
+        grad_flat = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
+        grad_xs = grad_flat.view(xs.shape)
+        if xs is x:
+            grad_x = grad_xs
+        else:
+            grad_x = grad_xs.new_zeros(x.shape)
+            _strided_input(grad_x, geo).copy_(grad_xs)
+    return grad_x, grad_w
+
+
+def _batch_as_groups(x: torch.Tensor) -> torch.Tensor:
+    """``[B, C, *s]`` -> ``[1, B * C, *s]`` (a view for contiguous inputs and for B = 1)."""
+    if x.shape[0] == 1:
+        return x
+    return x.reshape(1, -1, *x.shape[2:])
+
+
+def _spatial_forward(x: torch.Tensor, w: torch.Tensor, bias: Optional[torch.Tensor],
+                     geo: KWGeometry) -> torch.Tensor:
+    """Every sample with its own kernel: one grouped convolution (the plain one at B = 1)."""
     batch = x.shape[0]
-    conv = CONV_FUNCS[geo.dim]
-    if batch == 1:
-        # No grouped-convolution trick for a single sample: the plain convolution.
-        return conv(x, kernels[0], bias, groups=geo.groups, **geo.conv_kwargs())
-    if bias is not None:
+    if bias is not None and batch > 1:
         bias = bias.repeat(batch)
-    out = conv(x.reshape(1, -1, *x.shape[2:]), kernels.reshape(-1, *kernels.shape[2:]), bias,
-               groups=geo.groups * batch, **geo.conv_kwargs())
-    return out.view(batch, geo.out_channels, *out.shape[2:])
+    out = CONV_FUNCS[geo.dim](_batch_as_groups(x), w, bias, groups=geo.groups * batch,
+                              **geo.conv_kwargs())
+    return out.view(batch, -1, *out.shape[2:])
 
 
-def _kw_conv_chunk(x: torch.Tensor, alpha: torch.Tensor, cells: torch.Tensor,
-                   bias: Optional[torch.Tensor], geo: KWGeometry) -> torch.Tensor:
-    if is_pointwise(geo):
-        return _pointwise_conv(x, assemble_pointwise(alpha, cells, geo), bias, geo)
-    return _spatial_conv(x, assemble_kernels_reference(alpha, cells, geo), bias, geo)
+def _spatial_backward(x: torch.Tensor, w: torch.Tensor, grad_out: torch.Tensor,
+                      geo: KWGeometry, need_x: bool,
+                      need_w: bool) -> Tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:
+    batch = x.shape[0]
+    # One memory format for all three (a channels-last input at batch 1 is copied; at larger
+    # batches _batch_as_groups already made it contiguous).
+    grad_x, grad_w, _ = torch.ops.aten.convolution_backward(
+        _batch_as_groups(grad_out).contiguous(), _batch_as_groups(x).contiguous(), w,
+        None, list(geo.stride),
+        list(geo.padding), list(geo.dilation), False, [0] * geo.dim, geo.groups * batch,
+        [need_x, need_w, False])
+    if grad_x is not None:
+        grad_x = grad_x.view(batch, -1, *grad_x.shape[2:])
+    return grad_x, grad_w
+
+
+# ------------------------------------------------------------------------------ autograd
+def _out_range(geo: KWGeometry, blk: Block) -> Tuple[int, int]:
+    o0, o1, p0, p1 = blk
+    return o0 * geo.cell_out + p0, (o1 - 1) * geo.cell_out + p1
+
+
+def _forward_blocks(x: torch.Tensor, alpha: torch.Tensor, cells: torch.Tensor,
+                    bias: Optional[torch.Tensor], geo: KWGeometry, blocks: Sequence[Block],
+                    pointwise: bool, keep: Optional[list]) -> torch.Tensor:
+    batch = x.shape[0]
+    forward = _pointwise_forward if pointwise else _spatial_forward
+    outs = []
+    for blk in blocks:
+        w = _assemble(_block_alpha(alpha, geo, blk, pointwise), cells, geo, blk, batch,
+                      pointwise)
+        if keep is not None:
+            keep.append(w)
+        c0, c1 = _out_range(geo, blk)
+        outs.append(forward(x, w, None if bias is None else bias[c0:c1], geo))
+    return outs[0] if len(outs) == 1 else torch.cat(outs, dim=1)
+
+
+class KWConvFunction(torch.autograd.Function):
+    """Blocked KW convolution with a backward that walks the same blocks.
+
+    Inputs ``(x, alpha, cells, bias, geo, blocks)``; see :func:`kw_conv`. Not twice
+    differentiable.
+    """
+
+    @staticmethod
+    def forward(ctx, x, alpha, cells, bias, geo, blocks):
+        pointwise = is_pointwise(geo)
+        keep = [] if SAVE_KERNELS else None
+        out = _forward_blocks(x, alpha, cells, bias, geo, blocks, pointwise, keep)
+        ctx.geo, ctx.blocks, ctx.pointwise = geo, blocks, pointwise
+        ctx.has_bias = bias is not None
+        ctx.num_kept = 0 if keep is None else len(keep)
+        ctx.save_for_backward(x, alpha, cells, *(keep or []))
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_out):
+        x, alpha, cells, *kept = ctx.saved_tensors
+        geo, blocks, pointwise = ctx.geo, ctx.blocks, ctx.pointwise
+        need_x, need_alpha, need_cells, need_bias = ctx.needs_input_grad[:4]
+        need_w = need_alpha or need_cells
+        batch = x.shape[0]
+        backward = _pointwise_backward if pointwise else _spatial_backward
+        grad_x = grad_alpha = grad_cells = grad_bias = None
+        if need_alpha:
+            grad_alpha = torch.zeros(alpha.shape, dtype=alpha.dtype, device=alpha.device)
+        if need_cells:
+            grad_cells = torch.zeros(cells.shape, dtype=cells.dtype, device=cells.device)
+        whole = len(blocks) == 1
+        for k, blk in enumerate(blocks):
+            c0, c1 = _out_range(geo, blk)
+            g = grad_out if whole else grad_out[:, c0:c1]
+            if not (pointwise or g.is_contiguous()):
+                g = g.contiguous()
+            rows = _block_alpha(alpha, geo, blk, pointwise)
+            w = kept[k] if kept else _assemble(rows, cells, geo, blk, batch, pointwise)
+            gx, gw = backward(x, w, g, geo, need_x, need_w)
+            del w
+            if gx is not None:
+                grad_x = gx if grad_x is None else grad_x.add_(gx)
+            if gw is not None:
+                grad_rows = _kernel_grad_rows(gw, geo, blk, batch, pointwise)
+                del gw
+                if need_alpha:
+                    _add_alpha_grad(grad_alpha, torch.mm(
+                        grad_rows, _cell_rows(cells, blk[2], blk[3]).t()), geo, blk, pointwise)
+                if need_cells:
+                    _cell_rows(grad_cells, blk[2], blk[3]).addmm_(rows.t(), grad_rows)
+        if need_bias:
+            dims = [0] + list(range(2, grad_out.dim()))
+            grad_bias = grad_out.sum(dim=dims)
+        return grad_x, grad_alpha, grad_cells, grad_bias, None, None
 
 
 def kw_conv(x: torch.Tensor,
@@ -145,10 +338,11 @@ def kw_conv(x: torch.Tensor,
             cells: torch.Tensor,
             bias: Optional[torch.Tensor],
             geo: KWGeometry,
-            chunk_bytes: Optional[int] = None) -> torch.Tensor:
+            block_bytes: Optional[int] = None) -> torch.Tensor:
     """The KW convolution: per-sample kernels ``alpha @ cells`` applied to ``x``.
 
-    Same result as :func:`~kw_mm.cnn.functional.kw_conv_reference` (up to float rounding).
+    Same result as :func:`~kw_mm.cnn.functional.kw_conv_reference` (up to float rounding),
+    forward and backward.
 
     Args:
         x (Tensor): Input ``[B, Cin, *spatial]`` (any memory format).
@@ -156,20 +350,16 @@ def kw_conv(x: torch.Tensor,
         cells (Tensor): The warehouse ``[n, co, ci, 1, ...]``.
         bias (Tensor, optional): ``[Cout]``.
         geo (KWGeometry): The layer's shapes.
-        chunk_bytes (int, optional): Kernel budget per chunk of samples; see
-            :func:`batch_chunks`.
+        block_bytes (int, optional): Kernel bytes per block (see :func:`plan_blocks`).
 
     Returns:
         Tensor: ``[B, Cout, *spatial_out]``.
     """
-    sizes = batch_chunks(x.shape[0], cells, geo, chunk_bytes)
-    if len(sizes) == 1:
-        return _kw_conv_chunk(x, alpha, cells, bias, geo)
-    outs = [
-        _kw_conv_chunk(xc, ac, cells, bias, geo)
-        for xc, ac in zip(x.split(sizes), alpha.split(sizes))
-    ]
-    return torch.cat(outs)
+    blocks = plan_blocks(geo, x.shape[0], cells.element_size(), cells.device, block_bytes)
+    if not torch.is_grad_enabled() or not any(
+            t is not None and t.requires_grad for t in (x, alpha, cells, bias)):
+        return _forward_blocks(x, alpha, cells, bias, geo, blocks, is_pointwise(geo), None)
+    return KWConvFunction.apply(x, alpha, cells, bias, geo, blocks)
 
 
 # ---------------------------------------------------------------------------- implementation switch

@@ -153,8 +153,10 @@ def count_params_and_flops(model: nn.Module,
         analyzer.unsupported_ops_warnings(False)
         analyzer.uncalled_modules_warnings(False)
         analyzer.tracer_warnings('none')
-        traced_total = analyzer.total()
-        traced_kw = sum(analyzer.total(name) for name in kw_shapes)
+        # Without autograd the KW layers run plain ops (no custom autograd.Function to trace).
+        with torch.no_grad():
+            traced_total = analyzer.total()
+            traced_kw = sum(analyzer.total(name) for name in kw_shapes)
     finally:
         model.train(was_training)
 

@@ -13,6 +13,7 @@ Examples:
     python tools/model_converters/kw_official_to_mmpretrain.py ckpt.pth out.pth --key model_ema
 """
 import argparse
+import os
 import sys
 
 from kw_mm.utils.official import (WRAPPER_KEYS, OfficialCheckpointError, convert_checkpoint,
@@ -47,7 +48,9 @@ def main() -> int:
           f'{args.dst}, fits {result.target.label}')
     if args.config is None and result.variant is not None:
         for config in find_configs(result.variant):
-            print(f'evaluate with: python tools/test.py {config} {args.dst}')
+            shown = os.path.relpath(config)
+            print(f'evaluate with: python tools/test.py '
+                  f'{config if shown.startswith("..") else shown} {args.dst}')
     return 0
 
 

@@ -13,7 +13,11 @@ from kw_mm.utils.checkpoint import (describe_mismatch, extract_state_dict, load_
 def check_choice(name: str, value, choices) -> None:
     """Raise a ValueError naming ``value`` and the allowed ``choices``."""
     if value not in choices:
-        raise ValueError(f'{name} must be one of {sorted(choices, key=str)}, got {value!r}')
+        try:
+            allowed = sorted(choices)  # numbers in numeric order: [18, 34, 50, 101, 152]
+        except TypeError:
+            allowed = sorted(choices, key=str)
+        raise ValueError(f'{name} must be one of {allowed}, got {value!r}')
 
 
 class BaseKWBackbone(BaseModule):

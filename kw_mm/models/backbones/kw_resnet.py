@@ -174,6 +174,10 @@ class KWResNet(BaseKWBackbone):
             else 1 (disabled).
         attention_norm (str): Norm of the attentions, ``'BN'`` or ``'LN'``. Defaults to
             ``'BN'``.
+        in_channels (int): Input channels. Defaults to 3.
+        stem_channels (int): Output channels of the stem. Defaults to 64.
+        base_channels (int): Middle channels of the first stage, doubled at every stage (as
+            mmpretrain's ResNet; the paper's models use 64). Defaults to 64.
 
     Example:
         >>> import torch
@@ -212,7 +216,10 @@ class KWResNet(BaseKWBackbone):
                  cell_outplane_ratio: Optional[float] = None,
                  sharing_range: Union[Sequence[str], str] = ('layer', 'conv'),
                  nonlocal_basis_ratio: Optional[float] = None,
-                 attention_norm: str = 'BN') -> None:
+                 attention_norm: str = 'BN',
+                 in_channels: int = 3,
+                 stem_channels: int = 64,
+                 base_channels: int = 64) -> None:
         check_choice('depth', depth, self.arch_settings)
         check_choice('budget', budget, self.budgets)
         if not 0 <= drop_path_rate < 1:
@@ -240,16 +247,17 @@ class KWResNet(BaseKWBackbone):
             nonlocal_basis_ratio=nonlocal_basis_ratio,
             norm=attention_norm)
 
-        self.conv1 = nn.Conv2d(3, 64, kernel_size=7, stride=2, padding=3, bias=False)
-        self.bn1 = build_norm_layer(self.norm_cfg, 64)[1]
+        self.conv1 = nn.Conv2d(in_channels, stem_channels, kernel_size=7, stride=2, padding=3,
+                               bias=False)
+        self.bn1 = build_norm_layer(self.norm_cfg, stem_channels)[1]
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
 
         self.res_layers: List[str] = []
-        in_channels = 64
+        in_channels = stem_channels
         layer_index = 0  # the reference's running block counter, part of the warehouse names
         for stage, num_blocks in enumerate(self.stage_blocks):
-            planes = 64 * 2**stage
+            planes = base_channels * 2**stage
             layer, layer_index = self._make_stage(stage, in_channels, planes, num_blocks,
                                                   layer_index)
             in_channels = planes * self.block.expansion

@@ -1,6 +1,6 @@
 """A small deterministic image-classification set in ImageNet folder layout for the demo.
 
-Six visually distinct classes: each is one shape drawn in its own colour family (hue, size,
+Six visually distinct classes (40 training and 20 validation images each by default): each is one shape drawn in its own colour family (hue, size,
 position, rotation and brightness jitter) on a noisy background of random colour, so a network
 learns it in a few epochs while augmentations still matter. The same ``seed`` always writes the
 same files.
@@ -87,7 +87,7 @@ def make_image(rng: np.random.RandomState, kind: str, size: int) -> Image.Image:
 
 
 def write_classification_set(root: str,
-                             num_train: int = 60,
+                             num_train: int = 40,
                              num_val: int = 20,
                              image_size: int = 40,
                              seed: int = 0,
@@ -96,7 +96,7 @@ def write_classification_set(root: str,
 
     Args:
         root (str): The demo data root (``data/demo``); the set goes to ``root/cls``.
-        num_train (int): Training images per class. Defaults to 60.
+        num_train (int): Training images per class. Defaults to 40.
         num_val (int): Validation images per class. Defaults to 20.
         image_size (int): Side of the square images in pixels. Defaults to 40.
         seed (int): Random seed; the same seed writes the same files. Defaults to 0.
