@@ -12,7 +12,7 @@ import pytest
 import torch
 from mmengine.config import Config
 
-from kw_mm.cnn import KWAttention, WarehouseManager
+from kw_mm.cnn import KWAttention
 from kw_mm.models.paper_variants import get_variant
 from kw_mm.utils.checkpoint import CheckpointMismatchError
 

@@ -316,3 +316,20 @@ def test_data_root_override_in_one_cfg_options():
         cfg.merge_from_dict(args.cfg_options)
         roots = data_roots(cfg.to_dict())
         assert len(roots) == 3 and set(roots) == {root}
+
+
+def test_300e_weight_decay_follows_the_reference_rule():
+    """The reference trainer (ConvNeXt's) decays every tensor except 1-D ones and biases: the
+    cells and attention weights decay, norms, biases and the non-local basis bias do not."""
+    from mmengine.optim import build_optim_wrapper
+    cfg = Config.fromfile(os.path.join(CONFIG_DIR, 'kw1d2x-resnet50_8xb512-300e_in1k.py'))
+    model = PRETRAIN_MODELS.build(cfg.model)
+    optimizer = build_optim_wrapper(model, cfg.optim_wrapper).optimizer
+    decay = {id(p): group['weight_decay'] for group in optimizer.param_groups
+             for p in group['params']}
+    names = dict(model.named_parameters())
+    assert len(decay) == len(names)
+    for name, param in names.items():
+        no_decay = param.dim() == 1 or name.endswith('.bias')
+        assert decay[id(param)] == (0.0 if no_decay else 0.05), name
+    assert any(n.endswith('basis_bias') for n in names)

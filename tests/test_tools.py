@@ -10,12 +10,13 @@ import sys
 
 import pytest
 import torch
+import torch.nn as nn
 from mmengine.config import Config
 from mmengine.runner import load_checkpoint
 
 from kw_mm.utils.demo_data.classification import write_classification_set
-from kw_mm.utils.setup_env import (build_model, check_data_roots, override_data_root,
-                                   use_safe_checkpoint_loader)
+from kw_mm.utils.setup_env import (build_model, check_checkpoint_file, check_data_roots,
+                                   override_data_root, use_safe_checkpoint_loader)
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 DEMO_CFG = osp.join(ROOT, 'configs', 'demo', 'kw1x-resnet18_demo-cls.py')
@@ -129,21 +130,41 @@ def test_train_py_resumes_latest_checkpoint(tiny, dist_run):
 
 
 def test_clear_errors(tiny, tmp_path):
+    use_safe_checkpoint_loader()
+    model = nn.Linear(2, 2)
     not_ckpt = tmp_path / 'notes.pth'
     not_ckpt.write_text('this is not a checkpoint')
-    proc = run([sys.executable, 'tools/test.py', tiny['cfg'], str(not_ckpt), '--work-dir',
-                str(tmp_path / 'w')])
-    assert proc.returncode != 0
-    assert f'{not_ckpt} is not a loadable checkpoint' in proc.stderr
+    with pytest.raises(ValueError, match=f'{not_ckpt} is not a loadable checkpoint'):
+        load_checkpoint(model, str(not_ckpt))
+    tensor = tmp_path / 'tensor.pth'
+    torch.save(torch.zeros(3), tensor)
+    with pytest.raises(ValueError, match=f'{tensor} is not a checkpoint: it holds a Tensor'):
+        load_checkpoint(model, str(tensor))
+    with pytest.raises(FileNotFoundError, match='missing.pth: not found'):
+        check_checkpoint_file(str(tmp_path / 'missing.pth'))
 
-    proc = run([sys.executable, 'tools/test.py', tiny['cfg'], str(tmp_path / 'missing.pth')])
-    assert proc.returncode != 0 and 'missing.pth: not found' in proc.stderr
-
+    # through the command line: a missing data root is named before anything is built
     missing = str(tmp_path / 'no_such_data')
     proc = run([sys.executable, 'tools/train.py', tiny['cfg'], '--work-dir',
                 str(tmp_path / 'w'), '--cfg-options', f'data_root={missing}'])
     assert proc.returncode != 0
     assert f"train_dataloader: data_root '{missing}' does not exist" in proc.stderr
+
+
+class _Sneaky:
+    """Pickles as getattr(HistoryBuffer, '__init__'): not a statistics method."""
+
+    def __reduce__(self):
+        from mmengine.logging import HistoryBuffer
+        return getattr, (HistoryBuffer, '__init__')
+
+
+def test_weights_only_loading_stays_safe(tmp_path):
+    use_safe_checkpoint_loader()
+    path = tmp_path / 'sneaky.pth'
+    torch.save(dict(state_dict=dict(w=torch.zeros(1)), meta=dict(x=_Sneaky())), path)
+    with pytest.raises(ValueError, match='refusing getattr'):
+        load_checkpoint(nn.Linear(1, 1), str(path))
 
 
 def test_data_root_override_reaches_every_dataset_and_evaluator():
