@@ -32,7 +32,6 @@ DETECTORS = {
     'mask-rcnn_kw-convnext-tiny_1x_coco.py': ('kw1x_convnext_tiny_release',
                                               [96, 192, 384, 768]),
 }
-KW_R50 = osp.join(CONFIGS, 'mask-rcnn_kw-r50_1x_coco.py')
 DEMO_DET = osp.join(CONFIGS, 'demo', 'mask-rcnn_kw-r18_demo-coco.py')
 
 

@@ -163,8 +163,9 @@ def test_wrong_config_is_refused_naming_both_sides():
 
 
 def test_other_family_and_cell_shape_are_refused():
-    with pytest.raises(OfficialCheckpointError, match=r'checkpoint is kw1x_resnet18 .* but variant '
-                       r'kw1x_mobilenetv2_100 expects'):
+    with pytest.raises(OfficialCheckpointError,
+                       match=r'^checkpoint is kw1x_resnet18 \(a resnet18\) but variant '
+                       r'kw1x_mobilenetv2_100 is a mobilenet-v2'):
         convert_state_dict(meta_state_dict('kw1x_resnet18'), variant='kw1x_mobilenetv2_100')
     # Same cell count (56), other cell shape: 1/4x cells are 32x32, 1x cells 64x64.
     with pytest.raises(OfficialCheckpointError) as err:

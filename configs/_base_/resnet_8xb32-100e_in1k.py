@@ -3,9 +3,9 @@
 # 30, 60 and 90 of 100, total batch 256 = 8 GPUs x 32, random resized crop 224 + horizontal flip
 # (test: resize 256, center crop 224). This is exactly mmpretrain's ResNet18 ImageNet config.
 #
-# Data: data/imagenet (mmpretrain's ImageNet layout). Another root in one --cfg-options:
-#   --cfg-options train_dataloader.dataset.data_root=$ROOT \
-#       val_dataloader.dataset.data_root=$ROOT test_dataloader.dataset.data_root=$ROOT
+# Data: data/imagenet (mmpretrain's ImageNet layout). Another root with one option of
+# tools/train.py and tools/test.py (it moves every dataloader and evaluator path):
+#   --cfg-options data_root=$ROOT
 _base_ = 'mmpretrain::resnet/resnet18_8xb32_in1k.py'
 
 custom_imports = dict(imports=['kw_mm'], allow_failed_imports=False)

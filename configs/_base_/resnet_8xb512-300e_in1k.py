@@ -7,9 +7,9 @@
 # reference trainer's defaults for ResNets). The reference trainer floors the cosine at 1e-6; the
 # paper says "annealed down to zero", which we follow (the difference is immaterial).
 #
-# Data: data/imagenet (mmpretrain's ImageNet layout). Another root in one --cfg-options:
-#   --cfg-options train_dataloader.dataset.data_root=$ROOT \
-#       val_dataloader.dataset.data_root=$ROOT test_dataloader.dataset.data_root=$ROOT
+# Data: data/imagenet (mmpretrain's ImageNet layout). Another root with one option of
+# tools/train.py and tools/test.py (it moves every dataloader and evaluator path):
+#   --cfg-options data_root=$ROOT
 _base_ = [
     'mmpretrain::_base_/models/resnet18.py',
     'mmpretrain::_base_/datasets/imagenet_bs64_swin_224.py',

@@ -26,7 +26,7 @@ import os
 import re
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -255,6 +255,8 @@ def build_model(model_cfg: dict, device: str = 'cpu') -> nn.Module:
         device (str): ``'cpu'`` for a real model, ``'meta'`` for shapes only. Defaults to
             ``'cpu'``.
     """
+    if device not in ('cpu', 'meta'):
+        raise ValueError(f"device must be 'cpu' or 'meta', got {device!r}")
     from mmpretrain.registry import MODELS
     from mmpretrain.utils import register_all_modules
     register_all_modules(init_default_scope=False)
@@ -267,7 +269,11 @@ def build_model(model_cfg: dict, device: str = 'cpu') -> nn.Module:
 
 def model_shapes(model_cfg: dict) -> Shapes:
     """Key -> shape of the state dict of the model ``model_cfg`` (built on the meta device)."""
-    model = build_model(model_cfg, device='meta')
+    try:
+        model = build_model(model_cfg, device='meta')
+    except (RuntimeError, NotImplementedError):
+        # A constructor that needs real numbers (e.g. .item() of a parameter): build for real.
+        model = build_model(model_cfg)
     return OrderedDict((k, tuple(v.shape)) for k, v in model.state_dict().items())
 
 
@@ -341,10 +347,10 @@ def headline(mismatch: Mismatch) -> Tuple[str, str]:
             return (f'{label}: {have[0]} cells of {_shape_text(have[1:])}',
                     f'{want[0]} cells of {_shape_text(want[1:])}')
         return f'{key}: {_shape_text(have)}', _shape_text(want)
-    have = (f'{len(mismatch.unexpected)} keys the model lacks, e.g. {mismatch.unexpected[0]}'
-            if mismatch.unexpected else 'no further keys')
-    want = (f'{len(mismatch.missing)} keys it lacks, e.g. {mismatch.missing[0]}'
-            if mismatch.missing else 'no further keys')
+    have = (f'{len(mismatch.unexpected)} keys the model does not have, e.g. '
+            f'{mismatch.unexpected[0]}' if mismatch.unexpected else 'no other keys')
+    want = (f'{len(mismatch.missing)} keys the checkpoint does not have, e.g. '
+            f'{mismatch.missing[0]}' if mismatch.missing else 'no other keys')
     return have, want
 
 
@@ -431,7 +437,7 @@ class Target:
     config_path: Optional[str] = None
 
     def shapes(self) -> Shapes:
-        if self.variant is not None and self.model_cfg == self.variant.model_cfg():
+        if self.variant is not None:
             return variant_shapes(self.variant)
         return model_shapes(self.model_cfg)
 
@@ -547,6 +553,10 @@ def convert_state_dict(state_dict: Mapping[str, torch.Tensor],
     mismatch = compare(converted, shapes)
     detection = detect_variant(state_dict, converted)
     detected = detection.fits[0] if len(detection.fits) == 1 else None
+    if mismatch and target.variant is not None and target.variant.family != family.name:
+        raise OfficialCheckpointError(
+            f'checkpoint is {_checkpoint_name(detection)} (a {family.name}) but '
+            f'{target.label} is a {target.variant.family}\n  {describe(mismatch)}')
     if mismatch:
         have, want = headline(mismatch)
         raise OfficialCheckpointError(

@@ -1,0 +1,248 @@
+"""The fast KW paths (kw_mm.cnn.fast) against the straightforward oracle, forward and backward.
+
+Every layer kind (3x3, 1x1, depth-wise, strided, 1-D, 3-D, KWLinear, bias, non-local basis,
+b < 1 with zero cells), batch 1 and N, contiguous and channels_last inputs, t = 0, 0.5, 1, and
+both the single-block and the blocked paths; outputs and the gradients of the input, the cells,
+every attention parameter and the bias must agree with ``use_kw_impl('reference')`` to a
+relative error below 1e-5.
+"""
+import itertools
+
+import pytest
+import torch
+import torch.nn as nn
+
+import kw_mm.cnn.fast as fast
+from kw_mm.cnn import (KWAttention, KWConvNd, KWLinear, WarehouseManager, kw_conv_reference,
+                       set_temperature)
+from kw_mm.cnn.fast import (get_kw_impl, kw_conv, plan_blocks, set_kw_impl, use_kw_impl)
+from kw_mm.cnn.functional import kw_attention_reference
+
+TOL = 1e-5
+
+
+def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    """max |a - b| / max |b| (0 when both are 0)."""
+    scale = b.abs().max().item()
+    diff = (a - b).abs().max().item()
+    return diff / scale if scale > 0 else diff
+
+
+def build(specs, **manager_kwargs) -> nn.Module:
+    """A module holding a WarehouseManager and the KW layers of ``specs`` (reserve kwargs)."""
+    manager = WarehouseManager(**manager_kwargs)
+    net = nn.Module()
+    net.manager = manager
+    net.layers = nn.ModuleList([manager.reserve(**spec) for spec in specs])
+    manager.store()
+    manager.allocate(net)
+    return net
+
+
+def conv(cin, cout, k=3, **kw):
+    spec = dict(in_channels=cin, out_channels=cout, kernel_size=k, padding=k // 2, bias=False,
+                warehouse_name='w')
+    spec.update(kw)
+    return spec
+
+
+# name -> (layer specs (the first is tested), manager kwargs, input shape without batch)
+CASES = {
+    # go = 2 (cells 8x8 from the gcd with the second layer), n != M
+    '3x3': ([conv(8, 16), conv(8, 8)], {}, (8, 7, 7)),
+    '3x3-bias-stride2-gi': ([conv(16, 16, stride=2, bias=True), conv(8, 8)], {}, (16, 9, 9)),
+    '3x3-dilated': ([conv(8, 8, padding=2, dilation=2)], {}, (8, 9, 9)),
+    '1x1-go-gi-bias': ([conv(16, 24, 1, bias=True), conv(8, 8, 1)], {}, (16, 5, 5)),
+    '1x1-stride2': ([conv(16, 8, 1, stride=2), conv(8, 8, 1)], {}, (16, 7, 7)),
+    'depthwise-bias': ([conv(8, 8, groups=8, bias=True), conv(16, 16, groups=16)], {},
+                       (8, 6, 6)),
+    'depthwise-stride2': ([conv(16, 16, stride=2, groups=16)], {}, (16, 7, 7)),
+    'grouped': ([conv(8, 8, groups=2)], {}, (8, 5, 5)),
+    'conv1d': ([conv(8, 16, layer_type='conv1d'), conv(8, 8, layer_type='conv1d')], {},
+               (8, 10)),
+    'conv3d': ([conv(4, 8, layer_type='conv3d')], {}, (4, 4, 4, 4)),
+    'linear': ([dict(in_channels=12, out_channels=20, layer_type='linear', warehouse_name='w'),
+                dict(in_channels=4, out_channels=4, layer_type='linear', warehouse_name='w')],
+               {}, (5, 12)),
+    'linear-2d-input': ([dict(in_channels=12, out_channels=8, layer_type='linear',
+                              warehouse_name='w')], {}, (12, )),
+    # b < 1: half-size cells (gi, go > 1) and mixtures that start as the zero cell
+    'b0.5-zero-cells': ([conv(16, 16), conv(16, 32, 1)],
+                        dict(cell_num_ratio=0.5, cell_inplane_ratio=0.5,
+                             cell_outplane_ratio=0.5), (16, 6, 6)),
+    'b0.25-zero-cells': ([conv(16, 16)], dict(cell_num_ratio=0.25, cell_inplane_ratio=0.5,
+                                                cell_outplane_ratio=0.5), (16, 5, 5)),
+    # ResNet50 1/2x: non-local basis (fc3 and the basis bias)
+    'nonlocal-basis': ([conv(16, 16), conv(16, 32, 1), conv(32, 16, 1, stride=2)],
+                       dict(cell_num_ratio=0.5, cell_inplane_ratio=0.5, cell_outplane_ratio=0.5,
+                            nonlocal_basis_ratio=1 / 16), (16, 6, 6)),
+    'b4': ([conv(8, 8), conv(8, 16, 1)], dict(cell_num_ratio=4), (8, 6, 6)),
+}
+
+
+def _layer_and_params(net):
+    layer = net.layers[0]
+    return layer, [p for p in net.parameters() if p.requires_grad]
+
+
+def _run(layer, params, x, impl, grad_out):
+    with use_kw_impl(impl):
+        y = layer(x)
+    grads = torch.autograd.grad(y, [x] + params, grad_out, allow_unused=True)
+    return y.detach(), grads
+
+
+def _check(net, x, batch_norm_mode='train'):
+    layer, params = _layer_and_params(net)
+    net.train(batch_norm_mode == 'train')
+    x = x.detach().requires_grad_()
+    with torch.no_grad(), use_kw_impl('reference'):
+        shape = layer(x).shape
+    grad_out = torch.randn(shape, generator=torch.Generator().manual_seed(1))
+    y_fast, g_fast = _run(layer, params, x, 'fast', grad_out)
+    y_ref, g_ref = _run(layer, params, x, 'reference', grad_out)
+    assert y_fast.shape == y_ref.shape
+    assert rel_err(y_fast, y_ref) < TOL
+    names = ['input'] + [n for n, p in net.named_parameters() if p.requires_grad]
+    for name, a, b in zip(names, g_fast, g_ref):
+        if b is None:
+            assert a is None or not a.any(), name
+            continue
+        assert a is not None, name
+        assert a.shape == b.shape, name
+        assert rel_err(a, b) < TOL, (name, rel_err(a, b))
+    # eval (no autograd: the direct path)
+    net.eval()
+    with torch.no_grad():
+        y_fast = layer(x)
+        with use_kw_impl('reference'):
+            y_ref = layer(x)
+    assert rel_err(y_fast, y_ref) < TOL
+
+
+def two_blocks(geo, batch, itemsize, device, block_bytes=None):
+    """Two blocks: whole output groups if there are several, else two halves of the rows."""
+    co, go = geo.cell_out, geo.groups_out
+    if geo.groups > 1:
+        return [(0, go, 0, co)]
+    if go > 1:
+        return [(0, 1, 0, co), (1, go, 0, co)]
+    return [(0, 1, 0, co // 2), (0, 1, co // 2, co)]
+
+
+@pytest.mark.parametrize('name', sorted(CASES))
+@pytest.mark.parametrize('blocked', [False, True])
+def test_fast_matches_reference(name, blocked, monkeypatch):
+    specs, manager_kwargs, in_shape = CASES[name]
+    if blocked:
+        monkeypatch.setattr(fast, 'plan_blocks', two_blocks)
+    torch.manual_seed(0)
+    net = build(specs, **manager_kwargs)
+    two_d = len(in_shape) == 3 and not isinstance(net.layers[0], KWLinear)
+    for batch, channels_last, t in itertools.product((1, 3), (False, True), (0.0, 0.5, 1.0)):
+        if channels_last and not two_d:
+            continue
+        set_temperature(net, t)
+        x = torch.randn(batch, *in_shape)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        _check(net, x)
+
+
+def test_blocked_plans_are_exercised(monkeypatch):
+    """The blocked test runs several blocks of both kinds (rows of one group, whole groups)."""
+    monkeypatch.setattr(fast, 'ROW_ALIGN', 2)
+    net = build(CASES['3x3'][0])
+    geo = net.layers[0].geometry
+    blocks = plan_blocks(geo, 3, 4, torch.device('cpu'), 64)
+    assert len(blocks) > 1 and all(b[1] - b[0] == 1 for b in blocks)
+    covered = [c for b in blocks
+               for c in range(b[0] * geo.cell_out + b[2], (b[1] - 1) * geo.cell_out + b[3])]
+    assert covered == list(range(geo.out_channels))
+    whole_groups = plan_blocks(geo, 1, 4, torch.device('cpu'), 8 * 8 * 9 * 4)
+    assert whole_groups == [(0, 1, 0, 8), (1, 2, 0, 8)]
+    # other devices: one block
+    assert plan_blocks(geo, 3, 4, torch.device('meta')) == [(0, 2, 0, 8)]
+
+
+def test_saved_kernels_path(monkeypatch):
+    """SAVE_KERNELS keeps the blocks' kernels for the backward instead of re-assembling."""
+    monkeypatch.setattr(fast, 'SAVE_KERNELS', True)
+    monkeypatch.setattr(fast, 'plan_blocks', two_blocks)
+    for name in ('3x3', '1x1-go-gi-bias'):
+        specs, manager_kwargs, in_shape = CASES[name]
+        torch.manual_seed(0)
+        net = build(specs, **manager_kwargs)
+        set_temperature(net, 0.5)
+        _check(net, torch.randn(3, *in_shape))
+
+
+def test_kw_conv_functional_matches_reference():
+    """kw_conv on random attentions (not from an attention module), float64, tight."""
+    torch.manual_seed(0)
+    net = build([conv(16, 32), conv(16, 16, 1)])
+    for layer in net.layers:
+        geo = layer.geometry
+        cells = layer.cells.detach().double()
+        alpha = torch.randn(4, geo.num_mixtures, cells.shape[0], dtype=torch.float64)
+        x = torch.randn(4, 16, 6, 6, dtype=torch.float64)
+        bias = torch.randn(geo.out_channels, dtype=torch.float64)
+        ref = kw_conv_reference(x, alpha, cells, bias, geo)
+        for block_bytes in (None, 1):
+            out = kw_conv(x, alpha, cells, bias, geo, block_bytes)
+            assert rel_err(out, ref) < 1e-12
+
+
+def test_frozen_cells_and_input_without_grad():
+    """Frozen warehouses and inputs without grad (the stem) get no gradient, the rest does."""
+    torch.manual_seed(0)
+    net = build([conv(8, 8)])
+    net.manager.weights[0].requires_grad_(False)
+    layer = net.layers[0]
+    x = torch.randn(2, 8, 5, 5)
+    for impl in ('fast', 'reference'):
+        with use_kw_impl(impl):
+            y = layer(x)
+        y.sum().backward()
+    assert net.manager.weights[0].grad is None
+    assert layer.attention.fc2.weight.grad is not None
+
+
+def test_output_keeps_channels_last_for_pointwise_and_linear_is_contiguous():
+    torch.manual_seed(0)
+    net = build([conv(16, 8, 1)])
+    x = torch.randn(2, 16, 5, 5).contiguous(memory_format=torch.channels_last)
+    assert net.layers[0](x).is_contiguous(memory_format=torch.channels_last)
+    lin = build([dict(in_channels=12, out_channels=20, layer_type='linear', warehouse_name='w')])
+    assert lin.layers[0](torch.randn(3, 7, 12)).is_contiguous()
+
+
+def test_attention_fused_normalization_matches_reference():
+    torch.manual_seed(0)
+    for basis in (1.0, 1 / 16):
+        att = KWAttention(32, 9, 40, nonlocal_basis_ratio=basis,
+                          cell_num_ratio=1.0 if basis == 1.0 else 0.5, start_cell=3)
+        att.assign_cells(3, 1.0)
+        x = torch.randn(4, 32, 5, 5)
+        for t in (0.0, 0.3, 1.0):
+            att.temperature = t
+            ref = kw_attention_reference(att.logits(x), att.beta, t)
+            out = att(x)
+            assert out.shape == (4, 9, 40) and out.is_contiguous()
+            assert rel_err(out, ref) < TOL
+
+
+def test_impl_switch():
+    assert get_kw_impl() == 'fast'
+    with use_kw_impl('reference'):
+        assert get_kw_impl() == 'reference'
+    assert get_kw_impl() == 'fast'
+    with pytest.raises(ValueError, match="got 'slow'"):
+        set_kw_impl('slow')
+    with pytest.raises(ValueError, match='fast'):
+        use_kw_impl('nope')
+
+
+def test_kw_layers_are_kwconv():
+    net = build(CASES['linear'][0])
+    assert isinstance(net.layers[0].conv, KWConvNd)
