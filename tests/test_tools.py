@@ -81,7 +81,9 @@ def test_dist_train_two_processes_and_reload(tiny, dist_run):
     check(dist_run['proc'])
     work_dir = dist_run['work_dir']
     log = open(glob.glob(str(work_dir / '*' / '*.log'))[0]).read()
-    assert 'gloo' in log and 'world_size: 2' in log.replace('World size', 'world_size')
+    # mmengine's environment summary: 2 processes ("GPU number" is its name for the world size)
+    assert "dist_cfg: {'backend': 'gloo'}" in log and 'Distributed training: True' in log
+    assert 'GPU number: 2' in log
     # 8 training images, 2 processes x batch 2: 2 iterations per epoch, 2 epochs
     rows = [json.loads(line)
             for line in open(glob.glob(str(work_dir / '*' / 'vis_data' / 'scalars.json'))[0])]
@@ -111,7 +113,7 @@ def test_test_py_evaluates_checkpoint(tiny, dist_run):
     assert re.search(r'accuracy/top1\s+[0-9.]+', proc.stdout)
 
 
-def test_train_py_resumes_latest_checkpoint(tiny, dist_run):
+def test_train_py_resumes_from_a_checkpoint(tiny, dist_run):
     check(dist_run['proc'])
     work_dir = tiny['tmp'] / 'resume'
     # single process, from the distributed run's epoch 1 (t was 0.5 there), one more epoch

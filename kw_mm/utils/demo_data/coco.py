@@ -27,7 +27,6 @@ CLASSES: Tuple[str, ...] = ('circle', 'square', 'triangle')
 IMAGE_SIZES: Tuple[Tuple[int, int], ...] = ((160, 128), (128, 160), (144, 144))
 #: Side length range of a shape's bounding square, in pixels.
 SHAPE_SIZE = (28, 60)
-SPLITS = ('train', 'val')
 
 Polygon = List[Tuple[float, float]]
 
