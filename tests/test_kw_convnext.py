@@ -233,7 +233,7 @@ def test_temperature_one_equals_plain_convnext():
     are the assigned cells."""
     torch.manual_seed(0)
     kw = KWConvNeXt(arch=SMALL, layout='paper', out_indices=(2, 3)).eval()
-    plain = PRETRAIN_MODELS.build(dict(type='ConvNeXt', arch=SMALL, out_indices=(2, 3),
+    plain = PRETRAIN_MODELS.build(dict(type='mmpretrain.ConvNeXt', arch=SMALL, out_indices=(2, 3),
                                        gap_before_final_norm=True))
     plain.eval()  # mmpretrain's ConvNeXt.train() returns None
     set_temperature(kw, 1.0)

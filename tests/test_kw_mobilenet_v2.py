@@ -310,7 +310,7 @@ def test_kw4x_at_temperature_one_equals_plain_mobilenet_v2():
     are the assigned cells (every 4th cell for b = 4). KW 1x and 1/2x: test_backbone_behaviour."""
     torch.manual_seed(0)
     kw = KWMobileNetV2(widen_factor=0.5, budget=4, out_indices=(3, 7)).eval()
-    plain = PRETRAIN_MODELS.build(dict(type='MobileNetV2', widen_factor=0.5, out_indices=(3, 7)))
+    plain = PRETRAIN_MODELS.build(dict(type='mmpretrain.MobileNetV2', widen_factor=0.5, out_indices=(3, 7)))
     plain.eval()  # mmpretrain's MobileNetV2.train() returns None
     set_temperature(kw, 1.0)
     kw_modules = dict(kw.named_modules())

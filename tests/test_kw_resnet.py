@@ -146,7 +146,7 @@ def test_other_depths_have_mmpretrain_names_and_handover(depth):
     """Depths without a release: the same module names as mmpretrain's ResNet and one warehouse
     per stage with the handover."""
     kw = KWResNet(depth=depth, budget=0.5)
-    plain = PRETRAIN_MODELS.build(dict(type='ResNet', depth=depth))
+    plain = PRETRAIN_MODELS.build(dict(type='mmpretrain.ResNet', depth=depth))
     kw_convs = {name for name, m in kw.named_modules() if isinstance(m, KWConvNd)}
     ours = {k for k in kw.state_dict() if '.attention.' not in k
             and not k.startswith('warehouse_manager.')} | {n + '.weight' for n in kw_convs}
