@@ -121,13 +121,11 @@ def _check(net, x, batch_norm_mode='train'):
 
 
 def two_blocks(geo, batch, itemsize, device, block_bytes=None):
-    """Two blocks: whole output groups if there are several, else two halves of the rows."""
-    co, go = geo.cell_out, geo.groups_out
-    if geo.groups > 1:
-        return [(0, go, 0, co)]
-    if go > 1:
-        return [(0, 1, 0, co), (1, go, 0, co)]
-    return [(0, 1, 0, co // 2), (0, 1, co // 2, co)]
+    """Two blocks of cell rows (one for grouped layers, which are never blocked)."""
+    co = geo.cell_out
+    if geo.groups > 1 or co < 2:
+        return [(0, co)]
+    return [(0, co // 2), (co // 2, co)]
 
 
 @pytest.mark.parametrize('name', sorted(CASES))
@@ -149,20 +147,23 @@ def test_fast_matches_reference(name, blocked, monkeypatch):
         _check(net, x)
 
 
-def test_blocked_plans_are_exercised(monkeypatch):
-    """The blocked test runs several blocks of both kinds (rows of one group, whole groups)."""
-    monkeypatch.setattr(fast, 'ROW_ALIGN', 2)
-    net = build(CASES['3x3'][0])
-    geo = net.layers[0].geometry
-    blocks = plan_blocks(geo, 3, 4, torch.device('cpu'), 64)
-    assert len(blocks) > 1 and all(b[1] - b[0] == 1 for b in blocks)
-    covered = [c for b in blocks
-               for c in range(b[0] * geo.cell_out + b[2], (b[1] - 1) * geo.cell_out + b[3])]
-    assert covered == list(range(geo.out_channels))
-    whole_groups = plan_blocks(geo, 1, 4, torch.device('cpu'), 8 * 8 * 9 * 4)
-    assert whole_groups == [(0, 1, 0, 8), (1, 2, 0, 8)]
-    # other devices: one block
-    assert plan_blocks(geo, 3, 4, torch.device('meta')) == [(0, 2, 0, 8)]
+def test_plan_blocks(monkeypatch):
+    """Blocks of aligned cell rows covering every row once; one block off the CPU."""
+    torch.manual_seed(0)
+    net = build([conv(64, 128), conv(64, 64)])
+    geo = net.layers[0].geometry  # cells 64x64, go = 2
+    assert plan_blocks(geo, 4, 4, torch.device('cpu'), 10**9) == [(0, 64)]
+    row_bytes = 4 * geo.num_mixtures * geo.cell_in * 4
+    # 24 rows fit: 3 blocks of 22 rows, rounded up to the alignment (16): 2 blocks of 32
+    assert plan_blocks(geo, 4, 4, torch.device('cpu'), 24 * row_bytes) == [(0, 32), (32, 64)]
+    assert plan_blocks(geo, 4, 4, torch.device('cpu'), 16 * row_bytes) == [
+        (0, 16), (16, 32), (32, 48), (48, 64)]
+    monkeypatch.setattr(fast, 'ROW_ALIGN', 1)
+    assert plan_blocks(geo, 4, 4, torch.device('cpu'), 24 * row_bytes) == [
+        (0, 22), (22, 44), (44, 64)]
+    assert plan_blocks(geo, 4, 4, torch.device('meta'), None) == [(0, 64)]
+    depthwise = build([conv(16, 16, groups=16)]).layers[0].geometry
+    assert plan_blocks(depthwise, 64, 4, torch.device('cpu'), 1) == [(0, 16)]
 
 
 def test_saved_kernels_path(monkeypatch):

@@ -43,15 +43,16 @@ from .functional import CONV_FUNCS, KWGeometry
 #: Largest size of the kernels of one block on the CPU (bytes). Blocks of 2-5 MB were fastest
 #: for the ResNet layers on the 2-core test machines (shared 32 MB last-level cache).
 BLOCK_BYTES = 4 * 2**20
-#: Rows per block are rounded to a multiple of this (see :func:`plan_blocks`).
+#: Rows per block are a multiple of this: the convolution's fast kernels work on channel
+#: blocks of 8 or 16, an odd count (27 rows) sends it to a path 10x slower.
 ROW_ALIGN = 16
 #: Keep the assembled kernels for the backward instead of re-assembling them there.
 SAVE_KERNELS = False
 
-#: A block: output groups ``o0:o1`` of the cells and rows ``p0:p1`` of each cell; either all
-#: rows of several output groups or some rows of one group, so its output channels are the
-#: contiguous range ``o0 * co + p0`` to ``(o1 - 1) * co + p1``.
-Block = Tuple[int, int, int, int]
+#: A block: rows ``p0:p1`` of every cell. Its kernels are those rows of every mixture, i.e. the
+#: output channels ``o * co + p`` (``p0 <= p < p1``) of every output group ``o``, all input
+#: channels; one product ``alpha @ cells[:, p0:p1]`` reads those rows of the warehouse once.
+Block = Tuple[int, int]
 
 
 def is_pointwise(geo: KWGeometry) -> bool:
@@ -61,7 +62,7 @@ def is_pointwise(geo: KWGeometry) -> bool:
 
 def plan_blocks(geo: KWGeometry, batch: int, itemsize: int, device: torch.device,
                 block_bytes: Optional[int] = None) -> List[Block]:
-    """The blocks of output channels a layer is assembled and convolved in.
+    """The blocks of cell rows a layer is assembled and convolved in.
 
     Args:
         geo (KWGeometry): The layer.
@@ -71,49 +72,41 @@ def plan_blocks(geo: KWGeometry, batch: int, itemsize: int, device: torch.device
         block_bytes (int, optional): Kernel bytes per block. Defaults to :data:`BLOCK_BYTES`
             on the CPU, no blocking elsewhere.
     """
-    co, go = geo.cell_out, geo.groups_out
-    whole = [(0, go, 0, co)]
+    co = geo.cell_out
     if block_bytes is None:
         if device.type != 'cpu':
-            return whole
+            return [(0, co)]
         block_bytes = BLOCK_BYTES
-    row_bytes = batch * geo.in_per_group * geo.groups_spatial * itemsize
-    if geo.groups > 1 or row_bytes * geo.out_channels <= block_bytes:
-        return whole  # small kernels; grouped layers (depth-wise) have small kernels anyway
+    # bytes of one row of every cell of every mixture of every sample
+    row_bytes = batch * geo.num_mixtures * geo.cell_in * itemsize
+    if geo.groups > 1 or row_bytes * co <= block_bytes:
+        return [(0, co)]  # small kernels; grouped layers (depth-wise) have small kernels anyway
     rows = max(1, block_bytes // row_bytes)
-    if rows >= co:  # whole output groups per block
-        per = rows // co
-        return [(o, min(go, o + per), 0, co) for o in range(0, go, per)]
-    # About equal blocks of a multiple of ROW_ALIGN rows: the convolution's fast kernels work on
-    # channel blocks of 8 or 16, an odd count (27 rows) sends it to a path 10x slower.
     count = math.ceil(co / rows)
-    size = min(co, math.ceil(math.ceil(co / count) / ROW_ALIGN) * ROW_ALIGN)
-    return [(o, o + 1, p, min(co, p + size)) for o in range(go) for p in range(0, co, size)]
+    size = math.ceil(co / count)  # about equal blocks ...
+    if co >= ROW_ALIGN:
+        size = math.ceil(size / ROW_ALIGN) * ROW_ALIGN  # ... of a multiple of ROW_ALIGN rows
+    return [(p, min(co, p + size)) for p in range(0, co, size)]
 
 
 # ------------------------------------------------------------------------------ assembly
-def _cell_rows(cells: torch.Tensor, p0: int, p1: int) -> torch.Tensor:
+def _cell_rows(cells: torch.Tensor, blk: Block) -> torch.Tensor:
     """Rows ``p0:p1`` of every cell as an ``[n, (p1 - p0) * ci]`` matrix (a view)."""
     n = cells.shape[0]
-    return cells.reshape(n, cells.shape[1], -1)[:, p0:p1].reshape(n, -1)
+    return cells.reshape(n, cells.shape[1], -1)[:, blk[0]:blk[1]].reshape(n, -1)
 
 
-def _block_alpha(alpha: torch.Tensor, geo: KWGeometry, blk: Block,
-                 pointwise: bool) -> torch.Tensor:
-    """The attentions of a block's mixtures as rows ``[rows, n]``.
+def _alpha_rows(alpha: torch.Tensor, geo: KWGeometry, pointwise: bool) -> torch.Tensor:
+    """The attentions as the rows ``[B * M, n]`` of the assembly product.
 
-    Spatial layers: rows ``(b, s, o, i)``; point-wise layers: rows ``(b, i, o)``, the order in
-    which ``rows @ cells`` is already the ``[B, gi, Cout, ci]`` layout of the products.
+    Spatial layers: the mixture order ``(b, s, o, i)`` as it is. Point-wise layers:
+    ``(b, i, o)``, the order in which ``rows @ cells`` comes out as the ``[B, gi, Cout, ci]``
+    blocks the products want (re-ordering the small attentions instead of the kernels).
     """
-    o0, o1 = blk[0], blk[1]
     batch, n = alpha.shape[0], alpha.shape[-1]
-    if pointwise:
-        a = alpha.view(batch, geo.groups_out, geo.groups_in, n)[:, o0:o1]
-        if o1 - o0 > 1 and geo.groups_in > 1:
-            a = a.transpose(1, 2)
-    else:
-        a = alpha.view(batch, geo.groups_spatial, geo.groups_out, geo.groups_in, n)[:, :, o0:o1]
-    return a.reshape(-1, n)
+    if pointwise and geo.groups_out > 1 and geo.groups_in > 1:
+        alpha = alpha.view(batch, geo.groups_out, geo.groups_in, n).transpose(1, 2)
+    return alpha.reshape(-1, n)
 
 
 def _assemble(rows: torch.Tensor, cells: torch.Tensor, geo: KWGeometry, blk: Block,
@@ -121,43 +114,31 @@ def _assemble(rows: torch.Tensor, cells: torch.Tensor, geo: KWGeometry, blk: Blo
     """A block's kernels in the layout its convolution wants.
 
     Point-wise: ``[B, gi, C, ci]`` (no copy). Spatial: ``[B * C, Cin/groups, *k]`` (the weight
-    of the grouped convolution; one permute copy). ``C`` is the block's output channels.
+    of the grouped convolution; one permute copy). ``C = go * (p1 - p0)`` output channels in
+    the order ``(o, p)``.
     """
-    o0, o1, p0, p1 = blk
-    flat = torch.mm(rows, _cell_rows(cells, p0, p1))
-    channels = (o1 - o0) * (p1 - p0)
+    flat = torch.mm(rows, _cell_rows(cells, blk))
+    size = blk[1] - blk[0]
     if pointwise:
-        return flat.view(batch, geo.groups_in, channels, geo.cell_in)
+        return flat.view(batch, geo.groups_in, geo.groups_out * size, geo.cell_in)
     # (b, s, o, i, p, q) -> (b, o, p, i, q, s)
-    flat = flat.view(batch, geo.groups_spatial, o1 - o0, geo.groups_in, p1 - p0, geo.cell_in)
-    return flat.permute(0, 2, 4, 3, 5, 1).reshape(batch * channels, geo.in_per_group,
+    flat = flat.view(batch, geo.groups_spatial, geo.groups_out, geo.groups_in, size,
+                     geo.cell_in)
+    return flat.permute(0, 2, 4, 3, 5, 1).reshape(batch * geo.groups_out * size,
+                                                   geo.in_per_group,
                                                    *geo.kernel_size).contiguous()
 
 
 def _kernel_grad_rows(grad_w: torch.Tensor, geo: KWGeometry, blk: Block, batch: int,
                       pointwise: bool) -> torch.Tensor:
-    """The gradient of a block's kernels in the row layout of :func:`_block_alpha`."""
-    o0, o1, p0, p1 = blk
+    """The gradient of a block's kernels in the row layout of :func:`_alpha_rows`."""
+    size = blk[1] - blk[0]
     if pointwise:
-        return grad_w.reshape(-1, (p1 - p0) * geo.cell_in)
-    g = grad_w.view(batch, o1 - o0, p1 - p0, geo.groups_in, geo.cell_in, geo.groups_spatial)
+        return grad_w.reshape(-1, size * geo.cell_in)
+    g = grad_w.view(batch, geo.groups_out, size, geo.groups_in, geo.cell_in,
+                    geo.groups_spatial)
     # (b, o, p, i, q, s) -> (b, s, o, i, p, q)
-    return g.permute(0, 5, 1, 3, 2, 4).reshape(-1, (p1 - p0) * geo.cell_in)
-
-
-def _add_alpha_grad(grad_alpha: torch.Tensor, grad_rows: torch.Tensor, geo: KWGeometry,
-                    blk: Block, pointwise: bool) -> None:
-    """Add the gradient of a block's attention rows into ``grad_alpha`` ``[B, M, n]``."""
-    o0, o1 = blk[0], blk[1]
-    batch, n = grad_alpha.shape[0], grad_alpha.shape[-1]
-    if pointwise:
-        target = grad_alpha.view(batch, geo.groups_out, geo.groups_in, n)[:, o0:o1]
-        if o1 - o0 > 1 and geo.groups_in > 1:
-            target = target.transpose(1, 2)
-    else:
-        target = grad_alpha.view(batch, geo.groups_spatial, geo.groups_out, geo.groups_in,
-                                 n)[:, :, o0:o1]
-    target.add_(grad_rows.view(target.shape))
+    return g.permute(0, 5, 1, 3, 2, 4).reshape(-1, size * geo.cell_in)
 
 
 # ------------------------------------------------------------------------------ convolution
@@ -248,18 +229,25 @@ def _spatial_backward(x: torch.Tensor, w: torch.Tensor, grad_out: torch.Tensor,
     # batches _batch_as_groups already made it contiguous).
     grad_x, grad_w, _ = torch.ops.aten.convolution_backward(
         _batch_as_groups(grad_out).contiguous(), _batch_as_groups(x).contiguous(), w,
-        None, list(geo.stride),
-        list(geo.padding), list(geo.dilation), False, [0] * geo.dim, geo.groups * batch,
-        [need_x, need_w, False])
+        None, list(geo.stride), list(geo.padding), list(geo.dilation), False, [0] * geo.dim,
+        geo.groups * batch, [need_x, need_w, False])
     if grad_x is not None:
         grad_x = grad_x.view(batch, -1, *grad_x.shape[2:])
     return grad_x, grad_w
 
 
-# ------------------------------------------------------------------------------ autograd
-def _out_range(geo: KWGeometry, blk: Block) -> Tuple[int, int]:
-    o0, o1, p0, p1 = blk
-    return o0 * geo.cell_out + p0, (o1 - 1) * geo.cell_out + p1
+# ------------------------------------------------------------------------------ blocks
+def _channels(t: torch.Tensor, geo: KWGeometry, blk: Block) -> torch.Tensor:
+    """The block's output channels ``[B, go, p1 - p0, L]`` of ``t`` ``[B, Cout, *s]`` (a view
+    of a contiguous ``t``)."""
+    return t.view(t.shape[0], geo.groups_out, geo.cell_out, -1)[:, :, blk[0]:blk[1]]
+
+
+def _block_bias(bias: Optional[torch.Tensor], geo: KWGeometry,
+                blk: Block) -> Optional[torch.Tensor]:
+    if bias is None or blk == (0, geo.cell_out):
+        return bias
+    return bias.view(geo.groups_out, geo.cell_out)[:, blk[0]:blk[1]].reshape(-1)
 
 
 def _forward_blocks(x: torch.Tensor, alpha: torch.Tensor, cells: torch.Tensor,
@@ -267,15 +255,19 @@ def _forward_blocks(x: torch.Tensor, alpha: torch.Tensor, cells: torch.Tensor,
                     pointwise: bool, keep: Optional[list]) -> torch.Tensor:
     batch = x.shape[0]
     forward = _pointwise_forward if pointwise else _spatial_forward
-    outs = []
+    rows = _alpha_rows(alpha, geo, pointwise)
+    out = None
     for blk in blocks:
-        w = _assemble(_block_alpha(alpha, geo, blk, pointwise), cells, geo, blk, batch,
-                      pointwise)
+        w = _assemble(rows, cells, geo, blk, batch, pointwise)
         if keep is not None:
             keep.append(w)
-        c0, c1 = _out_range(geo, blk)
-        outs.append(forward(x, w, None if bias is None else bias[c0:c1], geo))
-    return outs[0] if len(outs) == 1 else torch.cat(outs, dim=1)
+        part = forward(x, w, _block_bias(bias, geo, blk), geo)
+        if len(blocks) == 1:
+            return part
+        if out is None:
+            out = part.new_empty(batch, geo.out_channels, *part.shape[2:])
+        _channels(out, geo, blk).copy_(part.reshape(batch, geo.groups_out, blk[1] - blk[0], -1))
+    return out
 
 
 class KWConvFunction(torch.autograd.Function):
@@ -291,8 +283,6 @@ class KWConvFunction(torch.autograd.Function):
         keep = [] if SAVE_KERNELS else None
         out = _forward_blocks(x, alpha, cells, bias, geo, blocks, pointwise, keep)
         ctx.geo, ctx.blocks, ctx.pointwise = geo, blocks, pointwise
-        ctx.has_bias = bias is not None
-        ctx.num_kept = 0 if keep is None else len(keep)
         ctx.save_for_backward(x, alpha, cells, *(keep or []))
         return out
 
@@ -302,23 +292,21 @@ class KWConvFunction(torch.autograd.Function):
         x, alpha, cells, *kept = ctx.saved_tensors
         geo, blocks, pointwise = ctx.geo, ctx.blocks, ctx.pointwise
         need_x, need_alpha, need_cells, need_bias = ctx.needs_input_grad[:4]
-        need_w = need_alpha or need_cells
         batch = x.shape[0]
         backward = _pointwise_backward if pointwise else _spatial_backward
-        grad_x = grad_alpha = grad_cells = grad_bias = None
-        if need_alpha:
-            grad_alpha = torch.zeros(alpha.shape, dtype=alpha.dtype, device=alpha.device)
+        rows = _alpha_rows(alpha, geo, pointwise)
+        grad_x = grad_rows_alpha = grad_cells = grad_bias = None
         if need_cells:
-            grad_cells = torch.zeros(cells.shape, dtype=cells.dtype, device=cells.device)
-        whole = len(blocks) == 1
+            grad_cells = torch.empty(cells.shape, dtype=cells.dtype, device=cells.device)
+        single = len(blocks) == 1
+        if not single:
+            grad_out = grad_out.contiguous()
         for k, blk in enumerate(blocks):
-            c0, c1 = _out_range(geo, blk)
-            g = grad_out if whole else grad_out[:, c0:c1]
-            if not (pointwise or g.is_contiguous()):
-                g = g.contiguous()
-            rows = _block_alpha(alpha, geo, blk, pointwise)
+            size = blk[1] - blk[0]
+            g = grad_out if single else _channels(grad_out, geo, blk).reshape(
+                batch, geo.groups_out * size, *grad_out.shape[2:])
             w = kept[k] if kept else _assemble(rows, cells, geo, blk, batch, pointwise)
-            gx, gw = backward(x, w, g, geo, need_x, need_w)
+            gx, gw = backward(x, w, g, geo, need_x, need_alpha or need_cells)
             del w
             if gx is not None:
                 grad_x = gx if grad_x is None else grad_x.add_(gx)
@@ -326,13 +314,20 @@ class KWConvFunction(torch.autograd.Function):
                 grad_rows = _kernel_grad_rows(gw, geo, blk, batch, pointwise)
                 del gw
                 if need_alpha:
-                    _add_alpha_grad(grad_alpha, torch.mm(
-                        grad_rows, _cell_rows(cells, blk[2], blk[3]).t()), geo, blk, pointwise)
+                    part = torch.mm(grad_rows, _cell_rows(cells, blk).t())
+                    grad_rows_alpha = part if grad_rows_alpha is None else \
+                        grad_rows_alpha.add_(part)
                 if need_cells:
-                    _cell_rows(grad_cells, blk[2], blk[3]).addmm_(rows.t(), grad_rows)
+                    torch.mm(rows.t(), grad_rows, out=_cell_rows(grad_cells, blk))
+        grad_alpha = None
+        if need_alpha:
+            n = alpha.shape[-1]
+            if pointwise and geo.groups_out > 1 and geo.groups_in > 1:
+                grad_rows_alpha = grad_rows_alpha.view(batch, geo.groups_in, geo.groups_out,
+                                                       n).transpose(1, 2)
+            grad_alpha = grad_rows_alpha.reshape(alpha.shape)
         if need_bias:
-            dims = [0] + list(range(2, grad_out.dim()))
-            grad_bias = grad_out.sum(dim=dims)
+            grad_bias = grad_out.sum(dim=[0] + list(range(2, grad_out.dim())))
         return grad_x, grad_alpha, grad_cells, grad_bias, None, None
 
 
