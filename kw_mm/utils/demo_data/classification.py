@@ -1,9 +1,9 @@
 """A small deterministic image-classification set in ImageNet folder layout for the demo.
 
-Six visually distinct classes (40 training and 20 validation images each by default): each is one shape drawn in its own colour family (hue, size,
-position, rotation and brightness jitter) on a noisy background of random colour, so a network
-learns it in a few epochs while augmentations still matter. The same ``seed`` always writes the
-same files.
+Six visually distinct classes (40 training and 20 validation images each by default): each is
+one shape drawn in its own colour family (hue, size, position, rotation and brightness jitter)
+on a noisy background of random colour, so a network learns it in a few epochs while
+augmentations still matter. The same ``seed`` always writes the same files.
 
 Layout written under ``root`` (``data/demo`` in ``make demo``), readable by mmpretrain's
 ``ImageNet`` dataset with ``data_root=root/cls`` and ``split='train'`` / ``'val'``::
