@@ -247,3 +247,22 @@ def test_impl_switch():
 def test_kw_layers_are_kwconv():
     net = build(CASES['linear'][0])
     assert isinstance(net.layers[0].conv, KWConvNd)
+
+
+def test_autocast_runs_in_the_autocast_dtype():
+    """Under autocast the fast path runs in the autocast dtype, forward and backward."""
+    torch.manual_seed(0)
+    net = build(CASES['1x1-go-gi-bias'][0])
+    layer = net.layers[0]
+    x = torch.randn(3, 16, 5, 5, requires_grad=True)
+    results = {}
+    for impl in ('fast', 'reference'):
+        with torch.autocast('cpu', dtype=torch.bfloat16), use_kw_impl(impl):
+            y = layer(x)
+        assert y.dtype == torch.bfloat16
+        y.float().square().sum().backward()
+        results[impl] = (y.float(), x.grad.clone(), net.manager.weights[0].grad.clone())
+        x.grad = None
+        net.zero_grad()
+    for a, b in zip(results['fast'], results['reference']):
+        assert rel_err(a, b) < 3e-2  # bfloat16

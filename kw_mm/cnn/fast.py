@@ -353,6 +353,14 @@ def kw_conv(x: torch.Tensor,
     Returns:
         Tensor: ``[B, Cout, *spatial_out]``.
     """
+    device_type = x.device.type
+    if torch.is_autocast_enabled(device_type):
+        # Autocast would cast op by op, and the backward runs outside of it: cast the inputs
+        # once (differentiably, outside the function) and run everything in that dtype.
+        dtype = torch.get_autocast_dtype(device_type)
+        with torch.autocast(device_type, enabled=False):
+            return kw_conv(x.to(dtype), alpha.to(dtype), cells.to(dtype),
+                           None if bias is None else bias.to(dtype), geo, block_bytes)
     blocks = plan_blocks(geo, x.shape[0], cells.element_size(), cells.device, block_bytes)
     if not torch.is_grad_enabled() or not any(
             t is not None and t.requires_grad for t in (x, alpha, cells, bias)):
