@@ -36,7 +36,6 @@ import math
 from typing import List, Optional, Sequence, Tuple
 
 import torch
-import torch.nn.functional as F
 
 from .functional import CONV_FUNCS, KWGeometry
 
@@ -105,7 +104,7 @@ def _alpha_rows(alpha: torch.Tensor, geo: KWGeometry, pointwise: bool) -> torch.
     """
     batch, n = alpha.shape[0], alpha.shape[-1]
     if pointwise and geo.groups_out > 1 and geo.groups_in > 1:
-        alpha = alpha.view(batch, geo.groups_out, geo.groups_in, n).transpose(1, 2)
+        alpha = alpha.reshape(batch, geo.groups_out, geo.groups_in, n).transpose(1, 2)
     return alpha.reshape(-1, n)
 
 
@@ -135,7 +134,7 @@ def _kernel_grad_rows(grad_w: torch.Tensor, geo: KWGeometry, blk: Block, batch: 
     size = blk[1] - blk[0]
     if pointwise:
         return grad_w.reshape(-1, size * geo.cell_in)
-    g = grad_w.view(batch, geo.groups_out, size, geo.groups_in, geo.cell_in,
+    g = grad_w.reshape(batch, geo.groups_out, size, geo.groups_in, geo.cell_in,
                     geo.groups_spatial)
     # (b, o, p, i, q, s) -> (b, s, o, i, p, q)
     return g.permute(0, 5, 1, 3, 2, 4).reshape(-1, size * geo.cell_in)
@@ -164,7 +163,7 @@ def _pointwise_forward(x: torch.Tensor, w: torch.Tensor, bias: Optional[torch.Te
             w_t, part = w[:, i].transpose(1, 2), tokens[:, :, i * ci:(i + 1) * ci]
             if out is None:
                 out = (torch.bmm(part, w_t) if bias is None else
-                       torch.baddbmm(bias.view(1, 1, -1), part, w_t))
+                       torch.baddbmm(bias.reshape(1, 1, -1), part, w_t))
             else:
                 out.baddbmm_(part, w_t)
         return out.view(batch, *spatial, channels).movedim(-1, 1)
@@ -173,7 +172,7 @@ def _pointwise_forward(x: torch.Tensor, w: torch.Tensor, bias: Optional[torch.Te
         part = flat[:, i * ci:(i + 1) * ci]
         if out is None:
             out = (torch.bmm(w[:, i], part) if bias is None else
-                   torch.baddbmm(bias.view(1, -1, 1), w[:, i], part))
+                   torch.baddbmm(bias.reshape(1, -1, 1), w[:, i], part))
         else:
             out.baddbmm_(w[:, i], part)
     return out.view(batch, channels, *spatial)
@@ -232,7 +231,7 @@ def _spatial_backward(x: torch.Tensor, w: torch.Tensor, grad_out: torch.Tensor,
         None, list(geo.stride), list(geo.padding), list(geo.dilation), False, [0] * geo.dim,
         geo.groups * batch, [need_x, need_w, False])
     if grad_x is not None:
-        grad_x = grad_x.view(batch, -1, *grad_x.shape[2:])
+        grad_x = grad_x.reshape(batch, -1, *grad_x.shape[2:])
     return grad_x, grad_w
 
 
@@ -247,7 +246,7 @@ def _block_bias(bias: Optional[torch.Tensor], geo: KWGeometry,
                 blk: Block) -> Optional[torch.Tensor]:
     if bias is None or blk == (0, geo.cell_out):
         return bias
-    return bias.view(geo.groups_out, geo.cell_out)[:, blk[0]:blk[1]].reshape(-1)
+    return bias.reshape(geo.groups_out, geo.cell_out)[:, blk[0]:blk[1]].reshape(-1)
 
 
 def _forward_blocks(x: torch.Tensor, alpha: torch.Tensor, cells: torch.Tensor,

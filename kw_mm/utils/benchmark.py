@@ -279,16 +279,18 @@ class PairResult:
     ratios: Dict[str, Dict[str, float]] = field(default_factory=dict)  # metric -> name -> x
     memory_mb: Dict[str, Dict[str, float]] = field(default_factory=dict)  # metric -> name -> MB
     raw_ms: Dict[str, Dict[str, List[float]]] = field(default_factory=dict)
+    flops: Dict[str, Dict[str, int]] = field(default_factory=dict)  # name -> split, 1 image
 
     def to_dict(self) -> dict:
         return dict(kw=self.kw, plain=self.plain, params=self.params, times_ms=self.times_ms,
-                    ratios=self.ratios, memory_mb=self.memory_mb, raw_ms=self.raw_ms)
+                    ratios=self.ratios, memory_mb=self.memory_mb, raw_ms=self.raw_ms,
+                    flops=self.flops)
 
 
 def benchmark_pair(kw: str, plain: str, batch: int = 8, size: int = 224, reps: int = 10,
                    warmup: int = 2, metrics: Sequence[str] = ('eval_b1', 'eval_bN', 'train'),
-                   with_reference: bool = False, memory: bool = True, device: str = 'cpu',
-                   log: Callable[[str], None] = print) -> PairResult:
+                   with_reference: bool = False, memory: bool = True, flops: bool = True,
+                   device: str = 'cpu', log: Callable[[str], None] = print) -> PairResult:
     """Benchmark a KW model against its plain twin (interleaved; see the module docstring).
 
     Args:
@@ -302,6 +304,8 @@ def benchmark_pair(kw: str, plain: str, batch: int = 8, size: int = 224, reps: i
         with_reference (bool): Also time the KW model's straightforward implementation.
             Defaults to False (its peak memory is measured anyway).
         memory (bool): Measure peak memory. Defaults to True.
+        flops (bool): Count FLOPs (``kw_mm.utils.flops``; the KW assembly share is the floor
+            of any KW/plain time ratio). Defaults to True.
         device (str): Defaults to ``'cpu'``.
     """
     unknown = set(metrics) - {'eval_b1', 'eval_bN', 'train'}
@@ -314,6 +318,11 @@ def benchmark_pair(kw: str, plain: str, batch: int = 8, size: int = 224, reps: i
     result = PairResult(kw_spec.name, plain_spec.name,
                         params={kw_spec.name: count_params(kw_model),
                                 plain_spec.name: count_params(plain_model)})
+    if flops:
+        from kw_mm.utils.flops import count_params_and_flops
+        for name, model in ((kw_spec.name, kw_model), (plain_spec.name, plain_model)):
+            stats = count_params_and_flops(model.eval(), (1, 3, size, size))
+            result.flops[name] = {k: int(v) for k, v in stats.items() if k.startswith('flops')}
     contestants = [Contestant(kw_spec.name, kw_model, kw_spec, 'fast', device),
                    Contestant(plain_spec.name, plain_model, plain_spec, 'fast', device)]
     reference = Contestant(kw_spec.name + ' (reference)', kw_model, kw_spec, 'reference', device)
@@ -494,7 +503,7 @@ def _ratio_cell(ratio: Optional[float], target: Optional[float] = None) -> str:
 def format_pairs(results: Sequence[PairResult], batch: int) -> str:
     """A markdown table: per model its times, KW/plain ratios (with the issue's targets where
     they apply) and the peak memory of a training step."""
-    header = ['Model', 'Params', 'Eval b1 ms', 'Eval b1 KW/plain', f'Eval b{batch} ms',
+    header = ['Model', 'Params', 'FLOPs (KW/plain)', 'Eval b1 ms', 'Eval b1 KW/plain', f'Eval b{batch} ms',
               f'Eval b{batch} KW/plain', f'img/s b{batch}', f'Train b{batch} ms',
               'Train KW/plain', 'Train peak MB', 'Peak KW/plain', 'Peak KW/reference']
     lines = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
@@ -508,6 +517,10 @@ def format_pairs(results: Sequence[PairResult], batch: int) -> str:
             is_kw, is_plain = name == r.kw, name == r.plain
             cells = [name.replace(' (reference)', ' (straightforward impl.)'),
                      f'{r.params[r.kw if name == ref else name] / 1e6:.2f}M']
+            f = r.flops.get(r.kw if name == ref else name, {}).get('flops')
+            plain_f = r.flops.get(r.plain, {}).get('flops')
+            cells.append('-' if f is None else f'{f / 1e9:.2f}G' + (
+                f' ({f / plain_f:.2f}x)' if plain_f and not is_plain else ''))
             for metric, key in (('eval_b1', 'eval_b1'), ('eval_bN', 'eval_b8'),
                                 ('train', 'train')):
                 t = r.times_ms.get(metric, {}).get(name)
@@ -524,8 +537,8 @@ def format_pairs(results: Sequence[PairResult], batch: int) -> str:
                          else '-')
             lines.append('| ' + ' | '.join(cells) + ' |')
         if ref in mem and ref not in names:
-            lines.append(f'| {r.kw} (straightforward impl.) | | | | | | | | | '
-                         f'{mem[ref]:.0f} | {mem[ref] / mem[r.plain]:.2f}x | 1.00x |')
+            lines.append(f'| {r.kw} (straightforward impl.) |' + ' |' * 9 +
+                         f' {mem[ref]:.0f} | {mem[ref] / mem[r.plain]:.2f}x | 1.00x |')
     return '\n'.join(lines)
 
 

@@ -48,6 +48,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--with-reference', action='store_true',
                         help="also time the KW models' straightforward implementation")
     parser.add_argument('--no-memory', action='store_true', help='skip peak memory')
+    parser.add_argument('--no-flops', action='store_true', help='skip the FLOP count')
     parser.add_argument('--json', help='write the results to this JSON file')
     return parser.parse_args()
 
@@ -88,7 +89,7 @@ def main() -> None:
                   flush=True)
             results.append(bm.benchmark_pair(kw, plain, batch, args.size or 224, args.reps,
                                              args.warmup, metrics, args.with_reference,
-                                             not args.no_memory))
+                                             not args.no_memory, not args.no_flops))
         print()
         print(bm.format_pairs(results, batch))
         report['pairs'] = [r.to_dict() for r in results]
