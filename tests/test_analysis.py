@@ -15,7 +15,7 @@ from kw_mm.cnn import WarehouseManager
 from kw_mm.utils.attention_maps import AttentionRecorder, plot_warehouse
 from kw_mm.utils.demo_data.classification import write_classification_set
 from kw_mm.utils.flops import count_params_and_flops, kw_layer_flops
-from kw_mm.utils.setup_env import build_model
+from kw_mm.utils.launch import build_model
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 DEMO_CFG = osp.join(ROOT, 'configs', 'demo', 'kw1x-resnet18_demo-cls.py')

@@ -262,7 +262,7 @@ def classifier(variant: str, num_classes: int = 6):
 def test_pretrained_init_from_classification_checkpoint(name, tmp_path):
     """A Runner checkpoint of the ImageNet twin classifier (backbone. and head. keys) fills
     every backbone tensor; only ConvNeXt's detection output norms norm0-2 keep their init."""
-    from kw_mm.utils.setup_env import use_safe_checkpoint_loader
+    from kw_mm.utils.launch import use_safe_checkpoint_loader
     use_safe_checkpoint_loader()  # as tools/train.py: mmengine's loader for the baselines
     cls = classifier(DETECTORS[name][0])
     ckpt = str(tmp_path / 'cls.pth')

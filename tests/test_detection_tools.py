@@ -5,8 +5,6 @@ import json
 import os
 import os.path as osp
 import re
-import socket
-import subprocess
 import sys
 
 import numpy as np
@@ -16,27 +14,9 @@ from PIL import Image
 
 from kw_mm.utils.demo_data.coco import CLASSES, write_coco_set
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+from tool_runs import ROOT, check, free_port, run
+
 DEMO_DET = osp.join(ROOT, 'configs', 'demo', 'mask-rcnn_kw-r18_demo-coco.py')
-TIMEOUT = 900
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
-
-
-def run(cmd, **env):
-    full_env = dict(os.environ, PYTHON=sys.executable, OMP_NUM_THREADS='1', **env)
-    return subprocess.run(cmd, cwd=ROOT, env=full_env, capture_output=True, text=True,
-                          timeout=TIMEOUT)
-
-
-def check(proc):
-    assert proc.returncode == 0, f'exit {proc.returncode}\n{proc.stdout[-3000:]}\n' \
-                                 f'{proc.stderr[-5000:]}'
-    return proc
 
 
 # ---------------------------------------------------------------------- the demo COCO set

@@ -5,14 +5,14 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from mmengine.evaluator import BaseMetric
 from mmengine.model import BaseModel
 from mmengine.runner import Runner
-from torch.utils.data import Dataset
 
 from kw_mm.cnn import KWAttention, WarehouseManager, get_temperature, set_temperature
 from kw_mm.engine import KWFinetuneHook
 from kw_mm.registry import HOOKS
+
+from tiny_runner import CountMetric, TinySet
 
 SAMPLES = 4  # batch 2: 2 iterations per epoch
 
@@ -41,26 +41,6 @@ class KWNet(BaseModel):
         return list(logits.argmax(dim=1))
 
 
-class TinySet(Dataset):
-
-    def __len__(self):
-        return SAMPLES
-
-    def __getitem__(self, idx):
-        g = torch.Generator().manual_seed(idx)
-        return dict(inputs=torch.randn(3, 8, 8, generator=g), data_samples=idx % 2)
-
-
-class CountMetric(BaseMetric):
-    default_prefix = 'tiny'
-
-    def process(self, data_batch, data_samples):
-        self.results.extend(int(p) for p in data_samples)
-
-    def compute_metrics(self, results):
-        return dict(count=float(len(results)))
-
-
 def poisoned_model() -> KWNet:
     """A model whose attentions start at t = 1 with a NaN beta: any use of beta shows."""
     model = KWNet()
@@ -72,7 +52,7 @@ def poisoned_model() -> KWNet:
 
 
 def make_runner(tmp_path, model, hooks):
-    loader = dict(dataset=TinySet(), batch_size=2, num_workers=0,
+    loader = dict(dataset=TinySet(SAMPLES), batch_size=2, num_workers=0,
                   sampler=dict(type='DefaultSampler', shuffle=False),
                   collate_fn=dict(type='pseudo_collate'))
     return Runner(

@@ -7,11 +7,12 @@ import torch.nn as nn
 from mmengine.config import Config
 from mmpretrain.registry import MODELS as PRETRAIN_MODELS
 
-from kw_mm.cnn import KWAttention, KWConvNd, assemble_kernels_reference, set_temperature
+from kw_mm.cnn import KWAttention, KWConvNd, set_temperature
 from kw_mm.models import KWConvNeXt
 from kw_mm.models.paper_variants import TABLE14_CONVNEXT
 from kw_mm.utils.checkpoint import CheckpointMismatchError
 from kw_mm.utils.official.convnext import convert_tensor, to_mmpretrain_key
+from kw_checks import assert_layer_matches_layout, copy_into_plain_twin
 from reference_kw import layouts, statedict_shapes
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -65,13 +66,8 @@ def test_release_layout_equals_reference(release_classifier):
         assert members == [module_name(layer['name']) for layer in wh['layers']]
         for layer in wh['layers']:
             conv = modules[module_name(layer['name'])]
+            assert_layer_matches_layout(conv, layer)
             att = conv.attention
-            assert list(conv.weight_shape) == layer['weight_shape']
-            assert list(conv.stride) == layer['stride'] and conv.groups == layer['groups']
-            assert att.num_mixtures == layer['num_local_mixture']
-            assert att.start_cell == layer['start_cell_idx']
-            assert att.fc1.out_features == layer['attn_hidden']
-            assert att.fc2.out_features == layer['fc2_out']
             assert isinstance(att.norm1, nn.LayerNorm) and att.fc1.bias is not None
             # beta: one-hot on consecutive cells from the start cell (b = 1).
             beta = att.beta
@@ -237,19 +233,7 @@ def test_temperature_one_equals_plain_convnext():
                                        gap_before_final_norm=True))
     plain.eval()  # mmpretrain's ConvNeXt.train() returns None
     set_temperature(kw, 1.0)
-    kw_modules = dict(kw.named_modules())
-    with torch.no_grad():
-        for name, param in plain.named_parameters():
-            owner, leaf = name.rsplit('.', 1)
-            module = kw_modules[owner]
-            if isinstance(module, KWConvNd) and leaf == 'weight':
-                alpha = module.attention.beta[None, :, :-1]
-                kernel = assemble_kernels_reference(alpha, module.cells, module.geometry)[0]
-                param.copy_(kernel.reshape(param.shape))
-            else:
-                source = getattr(module, leaf)
-                source.uniform_(0.5, 1.5)  # randomize norms, biases and gamma on both sides
-                param.copy_(source.reshape(param.shape))
+    copy_into_plain_twin(kw, plain, randomize_weights=True)
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         for ours, theirs in zip(kw(x), plain(x)):

@@ -17,6 +17,7 @@ from kw_mm.models.paper_variants import PAPER_VARIANTS
 from kw_mm.utils.checkpoint import CheckpointMismatchError
 from kw_mm.utils.official.mobilenet_v2 import (convert_keys, convert_state_dict,
                                                find_classifier_warehouse, to_mmpretrain_key)
+from kw_checks import assert_layer_matches_layout, copy_into_plain_twin
 from reference_kw import (ReferenceForward, calibrate, kw_layers, layouts, random_state_dict,
                           statedict_shapes)
 
@@ -90,13 +91,8 @@ def test_release_layout_equals_reference(name):
         assert members == [module_name(layer['name']) for layer in wh['layers']], wh['warehouse']
         for layer in wh['layers']:
             conv = modules[module_name(layer['name'])]
+            assert_layer_matches_layout(conv, layer)
             att = conv.attention
-            assert list(conv.weight_shape) == layer['weight_shape']
-            assert list(conv.stride) == layer['stride'] and conv.groups == layer['groups']
-            assert att.num_mixtures == layer['num_local_mixture']
-            assert att.start_cell == layer['start_cell_idx']
-            assert att.fc1.out_features == layer['attn_hidden']
-            assert att.fc2.out_features == layer['fc2_out']
             assert isinstance(att.norm1, nn.BatchNorm1d) and att.fc1.bias is None
             torch.testing.assert_close(att.beta, expected_beta[layer['name']].beta()[0],
                                        rtol=0, atol=0)
@@ -313,24 +309,7 @@ def test_kw4x_at_temperature_one_equals_plain_mobilenet_v2():
     plain = PRETRAIN_MODELS.build(dict(type='mmpretrain.MobileNetV2', widen_factor=0.5, out_indices=(3, 7)))
     plain.eval()  # mmpretrain's MobileNetV2.train() returns None
     set_temperature(kw, 1.0)
-    kw_modules = dict(kw.named_modules())
-    with torch.no_grad():
-        for name, param in plain.named_parameters():
-            owner, leaf = name.rsplit('.', 1)
-            module = kw_modules[owner]
-            if isinstance(module, KWConvNd) and leaf == 'weight':
-                alpha = module.attention.beta[None, :, :-1]
-                kernel = assemble_kernels_reference(alpha, module.cells, module.geometry)[0]
-                param.copy_(kernel.reshape(param.shape))
-            else:
-                source = getattr(module, leaf)
-                if leaf != 'weight' or source.dim() == 1:
-                    source.uniform_(0.5, 1.5)  # randomize norms on both sides
-                param.copy_(source)
-        for name, buf in plain.named_buffers():
-            if name.endswith(('running_mean', 'running_var')):
-                buf.uniform_(0.5, 1.5)
-                kw.get_buffer(name).copy_(buf)
+    copy_into_plain_twin(kw, plain)
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         for ours, theirs in zip(kw(x), plain(x)):

@@ -14,6 +14,7 @@ from kw_mm.cnn import KWConvNd, set_temperature
 from kw_mm.models import KWResNet
 from kw_mm.models.paper_variants import PAPER_VARIANTS
 from kw_mm.utils.official.resnet import to_mmpretrain_key
+from kw_checks import assert_layer_matches_layout
 from reference_kw import (calibrate, kw_layers, layouts, random_state_dict, reference_logits,
                           statedict_shapes)
 
@@ -77,13 +78,8 @@ def test_paper_variant_equals_reference_layout(variant):
         assert kw_members(backbone, index) == [layer['name'] for layer in wh['layers']]
         for layer in wh['layers']:
             conv = modules[layer['name']]
+            assert_layer_matches_layout(conv, layer)
             att = conv.attention
-            assert list(conv.weight_shape) == layer['weight_shape']
-            assert list(conv.stride) == layer['stride'] and conv.groups == layer['groups']
-            assert att.num_mixtures == layer['num_local_mixture']
-            assert att.start_cell == layer['start_cell_idx']
-            assert att.fc1.out_features == layer['attn_hidden']
-            assert att.fc2.out_features == layer['fc2_out']
             if layer['num_basis'] is None:
                 assert not att.use_basis
             else:

@@ -6,16 +6,16 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from mmengine.evaluator import BaseMetric
 from mmengine.model import BaseModel
 from mmengine.registry import HOOKS
 from mmengine.runner import Runner
-from torch.utils.data import Dataset
 
 from kw_mm.cnn import WarehouseManager, get_temperature
 from kw_mm.engine import KWTemperatureHook, check_temperature_schedule
 from kw_mm.engine.hooks.kw_temperature_hook import temperature_at
-from kw_mm.utils.setup_env import use_safe_checkpoint_loader
+from kw_mm.utils.launch import use_safe_checkpoint_loader
+
+from tiny_runner import CountMetric, TinySet
 
 SAMPLES = 8  # with batch 2: 4 iterations per epoch
 
@@ -46,30 +46,11 @@ class TinyKWNet(BaseModel):
         return logits
 
 
-class TinySet(Dataset):
-    def __len__(self):
-        return SAMPLES
-
-    def __getitem__(self, idx):
-        g = torch.Generator().manual_seed(idx)
-        return dict(inputs=torch.randn(3, 8, 8, generator=g), data_samples=idx % 2)
-
-
-class CountMetric(BaseMetric):
-    default_prefix = 'tiny'
-
-    def process(self, data_batch, data_samples):
-        self.results.extend(int(p) for p in data_samples)
-
-    def compute_metrics(self, results):
-        return dict(count=float(len(results)))
-
-
 def make_runner(work_dir, max_epochs=4, anneal_epochs=2, hooks=True, accumulate=1,
                 resume_from=None, load_from=None, val=True, seed=0):
     # mmengine keeps loggers and visualizers by name: one name per run
     name = f'{work_dir.parent.name}_{work_dir.name}'
-    loader = dict(dataset=TinySet(), batch_size=2, num_workers=0,
+    loader = dict(dataset=TinySet(SAMPLES), batch_size=2, num_workers=0,
                   sampler=dict(type='DefaultSampler', shuffle=False),
                   collate_fn=dict(type='pseudo_collate'))
     val_kwargs = dict(val_dataloader=dict(loader), val_cfg=dict(),

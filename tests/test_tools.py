@@ -1,11 +1,8 @@
 """tools/train.py, tools/test.py and tools/dist_train.sh as a user runs them (subprocesses)."""
 import glob
 import json
-import os
 import os.path as osp
 import re
-import socket
-import subprocess
 import sys
 
 import pytest
@@ -15,12 +12,13 @@ from mmengine.config import Config
 from mmengine.runner import load_checkpoint
 
 from kw_mm.utils.demo_data.classification import write_classification_set
-from kw_mm.utils.setup_env import (build_model, check_checkpoint_file, check_data_roots,
-                                   override_data_root, use_safe_checkpoint_loader)
+from kw_mm.utils.launch import (build_model, check_checkpoint_file, check_data_roots,
+                                override_data_root, use_safe_checkpoint_loader)
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+from tool_runs import ROOT, check, free_port, run
+
 DEMO_CFG = osp.join(ROOT, 'configs', 'demo', 'kw1x-resnet18_demo-cls.py')
-TIMEOUT = 600
+
 
 TINY_CFG = """
 _base_ = {base!r}
@@ -37,24 +35,6 @@ param_scheduler = [dict(type='ConstantLR', factor=1.0, by_epoch=True, begin=0, e
 custom_hooks = [dict(type='kw_mm.KWTemperatureHook', anneal_epochs=1)]
 default_hooks = dict(logger=dict(interval=1), checkpoint=dict(interval=1, max_keep_ckpts=3))
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
-
-
-def run(cmd, **env):
-    full_env = dict(os.environ, PYTHON=sys.executable, OMP_NUM_THREADS='1', **env)
-    return subprocess.run(cmd, cwd=ROOT, env=full_env, capture_output=True, text=True,
-                          timeout=TIMEOUT)
-
-
-def check(proc):
-    assert proc.returncode == 0, f'exit {proc.returncode}\n{proc.stdout[-3000:]}\n' \
-                                 f'{proc.stderr[-5000:]}'
-    return proc
 
 
 @pytest.fixture(scope='module')

@@ -8,15 +8,14 @@ Examples:
 import argparse
 import os.path as osp
 
-from mmengine.config import Config, DictAction
+from mmengine.config import Config
 from mmengine.dist import is_main_process
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
-from kw_mm.utils.setup_env import (LAUNCHERS, check_checkpoint_file, check_data_roots,
-                                   override_data_root, pop_data_root, register_toolbox,
-                                   set_local_rank_env, setup_cpu_distributed,
-                                   use_safe_checkpoint_loader)
+from kw_mm.utils.launch import (add_runner_args, apply_runner_args, check_checkpoint_file,
+                                check_data_roots, register_toolbox, setup_cpu_distributed,
+                                use_safe_checkpoint_loader)
 from kw_mm.utils.summary import format_metrics
 
 
@@ -24,31 +23,14 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description='Evaluate a kw_mm checkpoint')
     parser.add_argument('config', help='config file')
     parser.add_argument('checkpoint', help='checkpoint file')
-    parser.add_argument('--work-dir', help='directory for the evaluation logs')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
-                        help='override config entries, key=value; data_root=PATH moves every '
-                        'dataset to PATH')
-    parser.add_argument('--launcher', choices=LAUNCHERS, default='none', help='job launcher')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args()
-    set_local_rank_env(args.local_rank)
-    return args
+    add_runner_args(parser)
+    return parser.parse_args()
 
 
 def main() -> None:
     args = parse_args()
     check_checkpoint_file(args.checkpoint)
-    cfg = Config.fromfile(args.config)
-    data_root = pop_data_root(args.cfg_options)
-    if args.cfg_options:
-        cfg.merge_from_dict(args.cfg_options)
-    if data_root is not None:
-        override_data_root(cfg, data_root)
-    cfg.launcher = args.launcher
-    if args.work_dir is not None:
-        cfg.work_dir = args.work_dir
-    elif cfg.get('work_dir') is None:
-        cfg.work_dir = osp.join('work_dirs', osp.splitext(osp.basename(args.config))[0])
+    cfg = apply_runner_args(Config.fromfile(args.config), args)
     cfg.load_from = args.checkpoint
     cfg.resume = False
 

@@ -27,7 +27,7 @@ model = dict(
         frozen_stages=1,
         norm_eval=True,
         # The classification demo's checkpoint (make demo sets it from its last_checkpoint).
-        init_cfg=dict(type='Pretrained', checkpoint='work_dirs/demo_cls/epoch_10.pth',
+        init_cfg=dict(type='Pretrained', checkpoint='work_dirs/demo_cls/epoch_12.pth',
                       prefix='backbone.')),
     # Narrower FPN and heads than on COCO (128 instead of 256 channels, a 2-conv mask head):
     # on 2 CPU cores the mask head dominates the step otherwise.

@@ -20,9 +20,9 @@ from mmengine.runner import Runner, load_checkpoint
 
 from kw_mm import set_temperature
 from kw_mm.utils.attention_maps import AttentionRecorder, plot_warehouse
-from kw_mm.utils.setup_env import (build_model, check_checkpoint_file, check_data_roots,
-                                   override_data_root, register_toolbox,
-                                   use_safe_checkpoint_loader)
+from kw_mm.utils.launch import (build_model, check_checkpoint_file, check_data_roots,
+                                override_data_root, register_toolbox,
+                                use_safe_checkpoint_loader)
 
 
 def parse_args() -> argparse.Namespace:

@@ -5,6 +5,7 @@ pick the toolbox from the config's ``default_scope``, load checkpoints safely, r
 jobs on CPUs with gloo, point every dataset at one ``data_root``, and fail early with clear
 messages for missing data or checkpoints.
 """
+import argparse
 import importlib
 import os
 import os.path as osp
@@ -183,6 +184,39 @@ def pop_data_root(cfg_options: Optional[dict]) -> Optional[str]:
     if not cfg_options or 'data_root' not in cfg_options:
         return None
     return str(cfg_options.pop('data_root'))
+
+
+def add_runner_args(parser: argparse.ArgumentParser) -> None:
+    """The options ``tools/train.py`` and ``tools/test.py`` share: ``--work-dir``,
+    ``--cfg-options``, ``--launcher`` and ``--local-rank``."""
+    from mmengine.config import DictAction
+    parser.add_argument('--work-dir', help='directory for logs and checkpoints')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override config entries, key=value; data_root=PATH moves every '
+                        'dataset to PATH')
+    parser.add_argument('--launcher', choices=LAUNCHERS, default='none', help='job launcher')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+
+
+def apply_runner_args(cfg: Any, args: argparse.Namespace) -> Any:
+    """Apply the options of :func:`add_runner_args` to ``cfg`` (in place, returned).
+
+    ``data_root`` in ``--cfg-options`` moves every dataset (:func:`override_data_root`); the work
+    directory defaults to ``work_dirs/<config name>`` as in mmpretrain and mmdet.
+    """
+    set_local_rank_env(args.local_rank)
+    cfg_options = dict(args.cfg_options or {})
+    data_root = pop_data_root(cfg_options)
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    if data_root is not None:
+        override_data_root(cfg, data_root)
+    cfg.launcher = args.launcher
+    if args.work_dir is not None:
+        cfg.work_dir = args.work_dir
+    elif cfg.get('work_dir') is None:
+        cfg.work_dir = osp.join('work_dirs', osp.splitext(osp.basename(args.config))[0])
+    return cfg
 
 
 def set_local_rank_env(local_rank: int) -> None:
