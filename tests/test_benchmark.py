@@ -27,6 +27,8 @@ def test_preset_configs_exist_and_load():
         for path in (kw, plain):
             spec = bm.load_spec(osp.join(ROOT, path))
             assert spec.cfg['type'] and spec.optim_cfg is not None
+            optimizer = bm.build_optimizer(torch.nn.Linear(2, 2), spec)
+            assert type(optimizer).__name__ == spec.optim_cfg['optimizer']['type']
         assert osp.splitext(osp.basename(kw))[0] in bm.TARGETS
 
 

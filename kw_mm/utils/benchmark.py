@@ -149,6 +149,7 @@ def build_optimizer(model: nn.Module, spec: ModelSpec) -> torch.optim.Optimizer:
     cfg = (spec.optim_cfg or {}).get('optimizer') if spec.optim_cfg else None
     if cfg:
         cfg = dict(cfg)
+        cfg.pop('_scope_', None)  # set by mmengine on configs inheriting toolbox bases
         kind = cfg.pop('type')
         optim_cls = getattr(torch.optim, kind, None)
         if optim_cls is not None:
