@@ -40,7 +40,7 @@ test: venv
 	$(PY) -m pytest -q tests
 
 bench: venv
-	$(PY) tools/analysis/benchmark.py --preset paper-cpu
+	$(PY) tools/analysis/benchmark.py --preset paper-cpu --with-reference
 
 clean-demo:
 	rm -rf $(CLS_DIR) $(DET_DIR) $(DEMO_DATA)
