@@ -8,42 +8,18 @@ import torch.nn.functional as F
 from mmengine.model import BaseModel
 from mmengine.runner import Runner
 
-from kw_mm.cnn import KWAttention, WarehouseManager, get_temperature, set_temperature
+from kw_mm.cnn import KWAttention, set_temperature
 from kw_mm.engine import KWFinetuneHook
 from kw_mm.registry import HOOKS
 
-from tiny_runner import CountMetric, TinySet
+from tiny_runner import CountMetric, TinyKWNet, TinySet
 
 SAMPLES = 4  # batch 2: 2 iterations per epoch
 
 
-class KWNet(BaseModel):
-    """Two KW convolutions and a classifier; records (mode, temperature, finite output)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.warehouse_manager = WarehouseManager()
-        self.conv1 = self.warehouse_manager.reserve(3, 8, 3, padding=1, bias=False,
-                                                    warehouse_name='stage0')
-        self.conv2 = self.warehouse_manager.reserve(8, 8, 3, padding=1, bias=False,
-                                                    warehouse_name='stage0')
-        self.warehouse_manager.store()
-        self.warehouse_manager.allocate(self)
-        self.fc = nn.Linear(8, 2)
-        self.calls = []
-
-    def forward(self, inputs, data_samples=None, mode='tensor'):
-        x = torch.stack(inputs)
-        logits = self.fc(self.conv2(F.relu(self.conv1(x))).mean(dim=(2, 3)))
-        self.calls.append((mode, get_temperature(self), bool(torch.isfinite(logits).all())))
-        if mode == 'loss':
-            return dict(loss=F.cross_entropy(logits, torch.as_tensor(data_samples)))
-        return list(logits.argmax(dim=1))
-
-
-def poisoned_model() -> KWNet:
+def poisoned_model() -> TinyKWNet:
     """A model whose attentions start at t = 1 with a NaN beta: any use of beta shows."""
-    model = KWNet()
+    model = TinyKWNet()
     set_temperature(model, 1.0)
     for m in model.modules():
         if isinstance(m, KWAttention):
@@ -91,7 +67,7 @@ def test_finetune_hook_keeps_t_zero_and_beta_out_of_forward(tmp_path):
     assert all(torch.isnan(m.beta).all() for m in model.modules() if isinstance(m, KWAttention))
     log = open(glob.glob(str(tmp_path / '*' / '*.log'))[0]).read()
     assert log.count('KWFinetuneHook: KernelWarehouse attention initialization disabled') == 1
-    assert 'temperature t = 0 on 2 KW attentions of KWNet' in log
+    assert 'temperature t = 0 on 2 KW attentions of TinyKWNet' in log
 
 
 def test_finetune_hook_resets_t_every_iteration(tmp_path):
@@ -124,7 +100,7 @@ def test_finetune_hook_test_only_run(tmp_path):
 
 def test_finetune_hook_without_kw_layers(tmp_path):
 
-    class Plain(KWNet):
+    class Plain(TinyKWNet):
 
         def __init__(self):
             BaseModel.__init__(self)

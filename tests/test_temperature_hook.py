@@ -4,46 +4,16 @@ import json
 
 import pytest
 import torch
-import torch.nn as nn
-import torch.nn.functional as F
-from mmengine.model import BaseModel
 from mmengine.registry import HOOKS
 from mmengine.runner import Runner
 
-from kw_mm.cnn import WarehouseManager, get_temperature
 from kw_mm.engine import KWTemperatureHook, check_temperature_schedule
 from kw_mm.engine.hooks.kw_temperature_hook import temperature_at
 from kw_mm.utils.launch import use_safe_checkpoint_loader
 
-from tiny_runner import CountMetric, TinySet
+from tiny_runner import CountMetric, TinyKWNet, TinySet
 
 SAMPLES = 8  # with batch 2: 4 iterations per epoch
-
-
-class TinyKWNet(BaseModel):
-    """Two KW convolutions sharing one warehouse; records the temperature of every call."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.warehouse_manager = WarehouseManager()
-        self.conv1 = self.warehouse_manager.reserve(3, 8, 3, padding=1, bias=False,
-                                                    warehouse_name='stage0')
-        self.conv2 = self.warehouse_manager.reserve(8, 8, 3, padding=1, bias=False,
-                                                    warehouse_name='stage0')
-        self.warehouse_manager.store()
-        self.warehouse_manager.allocate(self)
-        self.fc = nn.Linear(8, 2)
-        self.calls = []  # (mode, temperature)
-
-    def forward(self, inputs, data_samples=None, mode='tensor'):
-        x = torch.stack(inputs) if isinstance(inputs, (list, tuple)) else inputs
-        self.calls.append((mode, get_temperature(self)))
-        logits = self.fc(self.conv2(F.relu(self.conv1(x))).mean(dim=(2, 3)))
-        if mode == 'loss':
-            return dict(loss=F.cross_entropy(logits, torch.as_tensor(data_samples)))
-        if mode == 'predict':
-            return list(logits.argmax(dim=1))
-        return logits
 
 
 def make_runner(work_dir, max_epochs=4, anneal_epochs=2, hooks=True, accumulate=1,
@@ -78,7 +48,7 @@ def make_runner(work_dir, max_epochs=4, anneal_epochs=2, hooks=True, accumulate=
 
 
 def calls(runner, mode):
-    return [t for m, t in runner.model.calls if m == mode]
+    return [t for m, t, _ in runner.model.calls if m == mode]
 
 
 def expected(iters, anneal_iters):

@@ -1,7 +1,12 @@
-"""A tiny data set and metric for real mmengine Runner runs in the hook tests."""
+"""A tiny KW model, data set and metric for real mmengine Runner runs in the hook tests."""
 import torch
+import torch.nn as nn
+import torch.nn.functional as F
 from mmengine.evaluator import BaseMetric
+from mmengine.model import BaseModel
 from torch.utils.data import Dataset
+
+from kw_mm.cnn import WarehouseManager, get_temperature
 
 
 class TinySet(Dataset):
@@ -27,3 +32,30 @@ class CountMetric(BaseMetric):
 
     def compute_metrics(self, results):
         return dict(count=float(len(results)))
+
+
+class TinyKWNet(BaseModel):
+    """Two KW convolutions sharing one warehouse and a classifier. Every call is recorded in
+    ``calls`` as ``(mode, temperature, output finite)``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.warehouse_manager = WarehouseManager()
+        self.conv1 = self.warehouse_manager.reserve(3, 8, 3, padding=1, bias=False,
+                                                    warehouse_name='stage0')
+        self.conv2 = self.warehouse_manager.reserve(8, 8, 3, padding=1, bias=False,
+                                                    warehouse_name='stage0')
+        self.warehouse_manager.store()
+        self.warehouse_manager.allocate(self)
+        self.fc = nn.Linear(8, 2)
+        self.calls = []
+
+    def forward(self, inputs, data_samples=None, mode='tensor'):
+        x = torch.stack(inputs) if isinstance(inputs, (list, tuple)) else inputs
+        logits = self.fc(self.conv2(F.relu(self.conv1(x))).mean(dim=(2, 3)))
+        self.calls.append((mode, get_temperature(self), bool(torch.isfinite(logits).all())))
+        if mode == 'loss':
+            return dict(loss=F.cross_entropy(logits, torch.as_tensor(data_samples)))
+        if mode == 'predict':
+            return list(logits.argmax(dim=1))
+        return logits
