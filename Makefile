@@ -22,16 +22,22 @@ $(STAMP): tools/setup_env.sh requirements/runtime.txt requirements/tests.txt set
 demo: venv demo-zoo demo-data demo-cls demo-det
 
 demo-zoo: venv
+	@echo '== make demo [1/4] model zoo: every paper variant built and counted (about 1 min)'
 	$(PY) tools/analysis/model_zoo.py
 
 demo-data: venv
+	@echo '== make demo [2/4] demo data sets under $(DEMO_DATA)'
 	$(PY) tools/make_demo_data.py --out $(DEMO_DATA)
 
 demo-cls: venv demo-data
+	@echo '== make demo [3/4] KW 1x ResNet18 pretraining with the temperature anneal (about 6 min)'
 	$(PY) tools/train.py $(CLS_CFG) --work-dir $(CLS_DIR)
 	$(PY) tools/test.py $(CLS_CFG) $$(cat $(CLS_DIR)/last_checkpoint) --work-dir $(CLS_DIR)/test
 
 demo-det: venv demo-data
+	@test -f $(CLS_DIR)/last_checkpoint || { echo "demo-det starts from the pretraining \
+	checkpoint $(CLS_DIR)/last_checkpoint, which does not exist: run make demo-cls first" >&2; exit 2; }
+	@echo '== make demo [4/4] KW Mask R-CNN fine-tuning and COCO evaluation (about 5 min)'
 	$(PY) tools/train.py $(DET_CFG) --work-dir $(DET_DIR) \
 		--cfg-options model.backbone.init_cfg.checkpoint=$$(cat $(CLS_DIR)/last_checkpoint)
 	$(PY) tools/test.py $(DET_CFG) $$(cat $(DET_DIR)/last_checkpoint) --work-dir $(DET_DIR)/test
