@@ -140,4 +140,20 @@ def test_evaluating_a_checkpoint_uses_its_temperature(tmp_path):
 
 def test_warning_without_hook(tmp_path):
     assert check_temperature_schedule(make_runner(tmp_path / 'a', hooks=False, val=False))
+    log = open(glob.glob(str(tmp_path / 'a' / '*' / '*.log'))[0]).read()
+    assert 'WARNING' in log and 'is trained from scratch without a temperature schedule' in log
     assert not check_temperature_schedule(make_runner(tmp_path / 'b', val=False))
+    # fine-tuning from a checkpoint (load_from) is not "from scratch": no warning
+    weights = str(tmp_path / 'weights.pth')
+    torch.save(TinyKWNet().state_dict(), weights)
+    assert not check_temperature_schedule(
+        make_runner(tmp_path / 'c', hooks=False, val=False, load_from=weights))
+
+
+def test_train_py_runs_the_schedule_check():
+    """tools/train.py calls the check on the built Runner (a hook cannot warn about its own
+    absence)."""
+    import os.path as osp
+    source = open(osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), 'tools',
+                           'train.py')).read()
+    assert 'check_temperature_schedule(runner)' in source.split('def main')[1]

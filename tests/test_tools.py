@@ -1,6 +1,7 @@
 """tools/train.py, tools/test.py and tools/dist_train.sh as a user runs them (subprocesses)."""
 import glob
 import json
+import os
 import os.path as osp
 import re
 import sys
@@ -165,3 +166,45 @@ def test_data_root_override_reaches_every_dataset_and_evaluator():
     assert cfg.test_evaluator[0].ann_file == '/datasets/coco/annotations/val.json'
     with pytest.raises(FileNotFoundError, match="val_dataloader: data_root '/datasets/coco'"):
         check_data_roots(cfg, ['val_dataloader'])
+
+
+def test_demo_classification_set_is_deterministic(tmp_path):
+    """tools/make_demo_data.py's classification set: ImageNet folder layout, the same files for
+    the same seed, other files for another seed."""
+    from PIL import Image
+    a = write_classification_set(str(tmp_path / 'a'), num_train=3, num_val=2, image_size=24)
+    b = write_classification_set(str(tmp_path / 'b'), num_train=3, num_val=2, image_size=24)
+    c = write_classification_set(str(tmp_path / 'c'), num_train=3, num_val=2, image_size=24,
+                                 seed=1)
+    classes = ['circle', 'cross', 'ring', 'square', 'stripes', 'triangle']
+    for split, count in (('train', 3), ('val', 2)):
+        assert sorted(os.listdir(a[split])) == classes
+        for cls in classes:
+            names = sorted(os.listdir(osp.join(a[split], cls)))
+            assert names == [f'{cls}_{i:04d}.png' for i in range(count)]
+            for name in names:
+                data = open(osp.join(a[split], cls, name), 'rb').read()
+                assert data == open(osp.join(b[split], cls, name), 'rb').read()
+                assert data != open(osp.join(c[split], cls, name), 'rb').read()
+                assert Image.open(osp.join(a[split], cls, name)).size == (24, 24)
+    assert open(osp.join(a['data_root'], 'meta', 'classes.txt')).read().split() == classes
+
+
+def test_imagenet_config_data_root_is_one_option(monkeypatch):
+    """``--cfg-options data_root=PATH`` (as tools/train.py and tools/test.py apply it) moves
+    every dataloader of a real ImageNet config."""
+    import argparse
+    # apply_runner_args sets LOCAL_RANK for mmengine; keep it out of the other tests
+    monkeypatch.setenv('LOCAL_RANK', os.environ.get('LOCAL_RANK', '0'))
+    from kw_mm.utils.launch import add_runner_args, apply_runner_args, dataset_roots
+    parser = argparse.ArgumentParser()
+    parser.add_argument('config')
+    add_runner_args(parser)
+    for config in ('kw1x-resnet18_8xb32_in1k.py', 'kw1x-resnet50_8xb512-300e_in1k.py',
+                   'kw1x-mobilenet-v2_8xb32-150e_in1k.py'):
+        path = osp.join(ROOT, 'configs', config)
+        args = parser.parse_args([path, '--cfg-options', 'data_root=/datasets/in1k'])
+        cfg = apply_runner_args(Config.fromfile(path), args)
+        roots = dataset_roots(cfg)
+        assert sorted(roots) == ['test_dataloader', 'train_dataloader', 'val_dataloader']
+        assert all(r == ['/datasets/in1k'] for r in roots.values()), roots

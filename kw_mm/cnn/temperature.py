@@ -19,7 +19,7 @@ def set_temperature(model: nn.Module, t: float) -> int:
     """Set the temperature of every KW attention in ``model`` (wrapped or not).
 
     ``t = 1`` makes every attention its one-hot initialization, ``t = 0`` switches the
-    initialization off. The temperature is runtime state and never saved in checkpoints.
+    initialization off. The temperature is runtime state, never part of a state dict.
 
     Args:
         model (nn.Module): Any module; model wrappers such as DDP are traversed as well.

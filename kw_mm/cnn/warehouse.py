@@ -51,8 +51,8 @@ class WarehouseManager(nn.Module):
         reduction (float | list | dict): Attention hidden ratio. Defaults to 1/16.
         cell_num_ratio (float | list | dict): The budget ``b``: n = max(int(m * b), 1).
             Defaults to 1.
-        cell_inplane_ratio (float | list | dict): Cell input channels = gcd(Cin/groups) * ratio.
-            Defaults to 1.
+        cell_inplane_ratio (float | list | dict): Cell input channels = gcd(Cin/groups) * ratio,
+            which must be a whole number (never truncated). Defaults to 1.
         cell_outplane_ratio (float | list | dict): Cell output channels = gcd(Cout) * ratio.
             Defaults to 1.
         sharing_range (sequence[str]): Name fields to merge, as the reference: with
@@ -183,8 +183,8 @@ class WarehouseManager(nn.Module):
             raise ValueError(f'warehouse {name!r} mixes layers of different dimensions: {shapes}')
         out_gcd = math.gcd(*[s[0] for s in shapes])
         in_gcd = math.gcd(*[s[1] for s in shapes])
-        cell_out = max(int(out_gcd * out_ratio), 1)
-        cell_in = max(int(in_gcd * in_ratio), 1)
+        cell_out = self._cell_size(name, 'cell_outplane_ratio', out_ratio, out_gcd, 'output')
+        cell_in = self._cell_size(name, 'cell_inplane_ratio', in_ratio, in_gcd, 'input')
         num_mixtures = 0
         for shape in shapes:
             if shape[0] % cell_out or shape[1] % cell_in:
@@ -197,6 +197,18 @@ class WarehouseManager(nn.Module):
         num_cells = max(int(num_mixtures * ratio), 1)
         return WarehouseSpec(name, ratio, reduction, cell_out, cell_in, (1, ) * (len(shapes[0]) - 2),
                              num_mixtures, num_cells, list(shapes))
+
+    @staticmethod
+    def _cell_size(name: str, what: str, ratio: float, gcd: int, side: str) -> int:
+        """``gcd * ratio`` channels, refused (not truncated) unless a whole number >= 1."""
+        exact = gcd * ratio
+        size = round(exact)
+        if size < 1 or abs(exact - size) > 1e-6 * max(1.0, exact):
+            raise ValueError(
+                f'warehouse {name!r}: {what} {ratio:g} x gcd {gcd} = {exact:g} {side} channels '
+                f'per cell is not a whole number >= 1; choose a ratio r for which r x {gcd} (the '
+                f"greatest common divisor of the layers' {side} channels) is one")
+        return int(size)
 
     # ------------------------------------------------------------------ phase 3: allocate
     def allocate(self, model: nn.Module) -> None:
