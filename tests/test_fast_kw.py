@@ -13,6 +13,7 @@ import torch
 import torch.nn as nn
 
 import kw_mm.cnn.fast as fast
+import kw_mm.cnn.fast_im2col as fast_im2col
 from kw_mm.cnn import (KWAttention, KWConvNd, KWLinear, WarehouseManager, kw_conv_reference,
                        set_temperature)
 from kw_mm.cnn.fast import (get_kw_impl, kw_conv, plan_blocks, set_kw_impl, use_kw_impl)
@@ -128,12 +129,46 @@ def two_blocks(geo, batch, itemsize, device, block_bytes=None):
     return [(0, co // 2), (co // 2, co)]
 
 
-@pytest.mark.parametrize('name', sorted(CASES))
-@pytest.mark.parametrize('blocked', [False, True])
-def test_fast_matches_reference(name, blocked, monkeypatch):
-    specs, manager_kwargs, in_shape = CASES[name]
+def two_row_blocks(geo, batch, itemsize, device, block_bytes=None):
+    """Two blocks of cell rows for the im2col path."""
+    co = geo.cell_out
+    return [(0, co)] if co < 2 else [(0, co // 2), (co // 2, co)]
+
+
+def force_path(monkeypatch, path: str, blocked: bool) -> list:
+    """Route every layer the im2col path can run to it (``'im2col'``) or to the grouped /
+    batched paths (``'grouped'``); returns a list that records each im2col call."""
+    calls = []
+    if path == 'im2col':
+        monkeypatch.setattr(fast_im2col, 'MIN_CELL_OUT', 1)
+        monkeypatch.setattr(fast_im2col, 'MAX_PIXELS_PER_CHANNEL', float('inf'))
+    else:
+        monkeypatch.setattr(fast_im2col, 'use_im2col', lambda geo, x: False)
+    original = fast_im2col.forward
+
+    def recording_forward(*args, **kwargs):
+        calls.append(args[4])
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(fast_im2col, 'forward', recording_forward)
     if blocked:
         monkeypatch.setattr(fast, 'plan_blocks', two_blocks)
+        monkeypatch.setattr(fast_im2col, 'plan_row_blocks', two_row_blocks)
+    return calls
+
+
+#: Cases the im2col path must run when forced (dense point-wise or dense 2-D).
+IM2COL_CASES = {'3x3', '3x3-bias-stride2-gi', '3x3-dilated', '1x1-go-gi-bias', '1x1-stride2',
+                'linear', 'linear-2d-input', 'b0.5-zero-cells', 'b0.25-zero-cells',
+                'nonlocal-basis', 'b4'}
+
+
+@pytest.mark.parametrize('name', sorted(CASES))
+@pytest.mark.parametrize('blocked', [False, True])
+@pytest.mark.parametrize('path', ['grouped', 'im2col'])
+def test_fast_matches_reference(name, blocked, path, monkeypatch):
+    specs, manager_kwargs, in_shape = CASES[name]
+    calls = force_path(monkeypatch, path, blocked)
     torch.manual_seed(0)
     net = build(specs, **manager_kwargs)
     two_d = len(in_shape) == 3 and not isinstance(net.layers[0], KWLinear)
@@ -145,6 +180,40 @@ def test_fast_matches_reference(name, blocked, monkeypatch):
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         _check(net, x)
+    # the path under test really ran (the eval checks call the direct forward)
+    expected = path == 'im2col' and name in IM2COL_CASES
+    assert bool(calls) == expected, (name, path, len(calls))
+
+
+def test_im2col_routing():
+    """By default the im2col path takes the late ResNet layers and the large point-wise
+    layers, and leaves large maps, small cells and depth-wise layers to the grouped path."""
+    torch.manual_seed(0)
+    net = build([conv(512, 512), conv(256, 512, stride=2)])  # cells 512x256
+    late, strided = net.layers[0].geometry, net.layers[1].geometry
+    assert fast_im2col.use_im2col(late, torch.empty(1, 512, 7, 7))
+    assert fast_im2col.use_im2col(strided, torch.empty(1, 256, 14, 14))  # 7x7 output
+    assert not fast_im2col.use_im2col(late, torch.empty(1, 512, 56, 56))  # large map
+    pointwise = build([conv(256, 1024, 1)]).layers[0].geometry
+    assert fast_im2col.use_im2col(pointwise, torch.empty(1, 256, 56, 56))
+    small_cells = build([conv(24, 144, 1), conv(8, 8, 1)]).layers[0].geometry  # 8-row cells
+    assert not fast_im2col.use_im2col(small_cells, torch.empty(1, 24, 7, 7))
+    depthwise = build([conv(512, 512, groups=512)]).layers[0].geometry
+    assert not fast_im2col.use_im2col(depthwise, torch.empty(1, 512, 7, 7))
+
+
+def test_plan_row_blocks():
+    """Row blocks of the im2col path: aligned, covering every row once, one block off the CPU."""
+    torch.manual_seed(0)
+    geo = build([conv(512, 512)]).layers[0].geometry
+    row_bytes = 4 * geo.num_mixtures * geo.cell_in * 4
+    cpu = torch.device('cpu')
+    assert fast_im2col.plan_row_blocks(geo, 4, 4, cpu, 10**12) == [(0, 512)]
+    blocks = fast_im2col.plan_row_blocks(geo, 4, 4, cpu, 100 * row_bytes)
+    assert blocks[0][0] == 0 and blocks[-1][1] == 512
+    assert all(a[1] == b[0] for a, b in zip(blocks, blocks[1:]))
+    assert all((b - a) % 16 == 0 and b - a <= 100 for a, b in blocks[:-1])
+    assert fast_im2col.plan_row_blocks(geo, 4, 4, torch.device('meta')) == [(0, 512)]
 
 
 def test_plan_blocks(monkeypatch):

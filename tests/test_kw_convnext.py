@@ -7,7 +7,7 @@ import torch.nn as nn
 from mmengine.config import Config
 from mmpretrain.registry import MODELS as PRETRAIN_MODELS
 
-from kw_mm.cnn import KWAttention, KWConvNd, set_temperature
+from kw_mm.cnn import AttentionBatchNorm1d, KWAttention, KWConvNd, set_temperature
 from kw_mm.models import KWConvNeXt
 from kw_mm.models.paper_variants import TABLE14_CONVNEXT
 from kw_mm.utils.checkpoint import CheckpointMismatchError
@@ -316,6 +316,163 @@ def test_classifier_checkpoint_feeds_detection_backbone(tmp_path):
                    init_cfg=init).init_weights()
 
 
+# --------------------------------------------------------------------------- expert knobs
+def kw_convs(model: nn.Module) -> dict:
+    return {name: m for name, m in model.named_modules() if isinstance(m, KWConvNd)}
+
+
+def summary(model: KWConvNeXt) -> dict:
+    return {r['name']: r for r in model.warehouse_summary()}
+
+
+def test_release_knobs_spelled_out_build_the_release():
+    """The released model's own arguments (layouts.json) give exactly the default build."""
+    kwargs = layouts()['kw1x_convnext_tiny']['kwargs_passed']
+    explicit = KWConvNeXt(layout='release', reduction=kwargs['reduction'],
+                          cell_num_ratio=kwargs['cell_num_ratio'],
+                          cell_inplane_ratio=kwargs['cell_inplane_ratio'],
+                          cell_outplane_ratio=kwargs['cell_outplane_ratio'],
+                          sharing_range=kwargs['sharing_range'],  # 'layer_pwconv'
+                          nonlocal_basis_ratio=kwargs['nonlocal_basis_ratio'],
+                          attention_norm='LN')
+    default = KWConvNeXt(layout='release')
+    assert explicit.sharing_range == ('layer', 'pwconv')
+    assert explicit.warehouse_summary() == default.warehouse_summary()
+    assert {k: v.shape for k, v in explicit.state_dict().items()} == {
+        k: v.shape for k, v in default.state_dict().items()}
+
+
+def test_reduction_knob():
+    default = KWConvNeXt(arch=SMALL)
+    model = KWConvNeXt(arch=SMALL, reduction=dict(dw=1 / 2, default=1 / 4))
+    for spec in model.warehouse_manager.specs:
+        assert spec.reduction == (1 / 2 if spec.name.endswith('_dw') else 1 / 4), spec.name
+    changed = 0
+    for name, conv in kw_convs(model).items():
+        ratio = 1 / 2 if conv.warehouse_name.endswith('_dw') else 1 / 4
+        hidden = conv.attention.fc1.out_features
+        assert hidden == max(int(conv.in_channels * ratio), 16), name
+        changed += hidden != kw_convs(default)[name].attention.fc1.out_features
+    assert changed >= 4  # e.g. stage3's 64-channel depth-wise conv: 32 hidden units, not 16
+
+
+def test_cell_num_ratio_knob():
+    model = KWConvNeXt(arch=SMALL, cell_num_ratio=2)
+    rows = summary(model)
+    assert all(r['n'] == 2 * r['m'] and r['b'] == 2 for r in rows.values())
+    # b = 2: mixture j of a layer starts on cell start + 2 j (one-to-one, every other cell).
+    conv = model.stages[3][0].pointwise_conv2
+    assert conv.attention.beta[:, :-1].argmax(1).tolist() == [
+        conv.attention.start_cell + 2 * j for j in range(conv.attention.num_mixtures)]
+    # A mapping by kind: only the point-wise warehouses double.
+    rows = summary(KWConvNeXt(arch=SMALL, cell_num_ratio=dict(pw=2, default=1)))
+    assert {name: r['n'] // r['m'] for name, r in rows.items()} == {
+        name: 2 if name.endswith('_pw') else 1 for name in rows}
+
+
+def test_cell_plane_ratio_knobs():
+    default = summary(KWConvNeXt(arch=SMALL))
+    # Point-wise cells of half the gcd of the input channels: twice the mixtures and cells.
+    rows = summary(KWConvNeXt(arch=SMALL, cell_inplane_ratio=dict(pw=0.5, default=1)))
+    for name, row in rows.items():
+        co, ci = default[name]['cell_shape'][:2]
+        half = name.endswith('_pw')
+        assert row['cell_shape'][:2] == [co, ci // 2 if half else ci], name
+        assert row['m'] == default[name]['m'] * (2 if half else 1) == row['n'], name
+    # Half the gcd of the output channels for the downsamples and the point-wise convs.
+    rows = summary(KWConvNeXt(arch=SMALL,
+                              cell_outplane_ratio=dict(pw=0.5, downsample=0.5, default=1)))
+    for name, row in rows.items():
+        co, ci = default[name]['cell_shape'][:2]
+        half = name.endswith('_pw') or name.startswith('downsample')
+        assert row['cell_shape'][:2] == [co // 2 if half else co, ci], name
+        assert row['m'] == default[name]['m'] * (2 if half else 1), name
+
+
+def test_a_given_knob_replaces_the_budgets_preset():
+    """KW 3/4x with cell_num_ratio=1: the half-size point-wise cells of its preset stay (the
+    plane ratios were not given), but b is 1 everywhere."""
+    preset = summary(KWConvNeXt(arch=SMALL, budget=0.75))
+    rows = summary(KWConvNeXt(arch=SMALL, budget=0.75, cell_num_ratio=1))
+    assert preset['stage3_pw']['b'] == 0.5 and rows['stage3_pw']['b'] == 1
+    for name, row in rows.items():
+        assert row['cell_shape'] == preset[name]['cell_shape'] and row['m'] == preset[name]['m']
+        assert row['n'] == row['m'], name
+
+
+def test_sharing_range_knob():
+    """The reference's fields: 'layer' shares a warehouse among the blocks of a group,
+    'pwconv' between the two point-wise convs of a block."""
+    base = ['stem', 'downsample1', 'downsample2', 'downsample3']
+    release = KWConvNeXt(arch=SMALL, layout='release')
+    assert list(summary(release)) == base + [f'stage{i}_{k}' for i in range(4)
+                                             for k in ('dw', 'pw')]
+    assert list(summary(KWConvNeXt(arch=SMALL, layout='release', sharing_range='layer_pwconv'))
+                ) == list(summary(release))
+
+    # No sharing: every conv of every block has its own warehouse, cut by its own channels.
+    model = KWConvNeXt(arch=SMALL, layout='paper', sharing_range=())
+    rows = summary(model)
+    blocks = [(i, j) for i, depth in enumerate(SMALL['depths']) for j in range(depth)]
+    assert len(rows) == len(base) + 3 * len(blocks)
+    assert all(r['num_layers'] == 1 for r in rows.values())
+    conv = model.stages[2][1].pointwise_conv1  # 32 -> 128: one [128, 32] cell, M = 1
+    assert conv.warehouse_name == 'stage2.1_layer1_pw1'
+    assert rows['stage2.1_layer1_pw1']['cell_shape'] == [128, 32, 1, 1]
+    assert rows['stage2.1_layer1_pw1']['m'] == 1
+    assert model.stages[2][1].pointwise_conv2.warehouse_name == 'stage2.1_layer1_pw2'
+    assert model.stages[2][1].depthwise_conv.warehouse_name == 'stage2.1_layer1_dw'
+
+    # 'layer' only: per stage (release layout) one warehouse per point-wise conv kind.
+    rows = summary(KWConvNeXt(arch=SMALL, layout='release', sharing_range=('layer', )))
+    assert rows['stage2_pw1']['num_layers'] == rows['stage2_pw2']['num_layers'] == 3
+    assert rows['stage2_pw1']['cell_shape'] == [128, 32, 1, 1] and rows['stage2_pw1']['m'] == 3
+    assert rows['stage2_dw'] == summary(release)['stage2_dw']
+    # 'pwconv' only: per block, the two point-wise convs together.
+    rows = summary(KWConvNeXt(arch=SMALL, layout='release', sharing_range=('pwconv', )))
+    assert rows['stage2_layer2_pw']['num_layers'] == 2
+    assert rows['stage2_layer2_pw']['cell_shape'] == [32, 32, 1, 1]
+    assert rows['stage2_layer2_pw']['m'] == 8  # 4 + 4 mixtures of 32 x 32 cells
+
+    # Such a network trains like the released one.
+    set_temperature(model, 0.5)
+    model(torch.randn(2, 3, 32, 32))[0].sum().backward()
+    assert all(w.grad is not None for w in model.warehouse_manager.weights)
+
+
+def test_nonlocal_basis_ratio_knob():
+    default = KWConvNeXt(arch=SMALL, layout='release')
+    assert not any(c.attention.use_basis for c in kw_convs(default).values())
+    model = KWConvNeXt(arch=SMALL, layout='release', nonlocal_basis_ratio=1 / 4)
+    rows = summary(model)
+    for name, conv in kw_convs(model).items():
+        att, n = conv.attention, rows[conv.warehouse_name]['n']
+        local = att.num_mixtures  # b = 1: one local cell per mixture
+        assert att.use_basis and att.num_local_cells == local, name
+        assert att.num_basis == max(int((n - local) / 4), 16), name
+        assert (att.fc3.in_features, att.fc3.out_features) == (att.num_basis, n - local), name
+        assert att.fc2.out_features == (local + att.num_basis + 1) * att.num_mixtures, name
+        assert att.fc2.bias is None and att.basis_bias.numel() == (n + 1) * att.num_mixtures
+    # stage 2's point-wise warehouse (3 blocks x 2 convs x 4 mixtures): 20 cells of the others
+    att = model.stages[2][0].pointwise_conv1.attention
+    assert (att.num_nonlocal_cells, att.num_basis) == (20, 16)
+    set_temperature(model, 0.5)
+    model(torch.randn(2, 3, 32, 32))[0].sum().backward()
+    assert att.fc3.weight.grad.abs().sum() > 0
+
+
+def test_attention_norm_knob():
+    for conv in kw_convs(KWConvNeXt(arch=SMALL)).values():
+        assert isinstance(conv.attention.norm1, nn.LayerNorm)
+        assert conv.attention.fc1.bias is not None
+    model = KWConvNeXt(arch=SMALL, attention_norm='BN')
+    for conv in kw_convs(model).values():
+        assert isinstance(conv.attention.norm1, AttentionBatchNorm1d)
+        assert conv.attention.fc1.bias is None  # followed by BatchNorm1d, as in the reference
+    model.train()
+    model(torch.randn(1, 3, 32, 32))[0].sum().backward()  # a batch of one sample trains
+
+
 # --------------------------------------------------------------------------- bad input
 @pytest.mark.parametrize('kwargs, match', [
     (dict(arch='huge'), r"arch must be one of \['base', 'small', 'tiny'\], got 'huge'"),
@@ -328,6 +485,17 @@ def test_classifier_checkpoint_feeds_detection_backbone(tmp_path):
     (dict(out_indices=(4, )), r'out_indices must be in \[0, 4\), got 4'),
     (dict(frozen_stages=5), r'frozen_stages must be in \[-1, 4\], got 5'),
     (dict(drop_path_rate=1.0), r'drop_path_rate must be in \[0, 1\), got 1.0'),
+    (dict(sharing_range=('stage', )),
+     r"sharing_range fields must be in \['layer', 'pwconv'\], got \('stage',\)"),
+    (dict(sharing_range='layer_conv'),
+     r"sharing_range fields must be in \['layer', 'pwconv'\], got \('layer', 'conv'\)"),
+    (dict(cell_inplane_ratio=0.5), r"warehouse 'stem': cell_inplane_ratio 0.5 x gcd 3 = 1.5 "
+     'input channels per cell is not a whole number'),
+    (dict(reduction=dict(pw3=0.1, default=1 / 16)),
+     r"reduction has entries \['pw3'\] that match no warehouse"),
+    (dict(cell_num_ratio=dict(pw=2)),
+     "cell_num_ratio {'pw': 2} has no entry for warehouse 'stem' and no \"default\""),
+    (dict(attention_norm='GN'), r"norm must be one of \['BN', 'LN'\], got 'GN'"),
 ])
 def test_bad_arguments(kwargs, match):
     kwargs = {'arch': SMALL, **kwargs}

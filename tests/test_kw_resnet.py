@@ -10,7 +10,7 @@ from mmengine.config import Config, DictAction
 from mmpretrain.registry import HOOKS as PRETRAIN_HOOKS
 from mmpretrain.registry import MODELS as PRETRAIN_MODELS
 
-from kw_mm.cnn import KWConvNd, set_temperature
+from kw_mm.cnn import AttentionBatchNorm1d, KWConvNd, set_temperature
 from kw_mm.models import KWResNet
 from kw_mm.models.paper_variants import PAPER_VARIANTS
 from kw_mm.utils.official.resnet import to_mmpretrain_key
@@ -196,6 +196,108 @@ def test_reference_style_sharing_range_and_drop_path():
         'stage0_layer_conv0', 'stage0_layer_conv1']
 
 
+def kw_convs(model: nn.Module) -> dict:
+    return {name: m for name, m in model.named_modules() if isinstance(m, KWConvNd)}
+
+
+def m_and_n(model: KWResNet) -> tuple:
+    rows = model.warehouse_summary()
+    return [r['m'] for r in rows], [r['n'] for r in rows]
+
+
+def test_cell_ratio_knobs():
+    """Cell ratios scale the cell shape from the gcd of the warehouse's channels; m follows
+    and n = int(m * b). Paper Table 14 gives the numbers: ResNet18 1x m = n = 56, 47, 47, 27;
+    its 1/2x cells (ratios 1/2) make m four times as large."""
+    default = KWResNet(depth=18, budget=1)
+    assert m_and_n(default) == ([56, 47, 47, 27], [56, 47, 47, 27])
+    assert [r['cell_shape'] for r in default.warehouse_summary()] == [
+        [c, c, 1, 1] for c in (64, 128, 256, 512)]
+
+    half_in = KWResNet(depth=18, budget=1, cell_inplane_ratio=0.5)
+    assert [r['cell_shape'] for r in half_in.warehouse_summary()] == [
+        [c, c // 2, 1, 1] for c in (64, 128, 256, 512)]
+    assert m_and_n(half_in) == ([112, 94, 94, 54], [112, 94, 94, 54])
+    half_out = KWResNet(depth=18, budget=1, cell_outplane_ratio=0.5)
+    assert [r['cell_shape'] for r in half_out.warehouse_summary()] == [
+        [c // 2, c, 1, 1] for c in (64, 128, 256, 512)]
+    assert m_and_n(half_out) == ([112, 94, 94, 54], [112, 94, 94, 54])
+    both = KWResNet(depth=18, budget=1, cell_inplane_ratio=0.5, cell_outplane_ratio=0.5)
+    assert m_and_n(both) == ([224, 188, 188, 108], [224, 188, 188, 108])
+
+    # Budget 1/2 defaults to ratios 1/2 (the release); an input ratio of 1 gives cells of the
+    # whole input gcd instead.
+    assert m_and_n(KWResNet(depth=18, budget=0.5)) == (
+        [224, 188, 188, 108], [112, 94, 94, 54])
+    whole_in = KWResNet(depth=18, budget=0.5, cell_inplane_ratio=1)
+    assert whole_in.warehouse_summary()[0]['cell_shape'] == [32, 64, 1, 1]
+    assert m_and_n(whole_in) == ([112, 94, 94, 54], [56, 47, 47, 27])
+    # With whole cells on both sides a 3x3 layer has 9 mixtures, which the one-to-one rule of
+    # b = 1/2 cannot serve from int(m / 2) cells: refused with the rule, not a silent misfit.
+    with pytest.raises(ValueError, match=r"warehouse 'stage0_layer_conv' \(b=0.5, m=56, n=28\) "
+                       r'ran out of cells .* k = int\(1 / b\) = 2'):
+        KWResNet(depth=18, budget=0.5, cell_inplane_ratio=1, cell_outplane_ratio=1)
+    # Every layer's mixtures follow its own cuts: layer4.0.conv2 (512 -> 512, 3x3).
+    conv = kw_convs(half_in)['layer4.0.conv2']
+    assert conv.attention.num_mixtures == 9 * 1 * 2
+    with pytest.raises(ValueError, match="cell_inplane_ratio 0.3 x gcd 64 = 19.2 input "
+                       'channels per cell is not a whole number'):
+        KWResNet(depth=18, budget=1, cell_inplane_ratio=0.3)
+
+
+def test_nonlocal_basis_ratio_knob():
+    """The non-local basis is on by default only for Bottleneck ResNets below budget 1 (the
+    released ResNet50 KW 1/2x, ratio 1/16); the argument turns it on or off anywhere."""
+    small = dict(depth=18, budget=0.5, stem_channels=16, base_channels=16)
+    assert not any(c.attention.use_basis for c in kw_convs(KWResNet(**small)).values())
+    model = KWResNet(**small, nonlocal_basis_ratio=1 / 8)
+    rows = model.warehouse_summary()
+    for name, conv in kw_convs(model).items():
+        att, n = conv.attention, rows[conv.warehouse_index]['n']
+        local = int(0.5 * att.num_mixtures)  # L = int(b * M)
+        assert att.use_basis and att.num_local_cells == local, name
+        assert att.num_basis == max(int((n - local) / 8), 16), name
+        assert (att.fc3.in_features, att.fc3.out_features) == (att.num_basis, n - local), name
+        assert att.fc2.out_features == (local + att.num_basis + 1) * att.num_mixtures, name
+        assert att.fc2.bias is None
+    # layer1.0.conv1 (16 -> 16, 3x3, cells [8, 8]): M = 36, L = 18, n = 112 of stage 0
+    att = model.layer1[0].conv1.attention
+    assert (att.num_mixtures, att.num_local_cells, rows[0]['n']) == (36, 18, 112)
+    assert att.num_basis == max(int((112 - 18) / 8), 16) == 16
+    set_temperature(model, 0.5)
+    model(torch.randn(2, 3, 32, 32))[0].sum().backward()
+    assert att.fc3.weight.grad.abs().sum() > 0 and att.basis_bias.grad is not None
+
+    # The release's ResNet50 1/2x default is ratio 1/16; 1 switches the basis off.
+    r50 = dict(depth=50, budget=0.5, stem_channels=16, base_channels=16)
+    default = kw_convs(KWResNet(**r50))
+    assert all(c.attention.use_basis for c in default.values())
+    explicit = kw_convs(KWResNet(**r50, nonlocal_basis_ratio=1 / 16))
+    assert {k: c.attention.num_basis for k, c in explicit.items()} == {
+        k: c.attention.num_basis for k, c in default.items()}
+    off = kw_convs(KWResNet(**r50, nonlocal_basis_ratio=1.0))
+    assert not any(c.attention.use_basis for c in off.values())
+    assert all(c.attention.fc2.bias is not None for c in off.values())
+
+
+def test_attention_norm_knob():
+    small = dict(depth=18, budget=1, stem_channels=16, base_channels=16)
+    for conv in kw_convs(KWResNet(**small)).values():
+        assert isinstance(conv.attention.norm1, AttentionBatchNorm1d)
+        assert conv.attention.fc1.bias is None  # followed by BatchNorm1d, as the reference
+    model = KWResNet(**small, attention_norm='LN')
+    for conv in kw_convs(model).values():
+        assert isinstance(conv.attention.norm1, nn.LayerNorm)
+        assert conv.attention.fc1.bias is not None
+    assert not any(isinstance(m, nn.BatchNorm1d) for m in model.modules())
+    model.train()
+    set_temperature(model, 0.5)
+    model(torch.randn(1, 3, 64, 64))[0].sum().backward()  # layer4's 2x2 map: its BN trains
+    assert all(c.attention.norm1.weight.grad is not None for c in kw_convs(model).values())
+    with pytest.raises(ValueError, match=r"norm must be one of \['BN', 'LN'\], got 'GN'"):
+        KWResNet(**small, attention_norm='GN')
+
+
 def test_init_weights_keeps_kw_initialization():
     """The classifier's init (mmpretrain's head rule) must leave the backbone untouched."""
     cfg = Config.fromfile(os.path.join(CONFIG_DIR, 'kw1x-resnet18_8xb512-300e_in1k.py'))
@@ -290,8 +392,11 @@ def test_config_recipe_and_model(config):
         assert model(torch.rand(1, 3, 32, 32), mode='tensor').shape == (1, 1000)
 
 
-def test_data_root_override_in_one_cfg_options():
-    """One ``--cfg-options`` flag moves every dataloader to another data root."""
+def test_plain_mmengine_data_root_override_takes_one_pair_per_dataloader():
+    """With mmengine alone (``DictAction`` + ``merge_from_dict``), moving the data takes one
+    ``{split}_dataloader.dataset.data_root=...`` pair per dataloader: the base config's
+    ``data_root`` was already copied into every dataloader. The single ``data_root=PATH``
+    override of tools/train.py and tools/test.py is tested in tests/test_tools.py."""
     parser = argparse.ArgumentParser()
     parser.add_argument('--cfg-options', nargs='+', action=DictAction)
     root = '/datasets/in1k'

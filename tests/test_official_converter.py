@@ -25,15 +25,23 @@ from reference_kw import (calibrate, kw_layers, random_state_dict, reference_log
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOOL = os.path.join(ROOT, 'tools', 'model_converters', 'kw_official_to_mmpretrain.py')
 RELEASED = released_names()
-#: Full-logit comparisons: every ResNet18 budget, ResNet50 1/2x (non-local basis) and 1x,
-#: MobileNetV2 1.0 at 1/2x (KW classifier) and 1x, MobileNetV2 0.5 at 4x, the ConvNeXt release,
-#: and three plain baselines.
+#: Full-logit comparisons: every ResNet18 budget, every ResNet50 budget (1/2x with the non-local
+#: basis, 1x, 4x), MobileNetV2 1.0 at 1/2x (KW classifier) and 1x, MobileNetV2 0.5 at 4x, the
+#: ConvNeXt release, and three plain baselines.
 LOGIT_CASES = [
     'kw1d4x_resnet18', 'kw1d2x_resnet18', 'kw1x_resnet18', 'kw2x_resnet18', 'kw4x_resnet18',
-    'kw1d2x_resnet50', 'kw1x_resnet50', 'kw1d2x_mobilenetv2_100', 'kw1x_mobilenetv2_100',
-    'kw4x_mobilenetv2_050', 'kw1x_convnext_tiny', 'resnet18', 'mobilenetv2_050', 'convnext_tiny'
+    'kw1d2x_resnet50', 'kw1x_resnet50', 'kw4x_resnet50', 'kw1d2x_mobilenetv2_100',
+    'kw1x_mobilenetv2_100', 'kw4x_mobilenetv2_050', 'kw1x_convnext_tiny', 'resnet18',
+    'mobilenetv2_050', 'convnext_tiny'
 ]
 TEMPERATURES = (0.0, 0.5, 1.0)
+#: KW 4x ResNet50 has 102M parameters, 100M of them cells (0.8 GB in float64): each layer's
+#: kernel assembly reads its whole warehouse, so one forward takes about 3 s on one core
+#: whatever the input size or batch, and the reference side costs as much again. Three
+#: temperatures took 22-25 s; t = 0 (the attention alone) and t = 1 (its b = 4 one-to-one
+#: assignment alone) keep it at about 16 s. t = 0.5 adds only the linear mix of the two, which every
+#: other KW case checks with the same code.
+CASE_TEMPERATURES = {'kw4x_resnet50': (0.0, 1.0)}
 MAX_REL_ERROR = 1e-4
 
 
@@ -124,6 +132,7 @@ def test_converted_checkpoint_gives_the_reference_logits(name):
     base = to_double(random_state_dict(name, seed=11))
     model = None
     temperatures = TEMPERATURES if any(k.startswith('warehouse') for k in base) else (0.0, )
+    temperatures = CASE_TEMPERATURES.get(name, temperatures)
     outputs = []
     for t in temperatures:
         # BatchNorm statistics fitted at this temperature (on x itself), and the logits.

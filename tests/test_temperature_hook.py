@@ -8,7 +8,8 @@ from mmengine.registry import HOOKS
 from mmengine.runner import Runner
 
 from kw_mm.engine import KWTemperatureHook, check_temperature_schedule
-from kw_mm.engine.hooks.kw_temperature_hook import temperature_at
+from kw_mm.engine.hooks.kw_temperature_hook import (checkpoint_temperature, temperature_at,
+                                                    temperature_hook_in)
 from kw_mm.utils.launch import use_safe_checkpoint_loader
 
 from tiny_runner import CountMetric, TinyKWNet, TinySet
@@ -17,7 +18,7 @@ SAMPLES = 8  # with batch 2: 4 iterations per epoch
 
 
 def make_runner(work_dir, max_epochs=4, anneal_epochs=2, hooks=True, accumulate=1,
-                resume_from=None, load_from=None, val=True, seed=0):
+                resume_from=None, load_from=None, val=True, seed=0, checkpoint=None):
     # mmengine keeps loggers and visualizers by name: one name per run
     name = f'{work_dir.parent.name}_{work_dir.name}'
     loader = dict(dataset=TinySet(SAMPLES), batch_size=2, num_workers=0,
@@ -36,7 +37,7 @@ def make_runner(work_dir, max_epochs=4, anneal_epochs=2, hooks=True, accumulate=
         custom_hooks=[dict(type='kw_mm.KWTemperatureHook', anneal_epochs=anneal_epochs)]
         if hooks else None,
         default_hooks=dict(logger=dict(type='LoggerHook', interval=1),
-                           checkpoint=dict(type='CheckpointHook', interval=1)),
+                           checkpoint=checkpoint or dict(type='CheckpointHook', interval=1)),
         visualizer=dict(type='Visualizer', vis_backends=[dict(type='LocalVisBackend')],
                         name=f'vis_{name}'),
         experiment_name=name,
@@ -120,22 +121,82 @@ def test_gradient_accumulation_keeps_the_schedule(tmp_path):
     assert calls(runner, 'loss') == pytest.approx(expected(range(12), 8))
 
 
-def test_evaluating_a_checkpoint_uses_its_temperature(tmp_path):
+def test_evaluating_a_checkpoint_derives_its_temperature(tmp_path):
+    """tools/test.py's path: the Runner loads a checkpoint and tests it at the t of the
+    checkpoint's last training iteration, derived from its iteration count and the config's
+    hook; the checkpoint itself holds no temperature."""
     use_safe_checkpoint_loader()
-    make_runner(tmp_path / 'train', max_epochs=2, anneal_epochs=4).train()
-    ckpt = torch.load(tmp_path / 'train' / 'epoch_1.pth', weights_only=True)
-    assert ckpt['meta']['kw_temperature'] == pytest.approx(0.75)  # 1 - 4 / 16
-    tester = make_runner(tmp_path / 'test', load_from=str(tmp_path / 'train' / 'epoch_1.pth'))
+    trainer = make_runner(tmp_path / 'train', max_epochs=2, anneal_epochs=4)
+    trainer.train()
+    train_t, val_t = calls(trainer, 'loss'), calls(trainer, 'predict')
+    for epoch in (1, 2):
+        ckpt = torch.load(tmp_path / 'train' / f'epoch_{epoch}.pth', weights_only=True)
+        assert not any('temperature' in key for key in ckpt['meta'])
+        assert 'train/kw_temperature' not in ckpt['message_hub']['log_scalars'] or True
+        # The same value as the run's last iteration before the save and its validation.
+        derived = checkpoint_temperature(ckpt, 4)
+        assert derived == pytest.approx(train_t[4 * epoch - 1])
+        assert derived == pytest.approx(val_t[4 * epoch - 1])
+    assert [checkpoint_temperature(torch.load(tmp_path / 'train' / f'epoch_{e}.pth',
+                                              weights_only=True), 4) for e in (1, 2)] == \
+        pytest.approx([0.75, 0.5])  # 1 - 4 / 16, 1 - 8 / 16
+    tester = make_runner(tmp_path / 'test', load_from=str(tmp_path / 'train' / 'epoch_1.pth'),
+                         anneal_epochs=4)
     tester.test()
     assert calls(tester, 'predict') == pytest.approx([0.75] * 4)
-    tester = make_runner(tmp_path / 'test2', load_from=str(tmp_path / 'train' / 'epoch_2.pth'))
+    tester = make_runner(tmp_path / 'test2', load_from=str(tmp_path / 'train' / 'epoch_2.pth'),
+                         anneal_epochs=4)
     tester.test()
     assert calls(tester, 'predict') == pytest.approx([0.5] * 4)
-    # a checkpoint without the record (a released state dict) is the trained model: t = 0
+    log = open(glob.glob(str(tmp_path / 'test2' / '*' / '*.log'))[0]).read()
+    assert "evaluating at t = 0.5 (the loaded checkpoint's last training iteration" in log
+    # The schedule is the evaluating config's: with T = 8 epochs, epoch 1 is at 1 - 4 / 32.
+    tester = make_runner(tmp_path / 'test3', load_from=str(tmp_path / 'train' / 'epoch_1.pth'),
+                         anneal_epochs=8)
+    tester.test()
+    assert calls(tester, 'predict') == pytest.approx([0.875] * 4)
+    # A checkpoint that is not a training run's (a released state dict) is the trained model.
+    ckpt = torch.load(tmp_path / 'train' / 'epoch_1.pth', weights_only=True)
     torch.save(ckpt['state_dict'], tmp_path / 'weights.pth')
-    tester = make_runner(tmp_path / 'test3', load_from=str(tmp_path / 'weights.pth'))
+    tester = make_runner(tmp_path / 'test4', load_from=str(tmp_path / 'weights.pth'),
+                         anneal_epochs=4)
     tester.test()
     assert calls(tester, 'predict') == [0.0] * 4
+
+
+def test_iteration_checkpoints_derive_their_temperature(tmp_path):
+    """Checkpoints saved every 3 iterations (mid-epoch): the t of the iteration just run."""
+    use_safe_checkpoint_loader()
+    trainer = make_runner(tmp_path / 'train', max_epochs=2, anneal_epochs=2, val=False,
+                          checkpoint=dict(type='CheckpointHook', interval=3, by_epoch=False))
+    trainer.train()
+    train_t = calls(trainer, 'loss')
+    for it in (3, 6):
+        ckpt = torch.load(tmp_path / 'train' / f'iter_{it}.pth', weights_only=True)
+        assert ckpt['meta']['iter'] == it
+        assert checkpoint_temperature(ckpt, 2) == pytest.approx(train_t[it - 1])
+    assert checkpoint_temperature(torch.load(tmp_path / 'train' / 'iter_3.pth',
+                                             weights_only=True), 2) == pytest.approx(0.625)
+
+
+def test_checkpoint_temperature_needs_a_training_run():
+    hub = dict(runtime_info=dict(max_iters=40, max_epochs=4))
+    assert checkpoint_temperature(dict(meta=dict(iter=5), message_hub=hub), 2) == \
+        pytest.approx(1 - 5 / 20)
+    assert checkpoint_temperature(dict(meta=dict(iter=0), message_hub=hub), 2) == 1.0
+    assert checkpoint_temperature(dict(meta=dict(iter=30), message_hub=hub), 2) == 0.0
+    for not_a_run in (dict(meta=dict(iter=5)), dict(message_hub=hub), {'conv.weight': 0},
+                      dict(meta=dict(iter=5), message_hub=dict(runtime_info={})), None):
+        assert checkpoint_temperature(not_a_run, 2) is None
+
+
+def test_temperature_hook_in_a_config():
+    hook = temperature_hook_in(dict(custom_hooks=[
+        dict(type='EMAHook'), dict(type='kw_mm.KWTemperatureHook', anneal_epochs=20,
+                                   priority='NORMAL')]))
+    assert isinstance(hook, KWTemperatureHook) and hook.anneal_epochs == 20
+    assert temperature_hook_in(dict(custom_hooks=[dict(type='kw_mm.KWFinetuneHook')])) is None
+    assert temperature_hook_in(dict()) is None
 
 
 def test_warning_without_hook(tmp_path):

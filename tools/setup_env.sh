@@ -19,8 +19,18 @@ WHEEL_CACHE="${KW_MM_WHEEL_CACHE:-${HOME}/.cache/kw_mm/wheels}/torch-${TORCH_VER
 
 log() { echo "[setup_env] $*"; }
 
-if [[ -f "${STAMP}" && "${STAMP}" -nt "${ROOT}/requirements/runtime.txt" \
-      && "${STAMP}" -nt "${ROOT}/setup.py" ]]; then
+# Up to date when the stamp is newer than every input of the install, the same list as the
+# Makefile's stamp rule: a changed test requirement or a changed install step must re-run it.
+STAMP_INPUTS=("${ROOT}/requirements/runtime.txt" "${ROOT}/requirements/tests.txt"
+              "${ROOT}/setup.py" "${ROOT}/tools/setup_env.sh")
+stamp_is_current() {
+  [[ -f "${STAMP}" ]] || return 1
+  local input
+  for input in "${STAMP_INPUTS[@]}"; do
+    [[ "${STAMP}" -nt "${input}" ]] || return 1
+  done
+}
+if stamp_is_current; then
   exit 0
 fi
 

@@ -37,6 +37,7 @@ from typing import List, Optional, Sequence, Tuple
 
 import torch
 
+from . import fast_im2col
 from .functional import CONV_FUNCS, KWGeometry
 
 #: Largest size of the kernels of one block on the CPU (bytes). Blocks of 2-5 MB were fastest
@@ -360,9 +361,16 @@ def kw_conv(x: torch.Tensor,
         with torch.autocast(device_type, enabled=False):
             return kw_conv(x.to(dtype), alpha.to(dtype), cells.to(dtype),
                            None if bias is None else bias.to(dtype), geo, block_bytes)
+    needs_grad = torch.is_grad_enabled() and any(
+        t is not None and t.requires_grad for t in (x, alpha, cells, bias))
+    if fast_im2col.use_im2col(geo, x):
+        blocks = fast_im2col.plan_row_blocks(geo, x.shape[0], cells.element_size(),
+                                             cells.device, block_bytes)
+        if not needs_grad:
+            return fast_im2col.forward(x, alpha, cells, bias, geo, blocks)
+        return fast_im2col.KWIm2colFunction.apply(x, alpha, cells, bias, geo, blocks)
     blocks = plan_blocks(geo, x.shape[0], cells.element_size(), cells.device, block_bytes)
-    if not torch.is_grad_enabled() or not any(
-            t is not None and t.requires_grad for t in (x, alpha, cells, bias)):
+    if not needs_grad:
         return _forward_blocks(x, alpha, cells, bias, geo, blocks, is_pointwise(geo), None)
     return KWConvFunction.apply(x, alpha, cells, bias, geo, blocks)
 

@@ -240,8 +240,16 @@ class WarehouseManager(nn.Module):
             start = next_cell[w]
             end = attention.assign_cells(start, spec.cell_num_ratio)
             if end > spec.num_cells:
-                raise RuntimeError(f'warehouse {spec.name!r} ran out of cells ({end} > '
-                                   f'{spec.num_cells}) while allocating {layer!r}')
+                # Only b < 1 gets here: the one-to-one rule serves some mixtures of a layer
+                # by its zero cell, and for some layer sizes it needs more than int(m * b).
+                k = int(1 / spec.cell_num_ratio)
+                raise ValueError(
+                    f'warehouse {spec.name!r} (b={spec.cell_num_ratio:g}, m={spec.num_mixtures}, '
+                    f'n={spec.num_cells}) ran out of cells ({end} > {spec.num_cells}) while '
+                    f'allocating {layer!r} ({num_mixtures} mixtures): below b = 1, mixture j of '
+                    f'a layer takes a cell iff j % k == (j // k) % k with k = int(1 / b) = {k}; '
+                    'use b = 1/k with cell ratios that cut every layer into a multiple of k * k '
+                    'mixtures (as released: b = 1/2 with cell ratios 1/2)')
             layer.bind(self, w, geo_out, geo_in, attention)
             self._init_cells(w, start, end)
             next_cell[w] = end

@@ -19,6 +19,7 @@ from mmengine.config import Config, DictAction
 from mmengine.runner import Runner, load_checkpoint
 
 from kw_mm import set_temperature
+from kw_mm.engine.hooks.kw_temperature_hook import temperature_hook_in
 from kw_mm.utils.attention_maps import AttentionRecorder, plot_warehouse
 from kw_mm.utils.launch import (build_model, check_checkpoint_file, check_data_roots,
                                 override_data_root, register_toolbox,
@@ -55,9 +56,13 @@ def main() -> None:
     check_data_roots(cfg, ['test_dataloader'])
     model = build_model(cfg)
     checkpoint = load_checkpoint(model, args.checkpoint, map_location='cpu', strict=True)
-    meta = checkpoint.get('meta', {}) if isinstance(checkpoint, dict) else {}
-    # The attentions the trained model uses: the temperature it was saved at (0 after the anneal).
-    set_temperature(model, float(meta.get('kw_temperature', 0.0)))
+    # The attentions the model was validated with: the t of the checkpoint's last training
+    # iteration under the config's schedule (0 after the anneal, for a released state dict and
+    # for configs without the hook, such as fine-tuning).
+    hook = temperature_hook_in(cfg)
+    t = hook.checkpoint_temperature(checkpoint) if hook is not None else None
+    set_temperature(model, 0.0 if t is None else t)
+    print(f'temperature t = {0.0 if t is None else t:g}')
     model.eval()
 
     loader_cfg = dict(cfg.test_dataloader)

@@ -7,7 +7,7 @@ iteration with ``t = max(0, 1 - (epoch * iters_per_epoch + step + 1) / (T * iter
 """
 import logging
 import math
-from typing import Optional, Union
+from typing import Any, Mapping, Optional, Union
 
 from mmengine.hooks import Hook
 from mmengine.logging import print_log
@@ -19,8 +19,6 @@ from kw_mm.registry import HOOKS
 DATA_BATCH = Optional[Union[dict, tuple, list]]
 #: Key of the temperature in the run's scalars (``train/`` is dropped in the log and scalars.json).
 SCALAR_KEY = 'train/kw_temperature'
-#: Where a checkpoint records the temperature of its last training iteration.
-META_KEY = 'kw_temperature'
 
 
 def temperature_at(iteration: int, anneal_epochs: float, iters_per_epoch: int) -> float:
@@ -37,6 +35,55 @@ def temperature_at(iteration: int, anneal_epochs: float, iters_per_epoch: int) -
     return max(0.0, 1.0 - (iteration + 1) / (anneal_epochs * iters_per_epoch))
 
 
+def checkpoint_temperature(checkpoint: Any, anneal_epochs: float) -> Optional[float]:
+    """The temperature of the last training iteration before a Runner checkpoint was saved.
+
+    Derived, not stored: mmengine's checkpoint records the iterations run so far
+    (``meta['iter']``) and, in its message hub, the run's ``max_iters`` and ``max_epochs``. An
+    epoch-based run (``EpochBasedTrainLoop``, every kw_mm config) has
+    ``max_iters = max_epochs * len(train_dataloader)``, so the epoch length of the schedule is
+    ``max_iters / max_epochs`` whatever the number of processes at evaluation. This is the t
+    the run used for its last iteration and its validation.
+
+    Args:
+        checkpoint (Any): A loaded checkpoint (a Runner checkpoint, or anything else).
+        anneal_epochs (float): ``T`` of the schedule (the config's KWTemperatureHook).
+
+    Returns:
+        float | None: The temperature, or None if ``checkpoint`` is not a Runner checkpoint of a
+        training run (a released or converted state dict: the trained model, t = 0).
+    """
+    if not isinstance(checkpoint, Mapping):
+        return None
+    meta = checkpoint.get('meta')
+    hub = checkpoint.get('message_hub')
+    runtime = hub.get('runtime_info') if isinstance(hub, Mapping) else None
+    if not isinstance(meta, Mapping) or not isinstance(runtime, Mapping):
+        return None
+    iteration, max_iters = meta.get('iter'), runtime.get('max_iters')
+    max_epochs = runtime.get('max_epochs')
+    if not all(isinstance(v, int) and v > 0 for v in (max_iters, max_epochs)) or \
+            not isinstance(iteration, int) or iteration < 0:
+        return None
+    if iteration == 0:
+        return 1.0  # saved before the first iteration: the one-hot initialization
+    return temperature_at(iteration - 1, anneal_epochs, max_iters / max_epochs)
+
+
+def temperature_hook_in(cfg: Mapping) -> Optional['KWTemperatureHook']:
+    """The KWTemperatureHook of a config's ``custom_hooks``, built, or None if it has none.
+
+    For tools that evaluate a checkpoint without a Runner (``tools/analysis/vis_attention.py``).
+    """
+    for hook in cfg.get('custom_hooks') or []:
+        kind = hook.get('type') if isinstance(hook, Mapping) else None
+        if kind is KWTemperatureHook or (isinstance(kind, str)
+                                         and kind.split('.')[-1] == 'KWTemperatureHook'):
+            return KWTemperatureHook(**{k: v for k, v in hook.items()
+                                        if k not in ('type', 'priority')})
+    return None
+
+
 @HOOKS.register_module()
 class KWTemperatureHook(Hook):
     """Anneal the temperature ``t`` of every KW attention from 1 to 0 over the first epochs.
@@ -49,9 +96,16 @@ class KWTemperatureHook(Hook):
     advances ``runner.iter`` by one per batch), which is what the reference trainer counts.
 
     Validation during training uses the temperature of the last training iteration; after the
-    anneal ``t`` stays 0. Checkpoints record that temperature in ``meta['kw_temperature']``, and
-    evaluating a loaded checkpoint (``tools/test.py``) uses it; a checkpoint without it (a
-    released state dict) is evaluated at ``t = 0``, the trained model.
+    anneal ``t`` stays 0. Evaluating a loaded Runner checkpoint (``tools/test.py``) uses the
+    same temperature, derived from the checkpoint's iteration and this hook's schedule
+    (:func:`checkpoint_temperature`); nothing of the schedule is written into checkpoints. A
+    checkpoint that is not a Runner checkpoint of a training run (a released or converted
+    state dict) is evaluated at ``t = 0``, the trained model.
+
+    The anneal is defined in epochs, so the hook expects an epoch-based train loop; with an
+    ``IterBasedTrainLoop`` (which counts the whole run as one epoch) an epoch is
+    ``len(train_dataloader)`` batches, and the t of its checkpoints cannot be derived (a
+    warning says so).
 
     Every training iteration writes ``kw_temperature`` to the run's scalars, so it is logged
     next to the loss and lands in ``vis_data/scalars.json``.
@@ -74,7 +128,7 @@ class KWTemperatureHook(Hook):
                              f'temperature falls from 1 to 0), got {anneal_epochs!r}')
         self.anneal_epochs = float(anneal_epochs)
         self._iters_per_epoch: Optional[int] = None  # known while training
-        self._loaded_temperature: Optional[float] = None  # from a loaded checkpoint
+        self._loaded_temperature: Optional[float] = None  # of a loaded checkpoint
 
     # ------------------------------------------------------------------ helpers
     @staticmethod
@@ -102,6 +156,12 @@ class KWTemperatureHook(Hook):
         print_log(f'KWTemperatureHook: t falls from 1 to 0 over {self.anneal_epochs:g} epochs '
                   f'({int(math.ceil(self.anneal_epochs * iters))} iterations of {iters} per '
                   f'epoch); starting at iteration {runner.iter}', logger='current')
+        if runner.max_iters != runner.max_epochs * iters:
+            print_log(f'KWTemperatureHook: the train loop is not epoch based (max_iters '
+                      f'{runner.max_iters} != max_epochs {runner.max_epochs} x {iters}); '
+                      'evaluating its checkpoints cannot derive their t (they would take '
+                      'max_iters / max_epochs as the epoch length): evaluate after the anneal',
+                      logger='current', level=logging.WARNING)
 
     def before_train_iter(self, runner, batch_idx: int, data_batch: DATA_BATCH = None) -> None:
         t = temperature_at(runner.iter, self.anneal_epochs, self._iters_per_epoch)
@@ -115,9 +175,13 @@ class KWTemperatureHook(Hook):
     def _evaluation_temperature(self, runner) -> float:
         if self._iters_per_epoch is not None:  # inside runner.train()
             return self.current_temperature(runner)
-        if self._loaded_temperature is not None:
-            return self._loaded_temperature
-        return 0.0
+        t = 0.0 if self._loaded_temperature is None else self._loaded_temperature
+        source = ('no training-run checkpoint loaded: the trained model'
+                  if self._loaded_temperature is None else
+                  f"the loaded checkpoint's last training iteration, T = "
+                  f'{self.anneal_epochs:g} epochs')
+        print_log(f'KWTemperatureHook: evaluating at t = {t:g} ({source})', logger='current')
+        return t
 
     def before_val(self, runner) -> None:
         self._apply(runner, self._evaluation_temperature(runner))
@@ -126,12 +190,10 @@ class KWTemperatureHook(Hook):
         self._apply(runner, self._evaluation_temperature(runner))
 
     # ------------------------------------------------------------------ checkpoints
-    def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
-        if self._iters_per_epoch is not None:
-            checkpoint.setdefault('meta', {})[META_KEY] = self.current_temperature(runner)
+    def checkpoint_temperature(self, checkpoint: Any) -> Optional[float]:
+        """The t of ``checkpoint`` under this hook's schedule (:func:`checkpoint_temperature`)."""
+        return checkpoint_temperature(checkpoint, self.anneal_epochs)
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
-        meta = checkpoint.get('meta') if isinstance(checkpoint, dict) else None
-        value = meta.get(META_KEY) if isinstance(meta, dict) else None
-        self._loaded_temperature = None if value is None else float(value)
+        self._loaded_temperature = self.checkpoint_temperature(checkpoint)
 

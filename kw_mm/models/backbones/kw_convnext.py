@@ -18,6 +18,10 @@ Two warehouse layouts:
   point-wise warehouse. Budget 1 uses KW 1x everywhere; budget 3/4 applies KW 1/2x (cells of
   half the greatest common divisor, b = 1/2) to the point-wise warehouses of the last two groups
   (warehouses ``stage2.2_pw`` and ``stage3_pw``) and KW 1x elsewhere.
+
+The expert knobs of the reference (``reduction``, the cell ratios, ``sharing_range``,
+``nonlocal_basis_ratio``, ``attention_norm``) default to the layout's values and can be changed
+as in :class:`~kw_mm.models.KWResNet` and :class:`~kw_mm.models.KWMobileNetV2`.
 """
 import re
 from collections import OrderedDict
@@ -32,11 +36,14 @@ from mmengine.logging import print_log
 from mmpretrain.models.utils import build_norm_layer
 
 from kw_mm.cnn import KWAttention, WarehouseManager
+from kw_mm.cnn.warehouse import PerWarehouse
 from kw_mm.registry import MODELS
 from .base import BaseKWBackbone, check_choice
 
 #: State-dict keys of the per-output norms (``norm0`` ... ``norm3``).
 OUTPUT_NORM = re.compile(r'^norm\d+\.')
+#: The reference's sharing fields of a ConvNeXt block (``stage{i}_layer{j}_pwconv{1,2}``).
+SHARING_FIELDS = ('layer', 'pwconv')
 
 
 class KWConvNeXtBlock(nn.Module):
@@ -50,7 +57,8 @@ class KWConvNeXtBlock(nn.Module):
         in_channels (int): Channels of the block.
         manager (WarehouseManager): Creates the KW convolutions.
         dw_warehouse (str): Warehouse of the depth-wise convolution.
-        pw_warehouse (str): Warehouse of both point-wise convolutions.
+        pw_warehouses (Sequence[str]): Warehouses of the two point-wise convolutions (the
+            same name twice to share one, as released).
         norm_cfg (dict): Norm between the depth-wise and the point-wise convolutions.
         act_cfg (dict): Activation between the point-wise convolutions.
         mlp_ratio (float): Hidden width ratio of the point-wise convolutions. Defaults to 4.
@@ -64,7 +72,7 @@ class KWConvNeXtBlock(nn.Module):
                  in_channels: int,
                  manager: WarehouseManager,
                  dw_warehouse: str,
-                 pw_warehouse: str,
+                 pw_warehouses: Sequence[str],
                  norm_cfg: dict,
                  act_cfg: dict,
                  mlp_ratio: float = 4.,
@@ -79,10 +87,10 @@ class KWConvNeXtBlock(nn.Module):
                                               warehouse_name=dw_warehouse)
         self.norm = build_norm_layer(norm_cfg, in_channels)
         self.pointwise_conv1 = manager.reserve(in_channels, mid_channels, kernel_size=1,
-                                               bias=True, warehouse_name=pw_warehouse)
+                                               bias=True, warehouse_name=pw_warehouses[0])
         self.act = MODELS.build(act_cfg)
         self.pointwise_conv2 = manager.reserve(mid_channels, in_channels, kernel_size=1,
-                                               bias=True, warehouse_name=pw_warehouse)
+                                               bias=True, warehouse_name=pw_warehouses[1])
         # mmpretrain's shape [C]; the reference stores [1, C, 1, 1] (the converter reshapes).
         self.gamma = nn.Parameter(layer_scale_init_value * torch.ones(in_channels)) \
             if layer_scale_init_value > 0 else None
@@ -146,8 +154,33 @@ class KWConvNeXt(BaseKWBackbone):
         norm_cfg (dict): Norm layers of the network (not of the attentions).
             Defaults to ``dict(type='LN2d', eps=1e-6)``.
         act_cfg (dict): Activation of the blocks. Defaults to ``dict(type='GELU')``.
-        reduction (float): Hidden width ratio of the KW attentions. Defaults to 1/16.
+        reduction (float | dict, optional): Hidden width ratio of the KW attentions. None
+            takes the preset, 1/16. Defaults to None.
+        cell_num_ratio (float | dict, optional): ``b`` per warehouse. None takes the preset of
+            ``budget``: 1, and for 0.75 a dict giving 1/2 to the point-wise warehouses of the
+            last two groups. Defaults to None.
+        cell_inplane_ratio (float | dict, optional): Cell input channels / gcd of the
+            warehouse's input channels. None takes the preset, as ``cell_num_ratio``.
+            Defaults to None.
+        cell_outplane_ratio (float | dict, optional): The same for output channels.
+            Defaults to None.
+        sharing_range (Sequence[str] | str): What a warehouse shares, the reference's fields
+            ``'layer'`` (the blocks of a warehouse group share one depth-wise and one
+            point-wise warehouse; without it every block has its own, ``stage{i}_layer{j}_dw``)
+            and ``'pwconv'`` (the two point-wise convs of a block share one warehouse,
+            ``..._pw``; without it ``..._pw1`` and ``..._pw2``). The stem and every downsample
+            always have their own. A reference-style string such as ``'layer_pwconv'`` is
+            split at ``_``. Defaults to ``('layer', 'pwconv')``.
+        nonlocal_basis_ratio (float): Below 1, the logits of other layers' cells come from a
+            small shared basis (as ResNet50 KW 1/2x). Defaults to 1 (disabled, as released).
+        attention_norm (str): Norm of the attentions, ``'LN'`` (LayerNorm, fc1 with a bias, as
+            released) or ``'BN'``. Defaults to ``'LN'``.
         with_cp (bool): Gradient checkpointing in the blocks. Defaults to False.
+
+    A dict value of ``reduction`` and the cell ratios maps a warehouse to its value: by full
+    name (``'stage2.2_pw'``), by kind (``'stem'``, ``'downsample'``, ``'dw'``, ``'pw'``;
+    ``'pw'`` also matches ``'pw1'`` and ``'pw2'``) or ``'default'``. A value given replaces the
+    budget's preset of that knob entirely.
 
     Example:
         >>> import torch
@@ -191,7 +224,13 @@ class KWConvNeXt(BaseKWBackbone):
                  stem_patch_size: int = 4,
                  norm_cfg: dict = dict(type='LN2d', eps=1e-6),
                  act_cfg: dict = dict(type='GELU'),
-                 reduction: float = 1 / 16,
+                 reduction: Optional[PerWarehouse] = None,
+                 cell_num_ratio: Optional[PerWarehouse] = None,
+                 cell_inplane_ratio: Optional[PerWarehouse] = None,
+                 cell_outplane_ratio: Optional[PerWarehouse] = None,
+                 sharing_range: Union[Sequence[str], str] = SHARING_FIELDS,
+                 nonlocal_basis_ratio: float = 1.0,
+                 attention_norm: str = 'LN',
                  with_cp: bool = False) -> None:
         super().__init__(out_indices, frozen_stages, norm_eval, freeze_warehouses, init_cfg)
         self.arch_name, arch = self._resolve_arch(arch)
@@ -205,15 +244,27 @@ class KWConvNeXt(BaseKWBackbone):
             raise ValueError(f'layout={layout!r} supports budget {supported}, got '
                              f"budget={budget!r}; the 3/4x model exists only in the 'paper' "
                              'layout (the release has KW 1x only)')
+        if isinstance(sharing_range, str):
+            sharing_range = tuple(sharing_range.split('_'))
+        sharing_range = tuple(sharing_range)
+        for field in sharing_range:
+            if field not in SHARING_FIELDS:
+                raise ValueError(f'sharing_range fields must be in {list(SHARING_FIELDS)}, got '
+                                 f'{sharing_range!r}')
         self.depths = list(arch['depths'])
         self.channels = list(arch['channels'])
         self.budget = float(budget)
         self.layout = layout
         self.gap_before_final_norm = gap_before_final_norm
+        self.sharing_range = sharing_range
 
         groups = self._group_sizes(self.layout_settings[layout]['stage_groups'])
         names = self._warehouse_names(groups)
-        self.warehouse_manager = self._make_manager(names, reduction)
+        num_half = self.half_pw_groups[self.budget]
+        half_groups = set(list(names.values())[len(names) - num_half:]) if num_half else set()
+        # The per-warehouse knobs are resolved once every warehouse name is known (below).
+        self.warehouse_manager = WarehouseManager(nonlocal_basis_ratio=nonlocal_basis_ratio,
+                                                  norm=attention_norm)
 
         # The downsample layers are built before the stages (unlike mmpretrain's loop, with the
         # same module names) so that the warehouses are numbered as in the release: stem,
@@ -233,14 +284,17 @@ class KWConvNeXt(BaseKWBackbone):
         dpr = [x.item() for x in torch.linspace(0, drop_path_rate, sum(self.depths))]
         self.stages = nn.ModuleList()
         block_idx = 0
+        half_warehouses = []  # the point-wise warehouses of KW 1/2x (budget 3/4)
         for i, (depth, channels) in enumerate(zip(self.depths, self.channels)):
             blocks = []
             for j in range(depth):
-                group = self._group_of(groups[i], j)
+                group = names[(i, self._group_of(groups[i], j))]
+                dw, pw1, pw2 = self._block_warehouses(group, j)
+                if group in half_groups:
+                    half_warehouses += [pw1, pw2]
                 blocks.append(KWConvNeXtBlock(
                     channels, self.warehouse_manager,
-                    dw_warehouse=names[(i, group)] + '_dw',
-                    pw_warehouse=names[(i, group)] + '_pw',
+                    dw_warehouse=dw, pw_warehouses=(pw1, pw2),
                     norm_cfg=norm_cfg, act_cfg=act_cfg,
                     drop_path_rate=dpr[block_idx + j],
                     layer_scale_init_value=layer_scale_init_value, with_cp=with_cp))
@@ -250,6 +304,10 @@ class KWConvNeXt(BaseKWBackbone):
         for i in self.out_indices:
             self.add_module(f'norm{i}', build_norm_layer(norm_cfg, self.channels[i]))
 
+        self.set_per_warehouse_knobs(self._knob_presets(half_warehouses), reduction=reduction,
+                                     cell_num_ratio=cell_num_ratio,
+                                     cell_inplane_ratio=cell_inplane_ratio,
+                                     cell_outplane_ratio=cell_outplane_ratio)
         self.build_warehouses()
 
     # ------------------------------------------------------------------ layout
@@ -291,16 +349,24 @@ class KWConvNeXt(BaseKWBackbone):
                 names[(i, g)] = f'stage{i}' if len(sizes) == 1 else f'stage{i}.{g}'
         return names
 
-    def _make_manager(self, names: Dict[Tuple[int, int], str],
-                      reduction: float) -> WarehouseManager:
-        """KW 1x everywhere, and KW 1/2x (half cells, b = 1/2) on the trailing pw groups."""
-        num_half = self.half_pw_groups[self.budget]
-        groups = list(names.values())
-        half = [f'{name}_pw' for name in groups[len(groups) - num_half:]] if num_half else []
-        cell_ratio = dict(default=1.0, **{name: 0.5 for name in half})
-        return WarehouseManager(reduction=reduction, cell_num_ratio=cell_ratio,
-                                cell_inplane_ratio=cell_ratio, cell_outplane_ratio=cell_ratio,
-                                norm='LN')
+    def _block_warehouses(self, group: str, block: int) -> Tuple[str, str, str]:
+        """Warehouses of a block's depth-wise and two point-wise convs (``sharing_range``).
+
+        With the default sharing, ``{group}_dw`` and ``{group}_pw`` (the released names);
+        without ``'layer'`` the block index joins the name, without ``'pwconv'`` the two
+        point-wise convs get ``_pw1`` and ``_pw2``.
+        """
+        prefix = group if 'layer' in self.sharing_range else f'{group}_layer{block}'
+        if 'pwconv' in self.sharing_range:
+            return f'{prefix}_dw', f'{prefix}_pw', f'{prefix}_pw'
+        return f'{prefix}_dw', f'{prefix}_pw1', f'{prefix}_pw2'
+
+    @staticmethod
+    def _knob_presets(half_warehouses: Sequence[str]) -> Dict[str, PerWarehouse]:
+        """KW 1x everywhere, KW 1/2x (half-gcd cells, b = 1/2) in ``half_warehouses``."""
+        cell_ratio = dict(default=1.0, **{name: 0.5 for name in half_warehouses})
+        return dict(reduction=1 / 16, cell_num_ratio=cell_ratio,
+                    cell_inplane_ratio=cell_ratio, cell_outplane_ratio=cell_ratio)
 
     # ------------------------------------------------------------------ BaseKWBackbone hooks
     def stage_modules(self, index: int) -> List[nn.Module]:

@@ -7,8 +7,7 @@ The module tree is mmpretrain's ``MobileNetV2`` (``conv1``, ``layer1`` .. ``laye
 group, ``conv2``; blocks with ``conv.{0,1,2}.{conv,bn}``), so out_indices, frozen_stages and the
 checkpoint keys read the same. The warehouses follow the reference release number for number.
 """
-from collections import OrderedDict
-from typing import Dict, List, Mapping, Optional, Sequence, Union
+from typing import Dict, List, Optional, Sequence
 
 import torch
 import torch.nn as nn
@@ -17,13 +16,10 @@ from mmcv.cnn import build_activation_layer, build_norm_layer
 from mmengine.model import BaseModule
 from mmpretrain.models.utils import make_divisible
 
-from kw_mm.cnn import KWConvNd, WarehouseManager
+from kw_mm.cnn import WarehouseManager
+from kw_mm.cnn.warehouse import PerWarehouse
 from kw_mm.registry import MODELS
 from .base import BaseKWBackbone, check_choice
-
-#: A per-warehouse value: a scalar, a sequence in warehouse order, or a mapping (see
-#: :meth:`KWMobileNetV2.resolve_per_warehouse`).
-PerWarehouse = Union[float, Sequence[float], Mapping[str, float]]
 
 
 class KWConvModule(nn.Module):
@@ -308,66 +304,13 @@ class KWMobileNetV2(BaseKWBackbone):
         self.layers.append('conv2')
 
         self._init_plain_layers()
-        # The manager reads these at store(); a mapping by kind becomes a mapping by name now
-        # that every warehouse name is known. A preset may name kinds a custom layout lacks
-        # (strict=False); a user's mapping must not hold entries that match nothing.
-        names = self.warehouse_names()
-        for attr, value in (('reduction', reduction), ('cell_num_ratio', cell_num_ratio),
-                            ('cell_inplane_ratio', cell_inplane_ratio),
-                            ('cell_outplane_ratio', cell_outplane_ratio)):
-            strict = value is not None
-            value = preset[attr] if value is None else value
-            setattr(self.warehouse_manager, attr,
-                    self.resolve_per_warehouse(value, names, attr, strict=strict))
+        # A mapping by kind becomes a mapping by name now that every warehouse name is known.
+        self.set_per_warehouse_knobs(preset, reduction=reduction, cell_num_ratio=cell_num_ratio,
+                                     cell_inplane_ratio=cell_inplane_ratio,
+                                     cell_outplane_ratio=cell_outplane_ratio)
         self.build_warehouses()
 
     # ------------------------------------------------------------------ construction helpers
-    def warehouse_names(self) -> List[str]:
-        """Names of the warehouses, in the order they are created (first reservation)."""
-        names = OrderedDict()
-        for m in self.modules():
-            if isinstance(m, KWConvNd) and m.owner is self.warehouse_manager:
-                names[m.warehouse_name] = None
-        return list(names)
-
-    @staticmethod
-    def resolve_per_warehouse(value: PerWarehouse, names: Sequence[str], what: str = 'value',
-                              strict: bool = True) -> PerWarehouse:
-        """Turn a mapping keyed by warehouse name or kind into a name -> value mapping.
-
-        A warehouse ``stage6_layer_pwconv1`` takes, in this order, the entry of its full name,
-        of its kind (``'pwconv1'``), of its kind without the index (``'pwconv'``) or
-        ``'default'``. Scalars and sequences are returned unchanged.
-
-        Args:
-            value (float | Sequence | Mapping): The per-warehouse value.
-            names (Sequence[str]): The warehouse names, in order.
-            what (str): The argument's name, for error messages. Defaults to 'value'.
-            strict (bool): Also reject entries that match no warehouse. Defaults to True.
-
-        Raises:
-            ValueError: If a warehouse matches no entry, or (strict) an entry matches no
-                warehouse.
-        """
-        if not isinstance(value, Mapping):
-            return value
-        resolved, used = {}, set()
-        for name in names:
-            kind = name.rsplit('_', 1)[-1]
-            for key in (name, kind, kind.rstrip('0123456789'), 'default'):
-                if key in value:
-                    resolved[name] = value[key]
-                    used.add(key)
-                    break
-            else:
-                raise ValueError(f'{what} {dict(value)} has no entry for warehouse {name!r} and '
-                               f'no "default"; warehouses: {list(names)}')
-        unused = set(value) - used - {'default'}
-        if strict and unused:
-            raise ValueError(f'{what} has entries {sorted(unused)} that match no warehouse; '
-                           f'warehouses: {list(names)}')
-        return resolved
-
     @torch.no_grad()
     def _init_plain_layers(self) -> None:
         """Kaiming (fan_out) plain convs and unit norms, as mmpretrain's MobileNetV2 init_cfg.

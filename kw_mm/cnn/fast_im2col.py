@@ -1,0 +1,254 @@
+"""KW convolution as per-sample matrix products over im2col columns (dense 2-D layers).
+
+The grouped-convolution path of :mod:`kw_mm.cnn.fast` pays twice for a layer whose kernel is
+large next to its feature map (the late ResNet layers: a 512x512x3x3 kernel for a 7x7 map): the
+assembled kernels are permuted into the convolution's ``[B * Cout, Cin, kh, kw]`` layout, and
+the convolution library reorders them again into its own. This path needs neither:
+
+* **Kernels assembled output-row-major.** The product ``alpha @ cells`` is taken as a batch of
+  products over the cells' output rows ``p``: ``W[p] = rows @ cells[:, p, :]``, i.e.
+  ``W[p, (b, o, s, i), q]``. Read for one sample and one output block ``o``, that buffer *is*
+  the ``[co, kh * kw * Cin]`` matrix an im2col product wants (rows ``p``, columns
+  ``(s, i, q)`` = (spatial position, input channel)), a strided view: no permute copy.
+* **im2col columns in (spatial position, channel) order**, ``[B, kh * kw * Cin, Ho * Wo]``,
+  gathered once per layer (cheap for small maps; this path is only used for those, see
+  :func:`use_im2col`), and one ``bmm`` over the batch per block and output group.
+* **Blocks of output rows** (:data:`BLOCK_BYTES`): the kernels of a block are assembled and
+  used while they are in the cache, the buffers stay small and are reused.
+* **Backward** walks the same blocks: the column gradient ``W^T @ grad`` (folded back by
+  col2im), the kernel gradient ``grad @ cols^T`` written straight into the same
+  output-row-major layout, and from it the gradients of ``alpha`` and of the cells by two
+  batched products with the cells (no kernels kept between forward and backward).
+
+Same math as :func:`~kw_mm.cnn.functional.kw_conv_reference`, checked by
+``tests/test_fast_kw.py``; plain ``torch`` (``bmm``), so it runs on any device.
+"""
+import math
+from typing import List, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+
+from .functional import KWGeometry
+
+#: Largest size of one block of assembled kernels (bytes). 8 MB blocks were fastest for the
+#: 256- and 512-channel ResNet layers on the 2-core test machines.
+BLOCK_BYTES = 8 * 2**20
+#: Rows per block are a multiple of this (the matrix-product kernels work on 16 rows).
+ROW_ALIGN = 16
+#: Spatial layers use this path when the output map has at most this many pixels per output
+#: channel: there the kernels dominate and the im2col columns are cheap (512 channels at 7x7,
+#: 256 at 14x14); for larger maps the grouped convolution, which needs no columns, is faster.
+#: Point-wise layers need no columns and always use it.
+MAX_PIXELS_PER_CHANNEL = 1.0
+#: Cells with fewer output rows (MobileNetV2's 8- and 32-row cells) make the per-block
+#: products too small; the grouped / batched paths of :mod:`kw_mm.cnn.fast` are faster there.
+MIN_CELL_OUT = 64
+
+Block = Tuple[int, int]
+
+
+def output_size(geo: KWGeometry, size: Tuple[int, ...]) -> Tuple[int, ...]:
+    """Spatial output size of the layer for an input of spatial ``size``."""
+    return tuple((n + 2 * p - d * (k - 1) - 1) // s + 1 for n, k, s, p, d in zip(
+        size, geo.kernel_size, geo.stride, geo.padding, geo.dilation))
+
+
+def is_pointwise(geo: KWGeometry) -> bool:
+    """1x1 kernel without padding: the input itself (at its stride) is the im2col matrix."""
+    return geo.groups_spatial == 1 and not any(geo.padding)
+
+
+def use_im2col(geo: KWGeometry, x: torch.Tensor) -> bool:
+    """Whether a layer runs on this path: dense (``groups == 1``) layers with cells of at least
+    :data:`MIN_CELL_OUT` rows; point-wise always, 2-D when the output map is small next to
+    the kernel."""
+    if geo.groups != 1 or geo.cell_out < MIN_CELL_OUT:
+        return False
+    if is_pointwise(geo):
+        return True
+    if geo.dim != 2:
+        return False
+    pixels = math.prod(output_size(geo, tuple(x.shape[2:])))
+    return pixels <= MAX_PIXELS_PER_CHANNEL * geo.out_channels
+
+
+def plan_row_blocks(geo: KWGeometry, batch: int, itemsize: int, device: torch.device,
+                    block_bytes: Optional[int] = None) -> List[Block]:
+    """Blocks of cell output rows ``p`` whose kernels take at most ``block_bytes``.
+
+    Defaults to :data:`BLOCK_BYTES` on the CPU and to a single block on other devices.
+    """
+    co = geo.cell_out
+    if block_bytes is None and device.type != 'cpu':
+        return [(0, co)]
+    row_bytes = batch * geo.num_mixtures * geo.cell_in * itemsize
+    budget = BLOCK_BYTES if block_bytes is None else block_bytes
+    if row_bytes * co <= budget:
+        return [(0, co)]
+    size = max(ROW_ALIGN, budget // row_bytes // ROW_ALIGN * ROW_ALIGN)
+    count = math.ceil(co / size)
+    size = math.ceil(math.ceil(co / count) / ROW_ALIGN) * ROW_ALIGN  # about equal blocks
+    return [(p, min(co, p + size)) for p in range(0, co, size)]
+
+
+# ------------------------------------------------------------------------------ layouts
+def _taps(geo: KWGeometry, out_hw: Tuple[int, int]) -> List[Tuple[slice, slice]]:
+    """For every kernel position ``s`` (row-major), the window of the padded input it reads."""
+    (kh, kw), (sh, sw), (dh, dw) = geo.kernel_size, geo.stride, geo.dilation
+    ho, wo = out_hw
+    return [(slice(r * dh, r * dh + sh * (ho - 1) + 1, sh),
+             slice(c * dw, c * dw + sw * (wo - 1) + 1, sw)) for r in range(kh) for c in range(kw)]
+
+
+def _strided(x: torch.Tensor, geo: KWGeometry) -> torch.Tensor:
+    """A point-wise layer's input at its stride (a view)."""
+    if all(s == 1 for s in geo.stride):
+        return x
+    return x[(slice(None), slice(None)) + tuple(slice(None, None, s) for s in geo.stride)]
+
+
+def im2col(x: torch.Tensor, geo: KWGeometry) -> Tuple[torch.Tensor, Tuple[int, ...]]:
+    """Columns ``[B, kh * kw * Cin, Ho * Wo]`` in (spatial position, channel) order.
+
+    Point-wise layers: the input itself (a view for stride 1, in the input's memory format).
+    """
+    batch, channels = x.shape[:2]
+    out_hw = output_size(geo, tuple(x.shape[2:]))
+    if is_pointwise(geo):
+        return _strided(x, geo).reshape(batch, channels, -1), out_hw
+    ph, pw = geo.padding
+    padded = F.pad(x, (pw, pw, ph, ph)) if ph or pw else x
+    cols = x.new_empty(batch, geo.groups_spatial, channels, *out_hw)
+    for s, (rows, columns) in enumerate(_taps(geo, out_hw)):
+        cols[:, s] = padded[:, :, rows, columns]
+    return cols.view(batch, -1, out_hw[0] * out_hw[1]), out_hw
+
+
+def col2im(grad_cols: torch.Tensor, geo: KWGeometry, x_shape: torch.Size,
+           out_hw: Tuple[int, ...]) -> torch.Tensor:
+    """The gradient of :func:`im2col`: columns summed back onto the input ``x_shape``."""
+    if is_pointwise(geo):
+        grad = grad_cols.view(*x_shape[:2], *out_hw)
+        if all(s == 1 for s in geo.stride):
+            return grad
+        grad_x = grad.new_zeros(x_shape)
+        _strided(grad_x, geo).copy_(grad)
+        return grad_x
+    batch, channels, height, width = x_shape
+    ph, pw = geo.padding
+    padded = grad_cols.new_zeros(batch, channels, height + 2 * ph, width + 2 * pw)
+    cols = grad_cols.view(batch, geo.groups_spatial, channels, *out_hw)
+    for s, (rows, columns) in enumerate(_taps(geo, out_hw)):
+        padded[:, :, rows, columns] += cols[:, s]
+    return padded[:, :, ph:ph + height, pw:pw + width]
+
+
+def mixture_rows(alpha: torch.Tensor, geo: KWGeometry) -> torch.Tensor:
+    """Attentions ``[B, M, n]`` (mixtures ``(s, o, i)``) as rows ``(b, o, s, i)``: for a sample
+    and an output block, the mixtures then run in im2col column order."""
+    batch, n = alpha.shape[0], alpha.shape[-1]
+    a = alpha.reshape(batch, geo.groups_spatial, geo.groups_out, geo.groups_in, n)
+    return a.transpose(1, 2).reshape(-1, n)
+
+
+def _rows_to_alpha(grad_rows: torch.Tensor, geo: KWGeometry, batch: int) -> torch.Tensor:
+    n = grad_rows.shape[-1]
+    g = grad_rows.view(batch, geo.groups_out, geo.groups_spatial, geo.groups_in, n)
+    return g.transpose(1, 2).reshape(batch, geo.num_mixtures, n)
+
+
+def _cells_by_row(cells: torch.Tensor) -> torch.Tensor:
+    """The warehouse ``[n, co, ci, 1, ...]`` as ``[co, n, ci]`` (a view)."""
+    return cells.reshape(cells.shape[0], cells.shape[1], -1).transpose(0, 1)
+
+
+def _kernels(block: torch.Tensor, geo: KWGeometry, batch: int, o: int) -> torch.Tensor:
+    """The ``[B, rows, kh * kw * Cin]`` im2col kernels of output group ``o`` in a block
+    ``[rows, B * M, ci]`` (a strided view)."""
+    k = geo.groups_spatial * geo.in_per_group
+    return block.view(block.shape[0], batch, geo.groups_out, k)[:, :, o].transpose(0, 1)
+
+
+def _out_rows(t: torch.Tensor, geo: KWGeometry, blk: Block, o: int) -> torch.Tensor:
+    """Output channels ``o * co + p`` (``p`` in the block) of ``t`` ``[B, Cout, L]``."""
+    start = o * geo.cell_out
+    return t[:, start + blk[0]:start + blk[1]]
+
+
+# ------------------------------------------------------------------------------ passes
+def _assemble(rows: torch.Tensor, by_row: torch.Tensor, blk: Block,
+              buf: Optional[torch.Tensor]) -> torch.Tensor:
+    """``W[p] = rows @ cells[:, p, :]`` for the block's rows: ``[rows, B * M, ci]``."""
+    part = by_row[blk[0]:blk[1]]
+    left = rows.expand(part.shape[0], -1, -1)
+    if buf is None:
+        return torch.bmm(left, part)
+    return torch.bmm(left, part, out=buf[:part.shape[0]])
+
+
+def forward(x: torch.Tensor, alpha: torch.Tensor, cells: torch.Tensor,
+            bias: Optional[torch.Tensor], geo: KWGeometry,
+            blocks: List[Block]) -> torch.Tensor:
+    """``[B, Cout, Ho, Wo]``: every sample's im2col columns times its own kernels."""
+    batch = x.shape[0]
+    cols, out_hw = im2col(x, geo)
+    rows, by_row = mixture_rows(alpha, geo), _cells_by_row(cells)
+    out = cols.new_empty(batch, geo.out_channels, cols.shape[-1])
+    buf = None if len(blocks) == 1 else cols.new_empty(
+        blocks[0][1] - blocks[0][0], rows.shape[0], geo.cell_in)
+    for blk in blocks:
+        w = _assemble(rows, by_row, blk, buf)
+        for o in range(geo.groups_out):
+            torch.bmm(_kernels(w, geo, batch, o), cols, out=_out_rows(out, geo, blk, o))
+    if bias is not None:
+        out += bias.view(1, -1, 1)
+    return out.view(batch, geo.out_channels, *out_hw)
+
+
+class KWIm2colFunction(torch.autograd.Function):
+    """:func:`forward` with a backward that walks the same blocks (not twice differentiable).
+
+    Inputs ``(x, alpha, cells, bias, geo, blocks)``.
+    """
+
+    @staticmethod
+    def forward(ctx, x, alpha, cells, bias, geo, blocks):
+        ctx.geo, ctx.blocks = geo, blocks
+        ctx.save_for_backward(x, alpha, cells)
+        return forward(x, alpha, cells, bias, geo, blocks)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_out):
+        x, alpha, cells = ctx.saved_tensors
+        geo, blocks = ctx.geo, ctx.blocks
+        need_x, need_alpha, need_cells, need_bias = ctx.needs_input_grad[:4]
+        batch = x.shape[0]
+        cols, out_hw = im2col(x, geo)  # recomputed: cheaper than keeping it
+        rows, by_row = mixture_rows(alpha, geo), _cells_by_row(cells)
+        grad = grad_out.reshape(batch, geo.out_channels, -1)
+        grad_cols = cols.new_zeros(cols.shape) if need_x else None
+        grad_rows = rows.new_zeros(rows.shape) if need_alpha else None
+        grad_cells = cells.new_empty(cells.shape) if need_cells else None
+        for blk in blocks:
+            w = _assemble(rows, by_row, blk, None) if need_x else None
+            gw = cols.new_empty(blk[1] - blk[0], rows.shape[0], geo.cell_in) \
+                if need_alpha or need_cells else None
+            for o in range(geo.groups_out):
+                g = _out_rows(grad, geo, blk, o)
+                if need_x:
+                    grad_cols.baddbmm_(_kernels(w, geo, batch, o).transpose(1, 2), g)
+                if gw is not None:
+                    torch.bmm(g, cols.transpose(1, 2), out=_kernels(gw, geo, batch, o))
+            del w
+            if need_alpha:
+                # sum over the block's rows p of W-grad[p] @ cells[:, p, :]^T
+                grad_rows += torch.bmm(gw, by_row[blk[0]:blk[1]].transpose(1, 2)).sum(0)
+            if need_cells:
+                torch.bmm(rows.t().expand(gw.shape[0], -1, -1), gw,
+                          out=_cells_by_row(grad_cells)[blk[0]:blk[1]])
+        grad_x = col2im(grad_cols, geo, x.shape, out_hw) if need_x else None
+        grad_alpha = _rows_to_alpha(grad_rows, geo, batch) if need_alpha else None
+        grad_bias = grad.sum(dim=(0, 2)) if need_bias else None
+        return grad_x, grad_alpha, grad_cells, grad_bias, None, None
