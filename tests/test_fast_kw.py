@@ -318,8 +318,10 @@ def test_kw_layers_are_kwconv():
     assert isinstance(net.layers[0].conv, KWConvNd)
 
 
-def test_autocast_runs_in_the_autocast_dtype():
-    """Under autocast the fast path runs in the autocast dtype, forward and backward."""
+@pytest.mark.parametrize('path', ['grouped', 'im2col'])
+def test_autocast_runs_in_the_autocast_dtype(path, monkeypatch):
+    """Under autocast the fast paths run in the autocast dtype, forward and backward."""
+    calls = force_path(monkeypatch, path, blocked=False)
     torch.manual_seed(0)
     net = build(CASES['1x1-go-gi-bias'][0])
     layer = net.layers[0]
@@ -336,3 +338,4 @@ def test_autocast_runs_in_the_autocast_dtype():
         net.zero_grad()
     for a, b in zip(results['fast'], results['reference']):
         assert rel_err(a, b) < 3e-2  # bfloat16
+    assert bool(calls) == (path == 'im2col')

@@ -22,6 +22,10 @@ from kw_mm.registry import MODELS
 from .base import BaseKWBackbone, check_choice
 
 
+#: Activations without an ``inplace`` argument (the list mmcv's ConvModule uses).
+NO_INPLACE_ACTIVATIONS = ('Tanh', 'PReLU', 'Sigmoid', 'HSigmoid', 'Swish', 'GELU')
+
+
 class KWConvModule(nn.Module):
     """Conv -> norm -> activation with mmcv ``ConvModule``'s child names (conv, bn, activate).
 
@@ -45,6 +49,11 @@ class KWConvModule(nn.Module):
         self.add_module(self.norm_name, norm)
         self.with_activation = act_cfg is not None
         if self.with_activation:
+            act_cfg = dict(act_cfg)
+            # In place, as ConvModule does: a fresh output per activation costs a large
+            # allocation (and its page faults) per layer.
+            if act_cfg['type'] not in NO_INPLACE_ACTIVATIONS:
+                act_cfg.setdefault('inplace', True)
             self.activate = build_activation_layer(act_cfg)
 
     @property
