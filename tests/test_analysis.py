@@ -1,6 +1,7 @@
 """FLOPs counting (kernel assembly and attention included) and the attention heat maps."""
 import os
 import os.path as osp
+import re
 import subprocess
 import sys
 
@@ -77,12 +78,35 @@ def test_resnet18_assembly_flops_match_warehouse_layout():
     assert stats['flops'] > stats['flops_kw_conv'] + stats['flops_kw_assembly'] > 0
 
 
+def printed_count(stdout: str, label: str) -> int:
+    """The exact count get_flops.py prints in parentheses after ``label``."""
+    match = re.search(rf'^\s*{re.escape(label)}\s+\S+ \(([0-9,]+)\)', stdout, re.MULTILINE)
+    assert match, f'no {label!r} count in:\n{stdout}'
+    return int(match.group(1).replace(',', ''))
+
+
 def test_get_flops_cli():
     proc = subprocess.run([sys.executable, 'tools/analysis/get_flops.py', DEMO_CFG, '--shape',
                            '32'], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert 'KW assembly' in proc.stdout and 'params:' in proc.stdout
-    assert 'stage0' in proc.stdout or 'layer' in proc.stdout
+    model = build_model(Config.fromfile(DEMO_CFG))
+    stats = count_params_and_flops(model, (3, 32, 32))
+    # The printed numbers are the model's: its parameters, and kw_mm.utils.flops' counts.
+    assert printed_count(proc.stdout, 'params:') == sum(p.numel() for p in model.parameters())
+    assert printed_count(proc.stdout, 'FLOPs:') == stats['flops']
+    assembly = printed_count(proc.stdout, 'KW assembly')
+    assert assembly == stats['flops_kw_assembly'] > 0
+    summary = model.backbone.warehouse_summary()
+    assert assembly == sum(w['m'] * w['n'] * int(np.prod(w['cell_shape'])) for w in summary)
+    parts = [printed_count(proc.stdout, label)
+             for label in ('KW conv', 'KW assembly', 'KW attention', 'other')]
+    assert parts == [stats[k] for k in ('flops_kw_conv', 'flops_kw_assembly',
+                                        'flops_kw_attention', 'flops_other')]
+    assert sum(parts) == stats['flops']
+    # One table row per warehouse, with its layers and cells.
+    for w in summary:
+        assert re.search(rf"^{w['name']}\s+{w['num_layers']}\s+{w['n']}\s", proc.stdout,
+                         re.MULTILINE), w['name']
 
 
 def test_attention_recorder_at_t1_is_the_one_to_one_init():
@@ -110,7 +134,10 @@ def test_vis_attention_cli(tmp_path):
                                      image_size=32)
     model = build_model(Config.fromfile(DEMO_CFG))
     ckpt = tmp_path / 'model.pth'
-    torch.save(dict(state_dict=model.state_dict(), meta=dict(kw_temperature=0.0)), ckpt)
+    # A Runner checkpoint after epoch 1 of the demo run (15 iterations per epoch): the config's
+    # hook (T = 2 epochs) puts it at t = 1 - 15 / 30.
+    torch.save(dict(state_dict=model.state_dict(), meta=dict(epoch=1, iter=15),
+                    message_hub=dict(runtime_info=dict(max_iters=180, max_epochs=12))), ckpt)
     out = tmp_path / 'maps'
     proc = subprocess.run([sys.executable, 'tools/analysis/vis_attention.py', DEMO_CFG,
                            str(ckpt), '--data', paths['data_root'], '--out', str(out),
@@ -126,6 +153,7 @@ def test_vis_attention_cli(tmp_path):
     means = np.load(out / 'mean_attention.npz')
     assert sorted(m.shape for m in means.values()) == [(27, 27), (47, 47), (47, 47), (56, 56)]
     assert 'averaged over 8 images' in proc.stdout
+    assert 'temperature t = 0.5' in proc.stdout
 
 
 

@@ -132,7 +132,6 @@ def test_evaluating_a_checkpoint_derives_its_temperature(tmp_path):
     for epoch in (1, 2):
         ckpt = torch.load(tmp_path / 'train' / f'epoch_{epoch}.pth', weights_only=True)
         assert not any('temperature' in key for key in ckpt['meta'])
-        assert 'train/kw_temperature' not in ckpt['message_hub']['log_scalars'] or True
         # The same value as the run's last iteration before the save and its validation.
         derived = checkpoint_temperature(ckpt, 4)
         assert derived == pytest.approx(train_t[4 * epoch - 1])

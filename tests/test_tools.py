@@ -10,8 +10,10 @@ import pytest
 import torch
 import torch.nn as nn
 from mmengine.config import Config
-from mmengine.runner import load_checkpoint
+from mmengine.runner import Runner, load_checkpoint
 
+from kw_mm import set_temperature
+from kw_mm.engine.hooks.kw_temperature_hook import checkpoint_temperature
 from kw_mm.utils.demo_data.classification import write_classification_set
 from kw_mm.utils.launch import (build_model, check_checkpoint_file, check_data_roots,
                                 override_data_root, use_safe_checkpoint_loader)
@@ -40,9 +42,9 @@ default_hooks = dict(logger=dict(interval=1), checkpoint=dict(interval=1, max_ke
 
 @pytest.fixture(scope='module')
 def tiny(tmp_path_factory):
-    """Two demo classes (4 train / 2 val images each) and a config training KW ResNet18 on them."""
+    """Two demo classes (4 train / 6 val images each) and a config training KW ResNet18 on them."""
     tmp = tmp_path_factory.mktemp('tools')
-    paths = write_classification_set(str(tmp / 'data'), num_train=4, num_val=2, image_size=32,
+    paths = write_classification_set(str(tmp / 'data'), num_train=4, num_val=6, image_size=32,
                                      classes=('circle', 'square'))
     cfg = tmp / 'tiny_cls.py'
     cfg.write_text(TINY_CFG.format(base=DEMO_CFG, root=paths['data_root']))
@@ -77,21 +79,67 @@ def test_dist_train_two_processes_and_reload(tiny, dist_run):
     cfg = Config.fromfile(tiny['cfg'])
     model = build_model(cfg)
     checkpoint = load_checkpoint(model, last, map_location='cpu', strict=True)
-    assert checkpoint['meta']['iter'] == 4 and checkpoint['meta']['kw_temperature'] == 0.0
+    assert checkpoint['meta']['iter'] == 4
+    # No temperature is stored; it follows from the iteration and the schedule, with the
+    # epoch length of the 2-process run (2 iterations), not of a later 1-process evaluation.
+    assert not any('temperature' in key for key in checkpoint['meta'])
+    assert checkpoint_temperature(checkpoint, 1) == 0.0
+    assert checkpoint_temperature(checkpoint, 4) == pytest.approx(1 - 4 / 8)
     for key, value in model.state_dict().items():
         assert torch.equal(value, checkpoint['state_dict'][key]), key
 
 
+def evaluate_top1(config: str, checkpoint: str, temperature: float) -> float:
+    """Top-1 (%) of ``checkpoint`` on the config's test set at ``temperature``, computed here
+    (the model's logits against the labels), without tools/test.py, its Runner or evaluator."""
+    cfg = Config.fromfile(config)
+    model = build_model(cfg).eval()
+    load_checkpoint(model, checkpoint, map_location='cpu', strict=True)
+    set_temperature(model, temperature)
+    loader = Runner.build_dataloader(dict(cfg.test_dataloader, num_workers=0,
+                                          persistent_workers=False))
+    correct = total = 0
+    with torch.no_grad():
+        for batch in loader:
+            data = model.data_preprocessor(batch, False)
+            predicted = model(data['inputs'], mode='tensor').argmax(dim=1)
+            labels = torch.cat([sample.gt_label for sample in data['data_samples']])
+            correct += int((predicted == labels).sum())
+            total += len(labels)
+    assert total == 12  # 2 classes x 6 validation images
+    return 100.0 * correct / total
+
+
+def printed_top1(stdout: str) -> float:
+    match = re.search(r'top-1 accuracy \(%\): ([0-9.]+)\s+\(2 classes, chance 50.00\)', stdout)
+    assert match, stdout
+    assert re.search(r'accuracy/top1\s+[0-9.]+', stdout)
+    return float(match.group(1))
+
+
 def test_test_py_evaluates_checkpoint(tiny, dist_run):
     check(dist_run['proc'])
+    use_safe_checkpoint_loader()
     ckpt = open(dist_run['work_dir'] / 'last_checkpoint').read().strip()
     proc = check(run([sys.executable, 'tools/test.py', tiny['cfg'], ckpt, '--work-dir',
                       str(tiny['tmp'] / 'test')]))
-    match = re.search(r'top-1 accuracy \(%\): ([0-9.]+)\s+\(2 classes, chance 50.00\)',
-                      proc.stdout)
-    assert match, proc.stdout
-    assert 0.0 <= float(match.group(1)) <= 100.0
-    assert re.search(r'accuracy/top1\s+[0-9.]+', proc.stdout)
+    top1 = printed_top1(proc.stdout)
+    # After the anneal (T = 1 epoch, the checkpoint is at epoch 2): t = 0.
+    assert top1 == pytest.approx(evaluate_top1(tiny['cfg'], ckpt, 0.0), abs=0.005)
+    # The training run validated the same checkpoint on the same images at its end.
+    rows = [json.loads(line) for line in open(glob.glob(
+        str(dist_run['work_dir'] / '*' / 'vis_data' / 'scalars.json'))[0])]
+    last_val = [r for r in rows if 'accuracy/top1' in r][-1]
+    assert (last_val['step'], top1) == (2, pytest.approx(last_val['accuracy/top1'], abs=0.005))
+
+    # Under a schedule of T = 4 epochs the same checkpoint (iteration 4, 2 iterations per epoch
+    # in its 2-process run) is mid-anneal: tools/test.py derives t = 1 - 4 / 8 from the config.
+    proc = check(run([sys.executable, 'tools/test.py', tiny['cfg'], ckpt, '--work-dir',
+                      str(tiny['tmp'] / 'test_t'), '--cfg-options',
+                      'custom_hooks.0.anneal_epochs=4']))
+    assert 'KWTemperatureHook: evaluating at t = 0.5 ' in proc.stdout + proc.stderr
+    assert printed_top1(proc.stdout) == pytest.approx(evaluate_top1(tiny['cfg'], ckpt, 0.5),
+                                                      abs=0.005)
 
 
 def test_train_py_resumes_from_a_checkpoint(tiny, dist_run):

@@ -27,6 +27,7 @@ import torch
 import torch.nn as nn
 
 from kw_mm.cnn import KWAttention, KWConvNd
+from kw_mm.cnn.fast import use_kw_impl
 from kw_mm.cnn.warehouse import WarehouseManager
 
 #: FLOPs of the norm of a KW attention per hidden unit (mmengine: BN eval 2, LN 5 with affine).
@@ -153,8 +154,10 @@ def count_params_and_flops(model: nn.Module,
         analyzer.unsupported_ops_warnings(False)
         analyzer.uncalled_modules_warnings(False)
         analyzer.tracer_warnings('none')
-        # Without autograd the KW layers run plain ops (no custom autograd.Function to trace).
-        with torch.no_grad():
+        # The KW layers' own subtrees are counted analytically below and taken out of the
+        # trace; they run the straightforward implementation there (mm and conv, which the
+        # tracer knows; the fast paths use ops such as bmm(out=) that it cannot count).
+        with torch.no_grad(), use_kw_impl('reference'):
             traced_total = analyzer.total()
             traced_kw = sum(analyzer.total(name) for name in kw_shapes)
     finally:

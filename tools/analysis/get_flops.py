@@ -58,11 +58,10 @@ def main() -> None:
           f"warehouse cells {format_count(stats['params_warehouses'])}, "
           f"KW attentions {format_count(stats['params_attention'])}, "
           f"other {format_count(stats['params_other'])}")
-    print(f"FLOPs:  {format_count(stats['flops'])} ({stats['flops']:,})  "
-          f"KW conv {format_count(stats['flops_kw_conv'])}, "
-          f"KW assembly {format_count(stats['flops_kw_assembly'])}, "
-          f"KW attention {format_count(stats['flops_kw_attention'])}, "
-          f"other {format_count(stats['flops_other'])}")
+    print(f"FLOPs:  {format_count(stats['flops'])} ({stats['flops']:,})")
+    for label, key in (('KW conv', 'flops_kw_conv'), ('KW assembly', 'flops_kw_assembly'),
+                       ('KW attention', 'flops_kw_attention'), ('other', 'flops_other')):
+        print(f'  {label:<13}{format_count(stats[key]):>8} ({stats[key]:,})')
     per_wh = OrderedDict()
     for row in stats['kw_layers']:
         acc = per_wh.setdefault(row['warehouse'], dict(layers=0, attention=0, assembly=0,

@@ -352,7 +352,7 @@ class KWConvNeXt(BaseKWBackbone):
     def _block_warehouses(self, group: str, block: int) -> Tuple[str, str, str]:
         """Warehouses of a block's depth-wise and two point-wise convs (``sharing_range``).
 
-        With the default sharing, ``{group}_dw`` and ``{group}_pw`` (the released names);
+        With the default sharing, ``{group}_dw`` and ``{group}_pw`` (the released layout);
         without ``'layer'`` the block index joins the name, without ``'pwconv'`` the two
         point-wise convs get ``_pw1`` and ``_pw2``.
         """
