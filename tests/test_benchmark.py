@@ -1,5 +1,7 @@
 """The benchmark tool's measuring code (kw_mm.utils.benchmark): tiny runs, no timing asserts."""
 import os.path as osp
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -84,3 +86,35 @@ def test_pair_table_format():
     assert len({row.count('|') for row in rows}) == 1  # every row has every column
     assert '1.50x (target <= 1.8x: met)' in table
     assert '0.37x' in table  # peak memory KW / straightforward implementation
+
+
+ALLOCATOR_PROBE = '''
+import resource, sys, torch
+from kw_mm.utils import benchmark as bm
+mode = bm.set_allocator(sys.argv[1])
+def touch():
+    t = torch.empty(16 * 2**20)  # 64 MB, above glibc's largest mmap threshold
+    t.fill_(1.0)
+    del t
+touch()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+touch()
+print(mode, bm.environment()['allocator'], resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+'''
+
+
+@pytest.mark.parametrize('mode', ['warm', 'system'])
+def test_allocator_regime(mode):
+    """'warm' keeps a freed 64 MB block for the next one (no new page faults); the system
+    default maps it afresh and faults every page in again."""
+    out = subprocess.run([sys.executable, '-c', ALLOCATOR_PROBE, mode], capture_output=True,
+                         text=True, check=True).stdout.split()
+    assert out[:2] == [mode, mode]
+    faults = int(out[2])
+    pages = 64 * 2**20 // 4096
+    if mode == 'warm':
+        assert faults < pages // 10
+    else:
+        assert faults > pages // 2
+    with pytest.raises(ValueError, match="got 'cold'"):
+        bm.set_allocator('cold')

@@ -162,6 +162,43 @@ def clear_memory() -> None:
     gc.collect()
 
 
+#: How the C allocator is set up for a run (see :func:`set_allocator`).
+ALLOCATORS = ('warm', 'system')
+_allocator = 'system'
+
+
+def set_allocator(mode: str) -> str:
+    """Choose the C allocator regime of this process: ``'warm'`` or ``'system'``.
+
+    PyTorch's CPU tensors come from ``malloc``. glibc serves large blocks with fresh
+    ``mmap`` pages and gives freed memory back, so a tensor of more than its (adaptive,
+    at most 32 MB) threshold is page-faulted in again on every call, and how often that
+    happens depends on what the process ran before: the plain MobileNetV2 took 170 ms at
+    batch 8 as the first model of a process and 98 ms after the ResNets. ``'warm'`` keeps
+    freed memory in the heap (``mallopt``: no ``mmap`` below 1 GB, no trimming), the steady
+    state of a long-running job, so every contestant is measured alike whatever ran before.
+    ``'system'`` leaves glibc's defaults. No-op (returns ``'system'``) without glibc.
+
+    Returns:
+        str: The regime in effect.
+    """
+    global _allocator
+    if mode not in ALLOCATORS:
+        raise ValueError(f'allocator must be one of {ALLOCATORS}, got {mode!r}')
+    if mode == 'warm' and _allocator != 'warm':
+        import ctypes
+        import ctypes.util
+        try:
+            libc = ctypes.CDLL(ctypes.util.find_library('c') or 'libc.so.6')
+            mallopt = libc.mallopt
+        except (OSError, AttributeError):
+            return _allocator
+        m_trim_threshold, m_mmap_threshold = -1, -3  # glibc's malloc.h
+        if mallopt(m_mmap_threshold, 2**30) == 1 and mallopt(m_trim_threshold, 2**31 - 1) == 1:
+            _allocator = 'warm'
+    return _allocator
+
+
 #: Clocks: wall time, or the CPU time of this process (all its threads), which a busy
 #: machine disturbs less (with more than one thread it also counts the threads' spin-waits).
 CLOCKS = {'wall': time.perf_counter, 'cpu': time.process_time}
@@ -489,7 +526,8 @@ def environment() -> dict:
     except OSError:  # pragma: no cover
         pass
     return dict(torch=torch.__version__, threads=torch.get_num_threads(), cpu=cpu,
-                cpu_count=os.cpu_count(), loadavg=load, python=platform.python_version())
+                cpu_count=os.cpu_count(), loadavg=load, python=platform.python_version(),
+                allocator=_allocator)
 
 
 def _ratio_cell(ratio: Optional[float], target: Optional[float] = None) -> str:

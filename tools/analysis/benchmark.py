@@ -39,6 +39,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--batch', type=int, help='batch N (default 8)')
     parser.add_argument('--size', type=int, help='input size (default 224; --layer: 14)')
     parser.add_argument('--threads', type=int, help='torch threads (default 2)')
+    parser.add_argument('--allocator', choices=['warm', 'system'], default='warm',
+                        help="warm: malloc keeps freed memory (steady state, the same for "
+                        "every model whatever ran before); system: glibc's defaults")
     parser.add_argument('--clock', choices=['wall', 'cpu'], default='wall',
                         help='wall time, or process CPU time (steadier on a busy machine)')
     parser.add_argument('--reps', type=int, default=10, help='timed rounds per metric')
@@ -61,6 +64,7 @@ def main() -> None:
     batch = args.batch or preset.get('batch', 8)
     torch.set_num_threads(threads)
     bm.set_clock(args.clock)
+    bm.set_allocator(args.allocator)
     start = time.time()
     report = dict(environment=bm.environment(), args=vars(args))
 
