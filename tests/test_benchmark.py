@@ -97,16 +97,19 @@ def touch():
     t.fill_(1.0)
     del t
 touch()
-before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-touch()
-print(mode, bm.environment()['allocator'], resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+faults = []
+for _ in range(5):  # the fewest page faults of five re-allocations (memory reclaim by the
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt  # kernel may hit one)
+    touch()
+    faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+print(mode, bm.environment()['allocator'], min(faults))
 '''
 
 
 @pytest.mark.parametrize('mode', ['warm', 'system'])
 def test_allocator_regime(mode):
     """'warm' keeps a freed 64 MB block for the next one (no new page faults); the system
-    default maps it afresh and faults every page in again."""
+    default maps it afresh and faults every page in again, every time."""
     out = subprocess.run([sys.executable, '-c', ALLOCATOR_PROBE, mode], capture_output=True,
                          text=True, check=True).stdout.split()
     assert out[:2] == [mode, mode]

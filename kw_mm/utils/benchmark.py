@@ -177,7 +177,9 @@ def set_allocator(mode: str) -> str:
     batch 8 as the first model of a process and 98 ms after the ResNets. ``'warm'`` keeps
     freed memory in the heap (``mallopt``: no ``mmap`` below 1 GB, no trimming), the steady
     state of a long-running job, so every contestant is measured alike whatever ran before.
-    ``'system'`` leaves glibc's defaults. No-op (returns ``'system'``) without glibc.
+    ``'system'`` leaves glibc's defaults. No-op (returns ``'system'``) without glibc. The
+    kernel may still reclaim freed pages that stay idle (memory reclaim daemons); inside a
+    timing loop they are reused at once.
 
     Returns:
         str: The regime in effect.
