@@ -12,6 +12,10 @@ median over repetitions of the per-repetition ratios. What is measured:
   ``torch.profiler`` (works on the CPU, where torch keeps no allocator statistics); on CUDA
   ``torch.cuda.max_memory_allocated``.
 
+Before timing, both models get calibrated BatchNorm statistics (:func:`calibrate_norms`): with
+the defaults of a fresh network the deep activations of a KW model become denormal floats in
+eval mode, which would time the CPU's denormal stalls instead of the layers.
+
 A KW model can also run its straightforward implementation (``kw_mm.cnn.use_kw_impl
 ('reference')``, the correctness oracle): its peak memory is always reported, its speed with
 ``with_reference=True``.
@@ -134,6 +138,33 @@ def build_model(spec: ModelSpec) -> nn.Module:
     # KW layers initialize themselves when their warehouses are allocated; init_weights()
     # (which the Runner calls) changes nothing that matters for speed.
     return MODELS.build(spec.cfg)
+
+
+def calibrate_norms(model: nn.Module, inputs: torch.Tensor, steps: int = 2) -> None:
+    """Give every BatchNorm the running statistics of ``inputs`` (as training would).
+
+    A freshly built network keeps BatchNorm's default statistics (mean 0, variance 1), so in
+    eval mode its activations are not normalized: they shrink or grow layer by layer, and deep
+    in a KW network the attention logits, hence the kernels (the CAF divides logits by
+    ``|z|_1 + 1e-3``), become tiny and the convolutions produce denormal floats, which x86
+    CPUs process 5-10x slower (a depth-wise KW layer of MobileNetV2 took 12.4 ms instead of
+    2.9 ms). A trained model has calibrated statistics; so do both contestants here: a few
+    forward passes in train mode with a cumulative average (``momentum=None``), no gradients,
+    parameters untouched.
+    """
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in norms]
+    was_training = model.training
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None
+    model.train()
+    with torch.no_grad():
+        for _ in range(steps):
+            model(inputs, mode='tensor')
+    for m, momentum in zip(norms, momenta):
+        m.momentum = momentum
+    model.train(was_training)
 
 
 def is_kw_model(model: nn.Module) -> bool:
@@ -371,6 +402,8 @@ def benchmark_pair(kw: str, plain: str, batch: int = 8, size: int = 224, reps: i
         contestants.append(reference)
     gen = torch.Generator().manual_seed(0)
     inputs = {b: torch.randn(b, 3, size, size, generator=gen).to(device) for b in (1, batch)}
+    for c in contestants[:2]:  # the reference contestant shares the KW model
+        calibrate_norms(c.model, inputs[batch])
     for metric in metrics:
         b = 1 if metric == 'eval_b1' else batch
         make = 'train_fn' if metric == 'train' else 'eval_fn'
@@ -475,7 +508,9 @@ def layer_profile(spec: str, batch: int = 8, size: int = 224, reps: int = 5,
     that says where a model's ratio comes from.
     """
     model_spec = load_spec(spec)
-    model = build_model(model_spec).eval()
+    model = build_model(model_spec)
+    calibrate_norms(model, torch.randn(batch, 3, size, size))
+    model.eval()
     inputs: Dict[str, torch.Tensor] = {}
     hooks = []
     for name, module in model.named_modules():
