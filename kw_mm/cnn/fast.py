@@ -38,7 +38,7 @@ from typing import List, Optional, Sequence, Tuple
 import torch
 
 from . import fast_im2col
-from .functional import CONV_FUNCS, KWGeometry
+from .functional import CONV_FUNCS, KWGeometry, strided_input
 
 #: Largest size of the kernels of one block on the CPU (bytes). Blocks of 2-5 MB were fastest
 #: for the ResNet layers on the 2-core test machines (shared 32 MB last-level cache).
@@ -53,11 +53,6 @@ SAVE_KERNELS = False
 #: output channels ``o * co + p`` (``p0 <= p < p1``) of every output group ``o``, all input
 #: channels; one product ``alpha @ cells[:, p0:p1]`` reads those rows of the warehouse once.
 Block = Tuple[int, int]
-
-
-def is_pointwise(geo: KWGeometry) -> bool:
-    """Whether a sample's convolution is a matrix product (1x1, no groups, no padding)."""
-    return geo.groups_spatial == 1 and geo.groups == 1 and not any(geo.padding)
 
 
 def plan_blocks(geo: KWGeometry, batch: int, itemsize: int, device: torch.device,
@@ -142,17 +137,10 @@ def _kernel_grad_rows(grad_w: torch.Tensor, geo: KWGeometry, blk: Block, batch: 
 
 
 # ------------------------------------------------------------------------------ convolution
-def _strided_input(x: torch.Tensor, geo: KWGeometry) -> torch.Tensor:
-    """A point-wise layer's input at its stride (a view)."""
-    if all(s == 1 for s in geo.stride):
-        return x
-    return x[(slice(None), slice(None)) + tuple(slice(None, None, s) for s in geo.stride)]
-
-
 def _pointwise_forward(x: torch.Tensor, w: torch.Tensor, bias: Optional[torch.Tensor],
                        geo: KWGeometry) -> torch.Tensor:
     """``y[b] = sum_i w[b, i] @ x[b, i-th channel block]`` (+ bias), kept in x's format."""
-    xs = _strided_input(x, geo)
+    xs = strided_input(x, geo)
     batch, spatial, channels = xs.shape[0], xs.shape[2:], w.shape[2]
     flat = xs.reshape(batch, geo.in_channels, -1)  # a view unless strided above
     ci = geo.cell_in
@@ -182,7 +170,7 @@ def _pointwise_forward(x: torch.Tensor, w: torch.Tensor, bias: Optional[torch.Te
 def _pointwise_backward(x: torch.Tensor, w: torch.Tensor, grad_out: torch.Tensor,
                         geo: KWGeometry, need_x: bool,
                         need_w: bool) -> Tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:
-    xs = _strided_input(x, geo)
+    xs = strided_input(x, geo)
     batch, channels, ci = xs.shape[0], w.shape[2], geo.cell_in
     flat = xs.reshape(batch, geo.in_channels, -1)
     g = grad_out.reshape(batch, channels, -1)
@@ -199,7 +187,7 @@ def _pointwise_backward(x: torch.Tensor, w: torch.Tensor, grad_out: torch.Tensor
             grad_x = grad_xs
         else:
             grad_x = grad_xs.new_zeros(x.shape)
-            _strided_input(grad_x, geo).copy_(grad_xs)
+            strided_input(grad_x, geo).copy_(grad_xs)
     return grad_x, grad_w
 
 
@@ -279,7 +267,7 @@ class KWConvFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, alpha, cells, bias, geo, blocks):
-        pointwise = is_pointwise(geo)
+        pointwise = geo.is_pointwise
         keep = [] if SAVE_KERNELS else None
         out = _forward_blocks(x, alpha, cells, bias, geo, blocks, pointwise, keep)
         ctx.geo, ctx.blocks, ctx.pointwise = geo, blocks, pointwise
@@ -371,7 +359,7 @@ def kw_conv(x: torch.Tensor,
         return fast_im2col.KWIm2colFunction.apply(x, alpha, cells, bias, geo, blocks)
     blocks = plan_blocks(geo, x.shape[0], cells.element_size(), cells.device, block_bytes)
     if not needs_grad:
-        return _forward_blocks(x, alpha, cells, bias, geo, blocks, is_pointwise(geo), None)
+        return _forward_blocks(x, alpha, cells, bias, geo, blocks, geo.is_pointwise, None)
     return KWConvFunction.apply(x, alpha, cells, bias, geo, blocks)
 
 

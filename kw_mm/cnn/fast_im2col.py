@@ -29,7 +29,7 @@ from typing import List, Optional, Tuple
 import torch
 import torch.nn.functional as F
 
-from .functional import KWGeometry
+from .functional import KWGeometry, strided_input
 
 #: Largest size of one block of assembled kernels (bytes). 8 MB blocks were fastest for the
 #: 256- and 512-channel ResNet layers on the 2-core test machines.
@@ -48,28 +48,17 @@ MIN_CELL_OUT = 64
 Block = Tuple[int, int]
 
 
-def output_size(geo: KWGeometry, size: Tuple[int, ...]) -> Tuple[int, ...]:
-    """Spatial output size of the layer for an input of spatial ``size``."""
-    return tuple((n + 2 * p - d * (k - 1) - 1) // s + 1 for n, k, s, p, d in zip(
-        size, geo.kernel_size, geo.stride, geo.padding, geo.dilation))
-
-
-def is_pointwise(geo: KWGeometry) -> bool:
-    """1x1 kernel without padding: the input itself (at its stride) is the im2col matrix."""
-    return geo.groups_spatial == 1 and not any(geo.padding)
-
-
 def use_im2col(geo: KWGeometry, x: torch.Tensor) -> bool:
     """Whether a layer runs on this path: dense (``groups == 1``) layers with cells of at least
     :data:`MIN_CELL_OUT` rows; point-wise always, 2-D when the output map is small next to
     the kernel."""
     if geo.groups != 1 or geo.cell_out < MIN_CELL_OUT:
         return False
-    if is_pointwise(geo):
+    if geo.is_pointwise:
         return True
     if geo.dim != 2:
         return False
-    pixels = math.prod(output_size(geo, tuple(x.shape[2:])))
+    pixels = math.prod(geo.output_size(tuple(x.shape[2:])))
     return pixels <= MAX_PIXELS_PER_CHANNEL * geo.out_channels
 
 
@@ -101,22 +90,15 @@ def _taps(geo: KWGeometry, out_hw: Tuple[int, int]) -> List[Tuple[slice, slice]]
              slice(c * dw, c * dw + sw * (wo - 1) + 1, sw)) for r in range(kh) for c in range(kw)]
 
 
-def _strided(x: torch.Tensor, geo: KWGeometry) -> torch.Tensor:
-    """A point-wise layer's input at its stride (a view)."""
-    if all(s == 1 for s in geo.stride):
-        return x
-    return x[(slice(None), slice(None)) + tuple(slice(None, None, s) for s in geo.stride)]
-
-
 def im2col(x: torch.Tensor, geo: KWGeometry) -> Tuple[torch.Tensor, Tuple[int, ...]]:
     """Columns ``[B, kh * kw * Cin, Ho * Wo]`` in (spatial position, channel) order.
 
     Point-wise layers: the input itself (a view for stride 1, in the input's memory format).
     """
     batch, channels = x.shape[:2]
-    out_hw = output_size(geo, tuple(x.shape[2:]))
-    if is_pointwise(geo):
-        return _strided(x, geo).reshape(batch, channels, -1), out_hw
+    out_hw = geo.output_size(tuple(x.shape[2:]))
+    if geo.is_pointwise:
+        return strided_input(x, geo).reshape(batch, channels, -1), out_hw
     ph, pw = geo.padding
     padded = F.pad(x, (pw, pw, ph, ph)) if ph or pw else x
     cols = x.new_empty(batch, geo.groups_spatial, channels, *out_hw)
@@ -128,12 +110,12 @@ def im2col(x: torch.Tensor, geo: KWGeometry) -> Tuple[torch.Tensor, Tuple[int, .
 def col2im(grad_cols: torch.Tensor, geo: KWGeometry, x_shape: torch.Size,
            out_hw: Tuple[int, ...]) -> torch.Tensor:
     """The gradient of :func:`im2col`: columns summed back onto the input ``x_shape``."""
-    if is_pointwise(geo):
+    if geo.is_pointwise:
         grad = grad_cols.view(*x_shape[:2], *out_hw)
         if all(s == 1 for s in geo.stride):
             return grad
         grad_x = grad.new_zeros(x_shape)
-        _strided(grad_x, geo).copy_(grad)
+        strided_input(grad_x, geo).copy_(grad)
         return grad_x
     batch, channels, height, width = x_shape
     ph, pw = geo.padding

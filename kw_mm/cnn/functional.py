@@ -63,8 +63,25 @@ class KWGeometry:
     def weight_shape(self) -> Tuple[int, ...]:
         return (self.out_channels, self.in_per_group, *self.kernel_size)
 
+    @property
+    def is_pointwise(self) -> bool:
+        """A sample's convolution is a matrix product: 1x1 kernel, no groups, no padding."""
+        return self.groups_spatial == 1 and self.groups == 1 and not any(self.padding)
+
+    def output_size(self, size: Tuple[int, ...]) -> Tuple[int, ...]:
+        """Spatial output size for an input of spatial ``size``."""
+        return tuple((n + 2 * p - d * (k - 1) - 1) // s + 1 for n, k, s, p, d in zip(
+            size, self.kernel_size, self.stride, self.padding, self.dilation))
+
     def conv_kwargs(self) -> dict:
         return dict(stride=self.stride, padding=self.padding, dilation=self.dilation)
+
+
+def strided_input(x: torch.Tensor, geo: KWGeometry) -> torch.Tensor:
+    """A point-wise layer's input at its stride (a view)."""
+    if all(s == 1 for s in geo.stride):
+        return x
+    return x[(slice(None), slice(None)) + tuple(slice(None, None, s) for s in geo.stride)]
 
 
 def kw_attention_reference(z: torch.Tensor, beta: torch.Tensor, t: float) -> torch.Tensor:
