@@ -6,8 +6,8 @@ Example:
 """
 import argparse
 
-from kw_mm.utils.demo_data.classification import write_classification_set
-from kw_mm.utils.demo_data.coco import write_coco_set
+from kw_mm.demo_data.classification import write_classification_set
+from kw_mm.demo_data.coco import write_coco_set
 
 
 def main() -> None:

@@ -13,10 +13,10 @@ from mmengine.dist import is_main_process
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
-from kw_mm.utils.launch import (add_runner_args, apply_runner_args, check_checkpoint_file,
+from kw_mm.runner.launch import (add_runner_args, apply_runner_args, check_checkpoint_file,
                                 check_data_roots, register_toolbox, setup_cpu_distributed,
                                 use_safe_checkpoint_loader)
-from kw_mm.utils.summary import format_metrics
+from kw_mm.runner.summary import format_metrics
 
 
 def parse_args() -> argparse.Namespace:

@@ -14,7 +14,7 @@ from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 from kw_mm.engine import check_temperature_schedule
-from kw_mm.utils.launch import (add_runner_args, apply_runner_args, check_checkpoint_file,
+from kw_mm.runner.launch import (add_runner_args, apply_runner_args, check_checkpoint_file,
                                 check_data_roots, register_toolbox, setup_cpu_distributed,
                                 use_safe_checkpoint_loader)
 

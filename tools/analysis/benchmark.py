@@ -3,7 +3,7 @@
 Models are mmpretrain configs or paper variant names; a KW model is compared with its plain
 twin (``configs/kw1x-resnet18_8xb32_in1k.py`` -> ``configs/resnet18_8xb32_in1k.py``,
 ``kw4x_resnet18`` -> ``resnet18``, or ``KW:PLAIN`` explicitly), interleaved, medians over
-repetitions. The measuring code is in ``kw_mm/utils/benchmark.py``.
+repetitions. The measuring code is in ``kw_mm/analysis/benchmark.py``.
 
 Examples:
     # the target set (2 threads, batch 8, 224x224), as `make bench` runs it
@@ -58,7 +58,7 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
-    from kw_mm.utils import benchmark as bm
+    from kw_mm.analysis import benchmark as bm
     preset = bm.PRESETS[args.preset] if args.preset else {}
     threads = args.threads or preset.get('threads', 2)
     batch = args.batch or preset.get('batch', 8)

@@ -2,7 +2,7 @@
 
 For classification configs the whole classifier is counted; for detection configs the
 backbone and neck (``extract_feat``; the heads depend on proposals). What is counted for each KW
-layer is documented in ``kw_mm/utils/flops.py``. One FLOP = one multiply-add, one image.
+layer is documented in ``kw_mm/analysis/flops.py``. One FLOP = one multiply-add, one image.
 
 Example:
     python tools/analysis/get_flops.py configs/demo/kw1x-resnet18_demo-cls.py --shape 224
@@ -13,8 +13,8 @@ from collections import OrderedDict
 import torch.nn as nn
 from mmengine.config import Config, DictAction
 
-from kw_mm.utils.flops import count_params_and_flops, format_count
-from kw_mm.utils.launch import build_model, register_toolbox
+from kw_mm.analysis.flops import count_params_and_flops, format_count
+from kw_mm.runner.launch import build_model, register_toolbox
 
 
 class FeatureExtractor(nn.Module):

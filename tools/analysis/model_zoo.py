@@ -8,7 +8,7 @@ import argparse
 import json
 import time
 
-from kw_mm.utils.model_zoo import format_table, variants, zoo_row
+from kw_mm.analysis.model_zoo import format_table, variants, zoo_row
 
 
 def parse_args() -> argparse.Namespace:

@@ -20,8 +20,8 @@ from mmengine.runner import Runner, load_checkpoint
 
 from kw_mm import set_temperature
 from kw_mm.engine.hooks.kw_temperature_hook import temperature_hook_in
-from kw_mm.utils.attention_maps import AttentionRecorder, plot_warehouse
-from kw_mm.utils.launch import (build_model, check_checkpoint_file, check_data_roots,
+from kw_mm.analysis.attention_maps import AttentionRecorder, plot_warehouse
+from kw_mm.runner.launch import (build_model, check_checkpoint_file, check_data_roots,
                                 override_data_root, register_toolbox,
                                 use_safe_checkpoint_loader)
 

@@ -16,7 +16,7 @@ import argparse
 import os
 import sys
 
-from kw_mm.utils.official import (WRAPPER_KEYS, OfficialCheckpointError, convert_checkpoint,
+from kw_mm.converters.kw_release import (WRAPPER_KEYS, OfficialCheckpointError, convert_checkpoint,
                                   find_configs)
 
 

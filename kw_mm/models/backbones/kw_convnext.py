@@ -12,7 +12,7 @@ Two warehouse layouts:
 - ``'release'``: the released ``kw1x_convnext_tiny`` (12 warehouses): one for the stem, one per
   downsample, and per stage one for the depth-wise and one for the point-wise convolutions.
   Budget 1 only; its checkpoints load after key conversion
-  (:mod:`kw_mm.utils.official.convnext`).
+  (:mod:`kw_mm.converters.kw_release.convnext`).
 - ``'paper'``: Table 14 of the paper (16 warehouses): as ``'release'``, but the blocks of the
   third stage are split into three groups of equal size, each with its own depth-wise and
   point-wise warehouse. Budget 1 uses KW 1x everywhere; budget 3/4 applies KW 1/2x (cells of
