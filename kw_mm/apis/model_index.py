@@ -219,7 +219,7 @@ class ModelIndex:
         released = [v for v in self.variants.values() if v.official == name]
         if len(released) == 1:
             return released[0]
-        raise KeyError(f'unknown paper variant {name!r}; choose from {sorted(self.variants)} '
+        raise KeyError(f'unknown variant {name!r}; choose from {sorted(self.variants)} '
                        f'(or a released name: {sorted(self.release_names())})')
 
     def variant_of(self, model_name: str) -> Variant:
@@ -254,7 +254,9 @@ def load_model_index(index_file: str = INDEX_FILE) -> ModelIndex:
         data = _read_yaml(osp.join(root, metafile))
         collections.extend(data.get('Collections', []))
         for entry in data.get('Models', []):
-            config_path = osp.join(root, entry['Config'])
+            # Symbolic links (a source checkout's kw_mm/.mim) resolved: messages and tools show
+            # the file users know.
+            config_path = osp.realpath(osp.join(root, entry['Config']))
             if not osp.isfile(config_path):
                 raise FileNotFoundError(f'model {entry["Name"]} of {metafile}: config '
                                         f'{config_path} not found')
