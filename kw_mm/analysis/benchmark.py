@@ -21,7 +21,6 @@ A KW model can also run its straightforward implementation (``kw_mm.cnn.use_kw_i
 ``with_reference=True``.
 """
 import gc
-import math
 import os
 import os.path as osp
 import platform

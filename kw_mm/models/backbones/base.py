@@ -7,7 +7,7 @@ import torch.nn as nn
 from mmengine.model import BaseModule
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from kw_mm.cnn import KWConvNd, WarehouseManager
+from kw_mm.cnn import KWConvNd
 from kw_mm.cnn.warehouse import PerWarehouse
 from kw_mm.utils.checkpoint import (CheckpointMismatchError, WarehouseInfo, compare_state_dict,
                                     load_file, mismatch_message, select_prefix,
