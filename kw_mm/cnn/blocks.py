@@ -5,6 +5,15 @@ Both fast paths (:mod:`kw_mm.cnn.fast`'s grouped / batched products and
 is rows ``p0:p1`` of every cell, i.e. the output channels ``o * co + p`` (``p0 <= p < p1``) of
 every output group ``o``; one product ``alpha @ cells[:, p0:p1]`` reads those rows of the
 warehouse once. :func:`plan_blocks` is the one planner; each path has its own byte budget.
+
+The budgets come from the machine, not from constants tuned on one CPU: a block's kernels are
+shared by the threads that assemble and apply them, so a path's budget is
+``share * L2 per core * threads`` with the L2 size read from the system
+(:func:`~kw_mm.cnn.machine.machine_caches`, once per process; never stored in a checkpoint).
+The shares (:data:`BLOCK_L2_SHARE`) are what measured best on a Sapphire Rapids Xeon (2 MB L2
+per core, 2 threads): grouped blocks of 2-5 MB (share 1: 4 MB), im2col blocks of 8 MB (share 2).
+On an AMD EPYC Zen 4 (1 MB L2 per core) the same rule gives 2 MB and 4 MB.
+:func:`kw_mm.cnn.explain.explain_layer` prints the numbers a layer's plan came from.
 """
 import math
 from typing import Dict, List, Optional, Tuple
@@ -12,12 +21,15 @@ from typing import Dict, List, Optional, Tuple
 import torch
 
 from .functional import KWGeometry
+from .machine import MachineCaches, machine_caches
 
-#: Per fast path, the largest size of the kernels of one block on the CPU (bytes). Blocks of
-#: 2-5 MB were fastest for the grouped convolutions of the ResNet layers, 8 MB for the im2col
-#: products of the 256- and 512-channel layers, on the 2-core test machines (shared 32 MB
-#: last-level cache).
-BLOCK_BYTES: Dict[str, int] = {'grouped': 4 * 2**20, 'im2col': 8 * 2**20}
+#: Per fast path, the kernel bytes of one block per thread, in units of the L2 cache of one
+#: core. Grouped path: a block's kernels, their permuted copy and the convolution library's
+#: reorder pass through the cache one after the other; blocks of about one L2 per thread were
+#: fastest (2-5 MB at 2 threads with 2 MB L2). im2col path: no copies, so a block may be
+#: larger; its per-block products have a fixed cost (a parallel region each, which also
+#: counts when another process competes for a core): two L2 per thread were fastest (8 MB).
+BLOCK_L2_SHARE: Dict[str, float] = {'grouped': 1.0, 'im2col': 2.0}
 #: Per fast path, whether a block must stay within the budget (whole aligned blocks, at least
 #: one alignment) or may round up past it to about equal aligned blocks.
 WITHIN_BUDGET: Dict[str, bool] = {'grouped': False, 'im2col': True}
@@ -30,6 +42,24 @@ ROW_ALIGN = 16
 Block = Tuple[int, int]
 
 
+def block_budget(path: str, threads: Optional[int] = None,
+                 caches: Optional[MachineCaches] = None) -> int:
+    """The kernel bytes of one block of ``path`` on this machine's CPU.
+
+    Args:
+        path (str): ``'grouped'`` or ``'im2col'``.
+        threads (int, optional): Threads sharing a block. Defaults to
+            ``torch.get_num_threads()``.
+        caches (MachineCaches, optional): Defaults to this machine's
+            (:func:`~kw_mm.cnn.machine.machine_caches`).
+    """
+    if path not in BLOCK_L2_SHARE:
+        raise ValueError(f'path must be one of {sorted(BLOCK_L2_SHARE)}, got {path!r}')
+    caches = caches or machine_caches()
+    threads = threads or torch.get_num_threads()
+    return int(BLOCK_L2_SHARE[path] * caches.l2_per_core * threads)
+
+
 def plan_blocks(geo: KWGeometry, batch: int, itemsize: int, device: torch.device,
                 block_bytes: Optional[int] = None, path: str = 'grouped') -> List[Block]:
     """The blocks of cell rows a layer is assembled and applied in.
@@ -40,16 +70,16 @@ def plan_blocks(geo: KWGeometry, batch: int, itemsize: int, device: torch.device
         itemsize (int): Bytes per kernel element.
         device (torch.device): Only the CPU is blocked (by default).
         block_bytes (int, optional): Kernel bytes per block. Defaults to the path's
-            :data:`BLOCK_BYTES` on the CPU, no blocking elsewhere.
+            :func:`block_budget` on the CPU, no blocking elsewhere.
         path (str): The fast path, ``'grouped'`` or ``'im2col'``. Defaults to ``'grouped'``.
     """
-    if path not in BLOCK_BYTES:
-        raise ValueError(f'path must be one of {sorted(BLOCK_BYTES)}, got {path!r}')
+    if path not in BLOCK_L2_SHARE:
+        raise ValueError(f'path must be one of {sorted(BLOCK_L2_SHARE)}, got {path!r}')
     co = geo.cell_out
     if block_bytes is None:
         if device.type != 'cpu':
             return [(0, co)]
-        block_bytes = BLOCK_BYTES[path]
+        block_bytes = block_budget(path)
     # bytes of one row of every cell of every mixture of every sample
     row_bytes = batch * geo.num_mixtures * geo.cell_in * itemsize
     if geo.groups > 1 or row_bytes * co <= block_bytes:

@@ -24,7 +24,7 @@ Same math as :func:`~kw_mm.cnn.functional.kw_conv_reference`, checked by
 ``tests/test_fast_kw.py``; plain ``torch`` (``bmm``), so it runs on any device.
 """
 import math
-from typing import List, Optional, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -42,18 +42,33 @@ MAX_PIXELS_PER_CHANNEL = 1.0
 MIN_CELL_OUT = 64
 
 
-def use_im2col(geo: KWGeometry, x: torch.Tensor) -> bool:
-    """Whether a layer runs on this path: dense (``groups == 1``) layers with cells of at least
-    :data:`MIN_CELL_OUT` rows; point-wise always, 2-D when the output map is small next to
-    the kernel."""
-    if geo.groups != 1 or geo.cell_out < MIN_CELL_OUT:
-        return False
+def im2col_decision(geo: KWGeometry, spatial: Sequence[int]) -> Tuple[bool, str]:
+    """Whether a layer with input of spatial size ``spatial`` runs on this path, and why.
+
+    Dense (``groups == 1``) layers with cells of at least :data:`MIN_CELL_OUT` rows; point-wise
+    always, 2-D when the output map has at most :data:`MAX_PIXELS_PER_CHANNEL` pixels per
+    output channel, i.e. when the im2col columns (``kh * kw * Cin * pixels``) are no larger
+    than the kernel (``kh * kw * Cin * Cout``) the grouped path would copy and reorder. Both
+    are ratios of the layer's own sizes, the same on any CPU.
+    """
+    if geo.groups != 1:
+        return False, f'groups={geo.groups}: grouped convolution'
+    if geo.cell_out < MIN_CELL_OUT:
+        return False, f'cells of {geo.cell_out} < {MIN_CELL_OUT} rows: products too small'
     if geo.is_pointwise:
-        return True
+        return True, 'dense point-wise: no columns needed'
     if geo.dim != 2:
-        return False
-    pixels = math.prod(geo.output_size(tuple(x.shape[2:])))
-    return pixels <= MAX_PIXELS_PER_CHANNEL * geo.out_channels
+        return False, f'{geo.dim}-D layer: im2col is 2-D only'
+    pixels = math.prod(geo.output_size(tuple(spatial)))
+    limit = MAX_PIXELS_PER_CHANNEL * geo.out_channels
+    if pixels <= limit:
+        return True, f'{pixels} output pixels <= {limit:g} (columns no larger than kernels)'
+    return False, f'{pixels} output pixels > {limit:g} (columns larger than kernels)'
+
+
+def use_im2col(geo: KWGeometry, x: torch.Tensor) -> bool:
+    """Whether a layer runs on this path (:func:`im2col_decision` for ``x``'s size)."""
+    return im2col_decision(geo, tuple(x.shape[2:]))[0]
 
 
 # ------------------------------------------------------------------------------ layouts
