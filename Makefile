@@ -46,7 +46,7 @@ test: venv
 	$(PY) -m pytest -q tests
 
 bench: venv
-	$(PY) tools/analysis/benchmark.py --preset paper-cpu --with-reference
+	$(PY) tools/analysis/benchmark.py --preset paper-cpu --with-reference --load
 
 clean-demo:
 	rm -rf $(CLS_DIR) $(DET_DIR) $(DEMO_DATA)

@@ -84,7 +84,7 @@ def test_pair_table_format():
     table = bm.format_pairs([r], 8)
     rows = table.splitlines()
     assert len({row.count('|') for row in rows}) == 1  # every row has every column
-    assert '1.50x (target <= 1.8x: met)' in table
+    assert '1.50x (target <= 1.5x: met)' in table
     assert '0.37x' in table  # peak memory KW / straightforward implementation
 
 

@@ -12,8 +12,15 @@ Examples:
     python tools/analysis/benchmark.py configs/kw1x-resnet18_8xb32_in1k.py kw1x_resnet50
     # one KW layer against nn.Conv2d of the same shape and the straightforward implementation
     python tools/analysis/benchmark.py --layer 256,256,3 --size 14 --batch 8
-    # every KW layer of a model, timed alone (where the ratio comes from)
+    # every KW layer of a model, timed alone against its limit (where the ratio comes from)
     python tools/analysis/benchmark.py --layer-profile kw1x_resnet18
+    # which fast path and blocks every KW layer gets on this machine, and why (no timing)
+    python tools/analysis/benchmark.py --explain configs/kw1x-resnet18_8xb32_in1k.py
+    # also measure with one core kept busy by a competing process
+    python tools/analysis/benchmark.py --preset paper-cpu --load
+
+Every table is headed by the machine: CPU model, cache sizes, threads and the GEMM rate measured
+at the start, from which the limit columns are computed (kw_mm/analysis/limit.py).
 """
 import argparse
 import json
@@ -52,8 +59,78 @@ def parse_args() -> argparse.Namespace:
                         help="also time the KW models' straightforward implementation")
     parser.add_argument('--no-memory', action='store_true', help='skip peak memory')
     parser.add_argument('--no-flops', action='store_true', help='skip the FLOP count')
+    parser.add_argument('--explain', action='store_true',
+                        help='print the fast path and blocks of every KW layer and why; no '
+                        'timing')
+    parser.add_argument('--load', type=int, nargs='?', const=1, default=0, metavar='CORES',
+                        help='also measure eval at batch N with CORES (default 1) cores kept '
+                        'busy by competing processes, and report the ratio to the quiet run')
+    parser.add_argument('--no-limit', action='store_true',
+                        help='skip the limits (plain conv + assembly at the GEMM rate + '
+                        'attention)')
     parser.add_argument('--json', help='write the results to this JSON file')
     return parser.parse_args()
+
+
+def explain(specs, batch: int, size: int) -> str:
+    """The fast path plan of every KW layer of every model in ``specs``."""
+    from kw_mm.analysis import benchmark as bm
+    from kw_mm.cnn.explain import explain_model, format_explanation
+    texts = []
+    for spec in specs:
+        model = bm.build_spec(bm.load_spec(spec)).eval()
+        plans = explain_model(model, torch.randn(batch, 3, size, size))
+        texts.append(f'# {spec} (batch {batch}, {size}x{size})\n' + format_explanation(plans))
+    return '\n\n'.join(texts)
+
+
+def run_pairs(args, pairs, threads: int, batch: int, report: dict) -> None:
+    """Benchmark the pairs, their limits and (with --load) their ratios under load."""
+    from kw_mm.analysis import benchmark as bm
+    from kw_mm.analysis import limit as lm
+    from kw_mm.analysis.machine import competing_load, machine_report
+    size = args.size or 224
+    machine = machine_report(threads)
+    print(machine.header(), flush=True)
+    metrics = [m for m in args.metrics.split(',') if m]
+    results, limits, loads = [], {}, {}
+    for i, (kw, plain) in enumerate(pairs, 1):
+        print(f'[{i}/{len(pairs)}] {kw} vs {plain} (threads={threads}, batch={batch})',
+              flush=True)
+        result = bm.benchmark_pair(kw, plain, batch, size, args.reps, args.warmup, metrics,
+                                   args.with_reference, not args.no_memory,
+                                   not args.no_flops and not args.no_limit)
+        results.append(result)
+        if not args.no_limit:
+            print('  limits: every KW layer alone', flush=True)
+            limits[result.kw] = lm.pair_limits(kw, result, machine.gemm_flops, batch, size)
+        if args.load:
+            print(f'  eval_bN with {args.load} busy core(s)', flush=True)
+            with competing_load(args.load):
+                loaded = bm.benchmark_pair(kw, plain, batch, size, args.reps, args.warmup,
+                                           ['eval_bN'], memory=False, flops=False,
+                                           log=lambda text: None)
+            loads[result.kw] = lm.load_ratios(result, loaded)
+            report.setdefault('loaded', []).append(loaded.to_dict())
+    print()
+    print(machine.header())
+    print()
+    print(bm.format_pairs(results, batch))
+    if limits:
+        print('\nLimits (plain + assembly at the GEMM rate + attention; train: assembly and '
+              f'attention x{lm.TRAIN_FACTOR}):\n')
+        print(lm.format_model_limits(limits, batch))
+        for name, lim in limits.items():
+            print(f'\nKW layers of {name}, eval, batch {batch}:\n')
+            print(lm.format_layer_limits(lim['layers']))
+    if loads:
+        print(f'\nUnder load ({args.load} busy core(s)), eval b{batch}, KW/plain loaded / '
+              'quiet: ' + ', '.join(f"{k} {v['eval_bN']:.2f}x" for k, v in loads.items()
+                                    if 'eval_bN' in v))
+    print('\nTargets:')
+    print(lm.target_report(results, limits, batch, loads))
+    report.update(machine=machine.to_dict(), pairs=[r.to_dict() for r in results],
+                  limits=limits, loads=loads)
 
 
 def main() -> None:
@@ -67,7 +144,14 @@ def main() -> None:
     bm.set_allocator(args.allocator)
     start = time.time()
     report = dict(environment=bm.environment(), args=vars(args))
+    pairs = [bm.parse_pair(m) for m in args.models] or preset.get('pairs', [])
 
+    if args.explain:
+        specs = [kw for kw, _ in pairs] or ([args.layer_profile] if args.layer_profile else [])
+        if not specs:
+            sys.exit('--explain needs models, --preset or --layer-profile MODEL')
+        print(explain(specs, batch, args.size or 224))
+        return
     if args.layer:
         parts = [int(v) for v in args.layer.split(',')]
         if not 3 <= len(parts) <= 5:
@@ -78,25 +162,18 @@ def main() -> None:
         print(bm.format_layer_rows([row]))
         report['layers'] = [row]
     elif args.layer_profile:
-        rows = bm.layer_profile(args.layer_profile, batch, args.size or 224, args.reps,
-                                args.warmup)
-        print(bm.format_layer_profile(rows))
-        report['layer_profile'] = rows
+        from kw_mm.analysis import limit as lm
+        from kw_mm.analysis.machine import machine_report
+        machine = machine_report(threads)
+        rows = lm.profile_limits(args.layer_profile, machine.gemm_flops, batch,
+                                 args.size or 224, args.reps, args.warmup, args.with_reference)
+        print(machine.header() + '\n')
+        print(lm.format_layer_limits(rows))
+        report.update(machine=machine.to_dict(), layer_profile=rows)
     else:
-        pairs = [bm.parse_pair(m) for m in args.models] or preset.get('pairs', [])
         if not pairs:
             sys.exit('give models, --preset, --layer or --layer-profile (see --help)')
-        metrics = [m for m in args.metrics.split(',') if m]
-        results = []
-        for i, (kw, plain) in enumerate(pairs, 1):
-            print(f'[{i}/{len(pairs)}] {kw} vs {plain} (threads={threads}, batch={batch})',
-                  flush=True)
-            results.append(bm.benchmark_pair(kw, plain, batch, args.size or 224, args.reps,
-                                             args.warmup, metrics, args.with_reference,
-                                             not args.no_memory, not args.no_flops))
-        print()
-        print(bm.format_pairs(results, batch))
-        report['pairs'] = [r.to_dict() for r in results]
+        run_pairs(args, pairs, threads, batch, report)
     report['environment_end'] = bm.environment()
     report['seconds'] = time.time() - start
     if args.json:

@@ -1,0 +1,131 @@
+"""The machine a benchmark runs on: CPU, caches, threads, measured GEMM rate, competing load.
+
+A speed ratio means little without the machine: the issue behind this module measured the same
+code at 1.72x on an Intel Xeon and 2.29x on an AMD EPYC. Every benchmark table therefore names
+the CPU model, its cache sizes (read from the system, :mod:`kw_mm.cnn.machine`) and the thread
+count, and measures the machine's matrix-product rate, from which
+:mod:`kw_mm.analysis.limit` computes what a KW layer cannot beat on that machine.
+:func:`competing_load` keeps cores busy with another process, for measuring under load.
+"""
+import os
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from typing import Iterator, List, Optional, Tuple
+
+import torch
+
+from kw_mm.cnn.machine import machine_caches
+
+#: Side of the square float32 product whose rate is "the GEMM rate" of the machine: large
+#: enough for the library's best kernels, small enough (3 MB of operands) to measure in
+#: milliseconds.
+GEMM_SIZE = 512
+
+
+def measure_gemm_rate(threads: Optional[int] = None, size: int = GEMM_SIZE,
+                      seconds: float = 0.3) -> float:
+    """The machine's matrix-product rate in FLOP/s (one multiply-add = one FLOP, as
+    :mod:`kw_mm.analysis.flops` counts), at ``threads`` threads.
+
+    The best of as many ``size``-cube float32 products as fit in ``seconds``: the rate the
+    cores reach when nothing disturbs them, which is what a limit should assume (on a busy
+    machine the best round is the least disturbed one).
+
+    Args:
+        threads (int, optional): Defaults to ``torch.get_num_threads()``.
+        size (int): Side of the square matrices. Defaults to :data:`GEMM_SIZE`.
+        seconds (float): Time budget. Defaults to 0.3.
+    """
+    previous = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        gen = torch.Generator().manual_seed(0)
+        a = torch.randn(size, size, generator=gen)
+        b = torch.randn(size, size, generator=gen)
+        out = torch.mm(a, b)
+        best = float('inf')
+        deadline = time.perf_counter() + seconds
+        rounds = 0
+        while rounds < 3 or time.perf_counter() < deadline:
+            start = time.perf_counter()
+            torch.mm(a, b, out=out)
+            best = min(best, time.perf_counter() - start)
+            rounds += 1
+    finally:
+        torch.set_num_threads(previous)
+    return size**3 / best
+
+
+@dataclass
+class MachineReport:
+    """What a benchmark's numbers depend on."""
+
+    cpu: str
+    caches: str
+    l2_per_core: int
+    cpu_count: int
+    threads: int
+    gemm_flops: float  # FLOP/s at ``threads``
+    loadavg: Optional[Tuple[float, float, float]]
+    competing_processes: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def header(self) -> str:
+        """One line for the top of a table."""
+        load = ('-' if self.loadavg is None else
+                '/'.join(f'{v:.1f}' for v in self.loadavg))
+        text = (f'CPU: {self.cpu} ({self.cpu_count} CPUs); caches: {self.caches}; '
+                f'{self.threads} threads; GEMM rate {self.gemm_flops / 1e9:.0f} GFLOP/s '
+                f'({GEMM_SIZE}^3 float32, best round); load average {load}')
+        if self.competing_processes:
+            text += f'; {self.competing_processes} competing busy process(es)'
+        return text
+
+
+def loadavg() -> Optional[Tuple[float, float, float]]:
+    try:
+        return os.getloadavg()
+    except OSError:  # pragma: no cover (not on every system)
+        return None
+
+
+def machine_report(threads: Optional[int] = None, gemm_seconds: float = 0.3,
+                   competing_processes: int = 0) -> MachineReport:
+    """Describe this machine and measure its GEMM rate at ``threads`` threads."""
+    caches = machine_caches()
+    threads = threads or torch.get_num_threads()
+    return MachineReport(caches.cpu, caches.describe(), caches.l2_per_core,
+                         os.cpu_count() or 1, threads,
+                         measure_gemm_rate(threads, seconds=gemm_seconds), loadavg(),
+                         competing_processes)
+
+
+#: The competing process: a busy loop, as a data-loading worker or a second job would be.
+_BUSY_LOOP = 'while True:\n    pass\n'
+
+
+@contextmanager
+def competing_load(processes: int = 1) -> Iterator[List[subprocess.Popen]]:
+    """Keep ``processes`` CPU cores busy with other processes while the block runs.
+
+    Each is a Python busy loop (one core each), started before the block and ended (by its
+    own process handle) after it, also on errors.
+    """
+    if processes < 0:
+        raise ValueError(f'processes must be >= 0, got {processes}')
+    procs = [subprocess.Popen([sys.executable, '-c', _BUSY_LOOP]) for _ in range(processes)]
+    try:
+        time.sleep(0.2 if procs else 0)  # let them start spinning
+        yield procs
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.wait()
+
