@@ -58,7 +58,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--with-reference', action='store_true',
                         help="also time the KW models' straightforward implementation")
     parser.add_argument('--no-memory', action='store_true', help='skip peak memory')
-    parser.add_argument('--no-flops', action='store_true', help='skip the FLOP count')
+    parser.add_argument('--no-flops', action='store_true',
+                        help='skip the FLOP count (and so the limits)')
     parser.add_argument('--explain', action='store_true',
                         help='print the fast path and blocks of every KW layer and why; no '
                         'timing')
@@ -70,67 +71,6 @@ def parse_args() -> argparse.Namespace:
                         'attention)')
     parser.add_argument('--json', help='write the results to this JSON file')
     return parser.parse_args()
-
-
-def explain(specs, batch: int, size: int) -> str:
-    """The fast path plan of every KW layer of every model in ``specs``."""
-    from kw_mm.analysis import benchmark as bm
-    from kw_mm.cnn.explain import explain_model, format_explanation
-    texts = []
-    for spec in specs:
-        model = bm.build_spec(bm.load_spec(spec)).eval()
-        plans = explain_model(model, torch.randn(batch, 3, size, size))
-        texts.append(f'# {spec} (batch {batch}, {size}x{size})\n' + format_explanation(plans))
-    return '\n\n'.join(texts)
-
-
-def run_pairs(args, pairs, threads: int, batch: int, report: dict) -> None:
-    """Benchmark the pairs, their limits and (with --load) their ratios under load."""
-    from kw_mm.analysis import benchmark as bm
-    from kw_mm.analysis import limit as lm
-    from kw_mm.analysis.machine import competing_load, machine_report
-    size = args.size or 224
-    machine = machine_report(threads)
-    print(machine.header(), flush=True)
-    metrics = [m for m in args.metrics.split(',') if m]
-    results, limits, loads = [], {}, {}
-    for i, (kw, plain) in enumerate(pairs, 1):
-        print(f'[{i}/{len(pairs)}] {kw} vs {plain} (threads={threads}, batch={batch})',
-              flush=True)
-        result = bm.benchmark_pair(kw, plain, batch, size, args.reps, args.warmup, metrics,
-                                   args.with_reference, not args.no_memory,
-                                   not args.no_flops and not args.no_limit)
-        results.append(result)
-        if not args.no_limit:
-            print('  limits: every KW layer alone', flush=True)
-            limits[result.kw] = lm.pair_limits(kw, result, machine.gemm_flops, batch, size)
-        if args.load:
-            print(f'  eval_bN with {args.load} busy core(s)', flush=True)
-            with competing_load(args.load):
-                loaded = bm.benchmark_pair(kw, plain, batch, size, args.reps, args.warmup,
-                                           ['eval_bN'], memory=False, flops=False,
-                                           log=lambda text: None)
-            loads[result.kw] = lm.load_ratios(result, loaded)
-            report.setdefault('loaded', []).append(loaded.to_dict())
-    print()
-    print(machine.header())
-    print()
-    print(bm.format_pairs(results, batch))
-    if limits:
-        print('\nLimits (plain + assembly at the GEMM rate + attention; train: assembly and '
-              f'attention x{lm.TRAIN_FACTOR}):\n')
-        print(lm.format_model_limits(limits, batch))
-        for name, lim in limits.items():
-            print(f'\nKW layers of {name}, eval, batch {batch}:\n')
-            print(lm.format_layer_limits(lim['layers']))
-    if loads:
-        print(f'\nUnder load ({args.load} busy core(s)), eval b{batch}, KW/plain loaded / '
-              'quiet: ' + ', '.join(f"{k} {v['eval_bN']:.2f}x" for k, v in loads.items()
-                                    if 'eval_bN' in v))
-    print('\nTargets:')
-    print(lm.target_report(results, limits, batch, loads))
-    report.update(machine=machine.to_dict(), pairs=[r.to_dict() for r in results],
-                  limits=limits, loads=loads)
 
 
 def main() -> None:
@@ -146,17 +86,23 @@ def main() -> None:
     report = dict(environment=bm.environment(), args=vars(args))
     pairs = [bm.parse_pair(m) for m in args.models] or preset.get('pairs', [])
 
-    if args.explain:
-        specs = [kw for kw, _ in pairs] or ([args.layer_profile] if args.layer_profile else [])
-        if not specs:
-            sys.exit('--explain needs models, --preset or --layer-profile MODEL')
-        print(explain(specs, batch, args.size or 224))
-        return
     if args.layer:
         parts = [int(v) for v in args.layer.split(',')]
         if not 3 <= len(parts) <= 5:
             sys.exit(f'--layer wants CIN,COUT,K[,STRIDE[,GROUPS]], got {args.layer!r}')
         cin, cout, k, stride, groups = (parts + [1, 1])[:5]
+    if args.explain:
+        from kw_mm.analysis.bench_session import explain_layer_spec, explain_models
+        if args.layer:
+            print(explain_layer_spec(cin, cout, k, args.size or 14, batch, stride, groups,
+                                     args.budget))
+            return
+        specs = [kw for kw, _ in pairs] or ([args.layer_profile] if args.layer_profile else [])
+        if not specs:
+            sys.exit('--explain needs models, --preset, --layer or --layer-profile MODEL')
+        print(explain_models(specs, batch, args.size or 224))
+        return
+    if args.layer:
         row = bm.benchmark_layer(cin, cout, k, args.size or 14, batch, stride, groups, args.bias,
                                  args.budget, max(args.reps, 5), args.warmup, args.channels_last)
         print(bm.format_layer_rows([row]))
@@ -173,7 +119,14 @@ def main() -> None:
     else:
         if not pairs:
             sys.exit('give models, --preset, --layer or --layer-profile (see --help)')
-        run_pairs(args, pairs, threads, batch, report)
+        from kw_mm.analysis.bench_session import format_session, run_session, session_to_dict
+        session = run_session(pairs, threads, batch, args.size or 224, args.reps, args.warmup,
+                              [m for m in args.metrics.split(',') if m], args.with_reference,
+                              not args.no_memory, not args.no_limit and not args.no_flops,
+                              args.load, log=lambda text: print(text, flush=True))
+        print()
+        print(format_session(session))
+        report.update(session_to_dict(session))
     report['environment_end'] = bm.environment()
     report['seconds'] = time.time() - start
     if args.json:
