@@ -26,7 +26,7 @@ import torch
 import torch.nn as nn
 
 from kw_mm.cnn import KWConvNd
-from kw_mm.cnn.explain import explain_layer
+from kw_mm.cnn.explain import explain_layer, record_kw_inputs
 from kw_mm.cnn.fast import use_kw_impl
 from .benchmark import (TARGETS, PairResult, build_spec, calibrate_norms, interleaved_times,
                         load_spec)
@@ -48,22 +48,8 @@ PROFILE_TOP = 4
 # ----------------------------------------------------------------------------------- layers
 def capture_kw_inputs(model: nn.Module, inputs: torch.Tensor) -> Dict[str, torch.Tensor]:
     """The input of every KW layer in one forward pass of ``model`` (no gradients)."""
-    captured: Dict[str, torch.Tensor] = {}
-
-    def record(name: str):
-        def hook(module, args) -> None:
-            captured.setdefault(name, args[0].detach().clone())
-        return hook
-
-    hooks = [m.register_forward_pre_hook(record(name)) for name, m in model.named_modules()
-             if isinstance(m, KWConvNd)]
-    try:
-        with torch.inference_mode():
-            model(inputs, mode='tensor')
-    finally:
-        for h in hooks:
-            h.remove()
-    return captured
+    with torch.inference_mode():
+        return record_kw_inputs(model, lambda: model(inputs, mode='tensor'))
 
 
 def plain_conv(layer: KWConvNd) -> nn.Module:

@@ -9,7 +9,7 @@ on another CPU sees which path and blocks were chosen and why (``tools/analysis/
 """
 import math
 from dataclasses import dataclass, field
-from typing import List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -96,28 +96,35 @@ def explain_layer(geo: KWGeometry, input_shape: Sequence[int], itemsize: int = 4
     return LayerPlan(path, route, input_shape, blocks, row_bytes, budget, rule, extra)
 
 
-def explain_model(model: nn.Module, inputs: torch.Tensor) -> List[Tuple[str, LayerPlan]]:
-    """:func:`explain_layer` for every KW layer of ``model`` at the input sizes of one forward
-    pass with ``inputs`` (no gradients)."""
+def record_kw_inputs(model: nn.Module, run: Callable[[], object]) -> Dict[str, torch.Tensor]:
+    """A copy of the input of every KW layer of ``model`` (first call) while ``run()`` runs."""
     from .kw_conv import KWConvNd  # kw_conv imports the fast paths, which do not import this
-    shapes = {}
+    captured: Dict[str, torch.Tensor] = {}
 
     def record(name: str):
         def hook(module, args) -> None:
-            shapes.setdefault(name, tuple(args[0].shape))
+            if name not in captured:  # a copy: later in-place ops may change the input
+                captured[name] = args[0].detach().clone()
         return hook
 
     hooks = [m.register_forward_pre_hook(record(name)) for name, m in model.named_modules()
              if isinstance(m, KWConvNd)]
     try:
-        with torch.no_grad():
-            model(inputs)
+        run()
     finally:
         for h in hooks:
             h.remove()
+    return captured
+
+
+def explain_model(model: nn.Module, inputs: torch.Tensor) -> List[Tuple[str, LayerPlan]]:
+    """:func:`explain_layer` for every KW layer of ``model`` at the input sizes of one forward
+    pass with ``inputs`` (no gradients)."""
+    with torch.no_grad():
+        layer_inputs = record_kw_inputs(model, lambda: model(inputs))
     modules = dict(model.named_modules())
-    return [(name, explain_layer(modules[name].geometry, shape, inputs.element_size(),
-                                 inputs.device)) for name, shape in shapes.items()]
+    return [(name, explain_layer(modules[name].geometry, x.shape, x.element_size(), x.device))
+            for name, x in layer_inputs.items()]
 
 
 def format_explanation(plans: Sequence[Tuple[str, LayerPlan]]) -> str:

@@ -21,7 +21,7 @@ the convolution library reorders them again into its own. This path needs neithe
   batched products with the cells (no kernels kept between forward and backward).
 
 Same math as :func:`~kw_mm.cnn.functional.kw_conv_reference`, checked by
-``tests/test_fast_kw.py``; plain ``torch`` (``bmm``), so it runs on any device.
+``tests/test_cnn/test_fast.py``; plain ``torch`` (``bmm``), so it runs on any device.
 """
 import math
 from typing import List, Optional, Sequence, Tuple
@@ -91,10 +91,15 @@ def im2col(x: torch.Tensor, geo: KWGeometry) -> Tuple[torch.Tensor, Tuple[int, .
         return strided_input(x, geo).reshape(batch, channels, -1), out_hw
     ph, pw = geo.padding
     padded = F.pad(x, (pw, pw, ph, ph)) if ph or pw else x
-    cols = x.new_empty(batch, geo.groups_spatial, channels, *out_hw)
-    for s, (rows, columns) in enumerate(_taps(geo, out_hw)):
-        cols[:, s] = padded[:, :, rows, columns]
-    return cols.view(batch, -1, out_hw[0] * out_hw[1]), out_hw
+    (kh, kw), (sh, sw), (dh, dw) = geo.kernel_size, geo.stride, geo.dilation
+    s_b, s_c, s_h, s_w = padded.stride()
+    # Every kernel position's window of the padded input as one strided view
+    # [B, kh, kw, C, Ho, Wo], gathered by a single copy: one parallel region instead of one
+    # per kernel position (short regions are what a competing process makes expensive).
+    windows = padded.as_strided((batch, kh, kw, channels, *out_hw),
+                                (s_b, dh * s_h, dw * s_w, s_c, sh * s_h, sw * s_w),
+                                padded.storage_offset())
+    return windows.reshape(batch, -1, out_hw[0] * out_hw[1]), out_hw
 
 
 def col2im(grad_cols: torch.Tensor, geo: KWGeometry, x_shape: torch.Size,
