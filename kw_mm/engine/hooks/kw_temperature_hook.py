@@ -110,6 +110,12 @@ class KWTemperatureHook(Hook):
     Every training iteration writes ``kw_temperature`` to the run's scalars, so it is logged
     next to the loss and lands in ``vis_data/scalars.json``.
 
+    The hook family: subclasses anneal another method's temperature with the same linear
+    schedule, from :attr:`start` to :attr:`end` (``t = end + (start - end) * f`` with
+    ``f = max(0, 1 - (iter + 1) / (T * iters_per_epoch))``), by overriding the class attributes
+    below (e.g. :class:`~kw_mm.engine.hooks.DynamicConvTemperatureHook`: DY-Conv and ODConv,
+    30 -> 1).
+
     Args:
         anneal_epochs (float): ``T``, the number of epochs over which ``t`` falls from 1 to 0
             (a fraction is allowed). Must be > 0.
@@ -119,6 +125,13 @@ class KWTemperatureHook(Hook):
     """
 
     priority = 'NORMAL'
+    #: The temperature before the first iteration and after the anneal.
+    start, end = 1.0, 0.0
+    #: Which layers the hook drives (for messages) and the scalar it logs.
+    family = 'KernelWarehouse'
+    scalar_key = SCALAR_KEY
+    #: Sets the temperature on every layer of the family; returns how many it reached.
+    set_model_temperature = staticmethod(set_temperature)
 
     def __init__(self, anneal_epochs: float) -> None:
         if isinstance(anneal_epochs, bool) or not isinstance(anneal_epochs, (int, float)):
@@ -136,13 +149,18 @@ class KWTemperatureHook(Hook):
         return runner.model.module if is_model_wrapper(runner.model) else runner.model
 
     def _apply(self, runner, t: float) -> None:
-        set_temperature(self._model(runner), t)
+        self.set_model_temperature(self._model(runner), t)
+
+    def schedule(self, fraction: float) -> float:
+        """The temperature at ``fraction`` (1 -> 0) of the anneal: from start to end."""
+        return self.end + (self.start - self.end) * fraction
 
     def current_temperature(self, runner) -> float:
-        """Temperature of the last training iteration run so far (1 before the first)."""
+        """Temperature of the last training iteration run so far (start before the first)."""
         if not runner.iter:
-            return 1.0
-        return temperature_at(runner.iter - 1, self.anneal_epochs, self._iters_per_epoch)
+            return self.start
+        return self.schedule(
+            temperature_at(runner.iter - 1, self.anneal_epochs, self._iters_per_epoch))
 
     # ------------------------------------------------------------------ training
     def before_train(self, runner) -> None:
@@ -150,23 +168,26 @@ class KWTemperatureHook(Hook):
         if iters <= 0:
             raise ValueError('KWTemperatureHook needs a train dataloader with at least one batch')
         self._iters_per_epoch = iters
-        if set_temperature(self._model(runner), self.current_temperature(runner)) == 0:
-            print_log('KWTemperatureHook: the model has no KernelWarehouse layer; the hook '
-                      'does nothing', logger='current', level=logging.WARNING)
-        print_log(f'KWTemperatureHook: t falls from 1 to 0 over {self.anneal_epochs:g} epochs '
+        name = type(self).__name__
+        if self.set_model_temperature(self._model(runner),
+                                      self.current_temperature(runner)) == 0:
+            print_log(f'{name}: the model has no {self.family} layer; the hook does nothing',
+                      logger='current', level=logging.WARNING)
+        print_log(f'{name}: t falls from {self.start:g} to {self.end:g} over '
+                  f'{self.anneal_epochs:g} epochs '
                   f'({int(math.ceil(self.anneal_epochs * iters))} iterations of {iters} per '
                   f'epoch); starting at iteration {runner.iter}', logger='current')
         if runner.max_iters != runner.max_epochs * iters:
-            print_log(f'KWTemperatureHook: the train loop is not epoch based (max_iters '
+            print_log(f'{name}: the train loop is not epoch based (max_iters '
                       f'{runner.max_iters} != max_epochs {runner.max_epochs} x {iters}); '
                       'evaluating its checkpoints cannot derive their t (they would take '
                       'max_iters / max_epochs as the epoch length): evaluate after the anneal',
                       logger='current', level=logging.WARNING)
 
     def before_train_iter(self, runner, batch_idx: int, data_batch: DATA_BATCH = None) -> None:
-        t = temperature_at(runner.iter, self.anneal_epochs, self._iters_per_epoch)
+        t = self.schedule(temperature_at(runner.iter, self.anneal_epochs, self._iters_per_epoch))
         self._apply(runner, t)
-        runner.message_hub.update_scalar(SCALAR_KEY, t)
+        runner.message_hub.update_scalar(self.scalar_key, t)
 
     def after_train(self, runner) -> None:
         self._iters_per_epoch = None
@@ -175,12 +196,13 @@ class KWTemperatureHook(Hook):
     def _evaluation_temperature(self, runner) -> float:
         if self._iters_per_epoch is not None:  # inside runner.train()
             return self.current_temperature(runner)
-        t = 0.0 if self._loaded_temperature is None else self._loaded_temperature
+        t = self.end if self._loaded_temperature is None else self._loaded_temperature
         source = ('no training-run checkpoint loaded: the trained model'
                   if self._loaded_temperature is None else
                   f"the loaded checkpoint's last training iteration, T = "
                   f'{self.anneal_epochs:g} epochs')
-        print_log(f'KWTemperatureHook: evaluating at t = {t:g} ({source})', logger='current')
+        print_log(f'{type(self).__name__}: evaluating at t = {t:g} ({source})',
+                  logger='current')
         return t
 
     def before_val(self, runner) -> None:
@@ -192,7 +214,8 @@ class KWTemperatureHook(Hook):
     # ------------------------------------------------------------------ checkpoints
     def checkpoint_temperature(self, checkpoint: Any) -> Optional[float]:
         """The t of ``checkpoint`` under this hook's schedule (:func:`checkpoint_temperature`)."""
-        return checkpoint_temperature(checkpoint, self.anneal_epochs)
+        fraction = checkpoint_temperature(checkpoint, self.anneal_epochs)
+        return None if fraction is None else self.schedule(fraction)
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
         self._loaded_temperature = self.checkpoint_temperature(checkpoint)

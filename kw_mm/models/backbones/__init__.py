@@ -1,5 +1,7 @@
+from .dynamic_mobilenet_v2 import DynamicMobileNetV2
+from .dynamic_resnet import DynamicResNet
 from .kw_convnext import KWConvNeXt
 from .kw_mobilenet_v2 import KWMobileNetV2
 from .kw_resnet import KWResNet
 
-__all__ = ['KWResNet', 'KWMobileNetV2', 'KWConvNeXt']
+__all__ = ['KWResNet', 'KWMobileNetV2', 'KWConvNeXt', 'DynamicResNet', 'DynamicMobileNetV2']

@@ -228,7 +228,8 @@ class BaseKWBackbone(BaseModule):
     def _layout_hint(self, state: Dict) -> str:
         """Name the KW layouts on both sides when the warehouses differ."""
         rows = []
-        for i, spec in enumerate(self.warehouse_manager.specs):
+        manager = getattr(self, 'warehouse_manager', None)  # rival backbones have none
+        for i, spec in enumerate(manager.specs if manager is not None else ()):
             key = f'warehouse_manager.weights.{i}'
             expected = (spec.num_cells, *spec.cell_shape)
             if key not in state:

@@ -123,8 +123,83 @@ class KWBottleneck(nn.Module):
         return self.relu(identity + self.drop_path(out))
 
 
+class ResNetSkeleton(BaseKWBackbone):
+    """The ResNet every kw_mm ResNet shares: stem, four stages of blocks, outputs, freezing.
+
+    Module names equal mmpretrain's / torchvision's ResNet (``conv1``, ``bn1``,
+    ``layer1.0.conv2``, ``layer2.0.downsample.0`` ...). Subclasses set ``self.block``,
+    ``self.stage_blocks``, ``self.drop_path_rate`` and ``self.norm_cfg``, call
+    :meth:`build_network` and implement :meth:`make_stage`, which decides what kind of
+    convolution each layer is.
+    """
+
+    arch_settings = {
+        18: (KWBasicBlock, (2, 2, 2, 2)),
+        34: (KWBasicBlock, (3, 4, 6, 3)),
+        50: (KWBottleneck, (3, 4, 6, 3)),
+        101: (KWBottleneck, (3, 4, 23, 3)),
+        152: (KWBottleneck, (3, 8, 36, 3)),
+    }
+
+    def build_network(self, in_channels: int, stem_channels: int, base_channels: int) -> None:
+        """The plain stem and the four stages (from :meth:`make_stage`), then their init."""
+        self.conv1 = nn.Conv2d(in_channels, stem_channels, kernel_size=7, stride=2, padding=3,
+                               bias=False)
+        self.bn1 = build_norm_layer(self.norm_cfg, stem_channels)[1]
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+
+        self.res_layers: List[str] = []
+        in_channels = stem_channels
+        layer_index = 0  # the reference's running block counter, part of the warehouse names
+        for stage, num_blocks in enumerate(self.stage_blocks):
+            planes = base_channels * 2**stage
+            layer, layer_index = self.make_stage(stage, in_channels, planes, num_blocks,
+                                                 layer_index)
+            in_channels = planes * self.block.expansion
+            name = f'layer{stage + 1}'
+            self.add_module(name, layer)
+            self.res_layers.append(name)
+        self._init_plain_layers()
+
+    def make_stage(self, stage: int, in_channels: int, planes: int, num_blocks: int,
+                   layer_index: int) -> Tuple[nn.Sequential, int]:
+        """Build stage ``stage``; returns it and the running block counter."""
+        raise NotImplementedError
+
+    def _init_plain_layers(self) -> None:
+        """Kaiming (fan_out) normal convolutions, unit/zero norms (as the reference).
+
+        Runs before the warehouses are allocated: the attentions and cells have their own
+        initialization (:class:`~kw_mm.cnn.WarehouseManager`).
+        """
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode='fan_out', nonlinearity='relu')
+            elif isinstance(m, (_BatchNorm, nn.GroupNorm)):
+                nn.init.constant_(m.weight, 1)
+                nn.init.constant_(m.bias, 0)
+
+    def stage_modules(self, index: int) -> List[nn.Module]:
+        """Stage ``index``: 0 is the stem (conv1, bn1), 1..4 are ``layer1``..``layer4``."""
+        if not 0 <= index <= self.num_stages:
+            raise IndexError(f'stage index must be in [0, {self.num_stages}], got {index}')
+        if index == 0:
+            return [self.conv1, self.bn1]
+        return [getattr(self, self.res_layers[index - 1])]
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        outs = {}
+        for i, name in enumerate(self.res_layers):
+            x = getattr(self, name)(x)
+            outs[i] = x
+        return self.collect_outputs(outs)
+
+
 @MODELS.register_module()
-class KWResNet(BaseKWBackbone):
+class KWResNet(ResNetSkeleton):
     """ResNet backbone built with KernelWarehouse convolutions.
 
     A re-implementation of the KW ResNets of the reference release with mmpretrain's interface:
@@ -191,13 +266,6 @@ class KWResNet(BaseKWBackbone):
         (1, 512, 2, 2)
     """
 
-    arch_settings = {
-        18: (KWBasicBlock, (2, 2, 2, 2)),
-        34: (KWBasicBlock, (3, 4, 6, 3)),
-        50: (KWBottleneck, (3, 4, 6, 3)),
-        101: (KWBottleneck, (3, 4, 23, 3)),
-        152: (KWBottleneck, (3, 8, 36, 3)),
-    }
     #: The budgets of the paper's ResNets.
     budgets = (0.25, 0.5, 1, 2, 4)
 
@@ -247,25 +315,7 @@ class KWResNet(BaseKWBackbone):
             nonlocal_basis_ratio=nonlocal_basis_ratio,
             norm=attention_norm)
 
-        self.conv1 = nn.Conv2d(in_channels, stem_channels, kernel_size=7, stride=2, padding=3,
-                               bias=False)
-        self.bn1 = build_norm_layer(self.norm_cfg, stem_channels)[1]
-        self.relu = nn.ReLU(inplace=True)
-        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
-
-        self.res_layers: List[str] = []
-        in_channels = stem_channels
-        layer_index = 0  # the reference's running block counter, part of the warehouse names
-        for stage, num_blocks in enumerate(self.stage_blocks):
-            planes = base_channels * 2**stage
-            layer, layer_index = self._make_stage(stage, in_channels, planes, num_blocks,
-                                                  layer_index)
-            in_channels = planes * self.block.expansion
-            name = f'layer{stage + 1}'
-            self.add_module(name, layer)
-            self.res_layers.append(name)
-
-        self._init_plain_layers()
+        self.build_network(in_channels, stem_channels, base_channels)
         self.build_warehouses()
 
     # ------------------------------------------------------------------ construction
@@ -274,8 +324,8 @@ class KWResNet(BaseKWBackbone):
         """The reference's layer name; stage -1 (before the first stage) means a normal conv."""
         return f'stage{stage}_layer{layer}_conv{conv}' if stage >= 0 else None
 
-    def _make_stage(self, stage: int, in_channels: int, planes: int, num_blocks: int,
-                    layer_index: int) -> Tuple[nn.Sequential, int]:
+    def make_stage(self, stage: int, in_channels: int, planes: int, num_blocks: int,
+                   layer_index: int) -> Tuple[nn.Sequential, int]:
         """Build one stage; returns it and the running block counter.
 
         Layers are reserved in the reference's order (the downsample before the first block)
@@ -315,36 +365,5 @@ class KWResNet(BaseKWBackbone):
             layer_index = 1 if first else layer_index + 1
         return nn.Sequential(*blocks), layer_index
 
-    def _init_plain_layers(self) -> None:
-        """Kaiming (fan_out) normal convolutions, unit/zero norms (as the reference).
-
-        Runs before the warehouses are allocated: the attentions and cells have their own
-        initialization (:class:`~kw_mm.cnn.WarehouseManager`).
-        """
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode='fan_out', nonlinearity='relu')
-            elif isinstance(m, (_BatchNorm, nn.GroupNorm)):
-                nn.init.constant_(m.weight, 1)
-                nn.init.constant_(m.bias, 0)
-
-    # ------------------------------------------------------------------ BaseKWBackbone
-    def stage_modules(self, index: int) -> List[nn.Module]:
-        """Stage ``index``: 0 is the stem (conv1, bn1), 1..4 are ``layer1``..``layer4``."""
-        if not 0 <= index <= self.num_stages:
-            raise IndexError(f'stage index must be in [0, {self.num_stages}], got {index}')
-        if index == 0:
-            return [self.conv1, self.bn1]
-        return [getattr(self, self.res_layers[index - 1])]
-
     def variant_name(self) -> str:
         return f'KWResNet(depth={self.depth}, budget={self.budget:g})'
-
-    # ------------------------------------------------------------------ forward
-    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        outs = {}
-        for i, name in enumerate(self.res_layers):
-            x = getattr(self, name)(x)
-            outs[i] = x
-        return self.collect_outputs(outs)
