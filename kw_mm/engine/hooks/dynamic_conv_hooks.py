@@ -65,7 +65,7 @@ class DynamicConvFinetuneHook(KWFinetuneHook):
     temperature = TemperedAttention.final_temperature
     family = 'DY-Conv / ODConv'
     set_model_temperature = staticmethod(set_softmax_temperature)
-    conflicting_hooks = ('DynamicConvTemperatureHook', )
+    conflicting_hooks = (DynamicConvTemperatureHook, )
 
     def announcement(self, count, model, stage) -> str:
         return (f'DynamicConvFinetuneHook: softmax temperature t = {self.temperature:g} on '

@@ -7,21 +7,18 @@ one-hot ``beta`` never enters the attention.
 """
 from typing import Optional, Union
 
-import torch.nn as nn
-from mmengine.hooks import Hook
-from mmengine.model import is_model_wrapper
-
-from kw_mm.cnn import set_temperature
 from kw_mm.registry import HOOKS
+from .base import BaseTemperatureHook
+from .kw_temperature_hook import KWTemperatureHook
 
 DataBatch = Optional[Union[dict, tuple, list]]
 
 #: Hooks that change the temperature and therefore cannot run beside this one.
-CONFLICTING_HOOKS = ('KWTemperatureHook', )
+CONFLICTING_HOOKS = (KWTemperatureHook, )
 
 
 @HOOKS.register_module()
-class KWFinetuneHook(Hook):
+class KWFinetuneHook(BaseTemperatureHook):
     """Keep every KW attention at temperature ``t = 0`` for a whole fine-tuning run.
 
     Before training, before every training iteration, and before validation and testing, the
@@ -43,20 +40,14 @@ class KWFinetuneHook(Hook):
     """
 
     priority = 'HIGH'  # before hooks that may run a forward pass in the same stage
-    #: The fine-tuning temperature, the layers it is set on, and the hooks it excludes.
+    #: The fine-tuning temperature and the hooks it excludes.
     temperature = 0.0
-    family = 'KernelWarehouse'
-    set_model_temperature = staticmethod(set_temperature)
     conflicting_hooks = CONFLICTING_HOOKS
 
     def __init__(self) -> None:
         self._announced = False
 
-    @staticmethod
-    def _unwrap(model: nn.Module) -> nn.Module:
-        return model.module if is_model_wrapper(model) else model
-
-    def announcement(self, count: int, model: nn.Module, stage: str) -> str:
+    def announcement(self, count: int, model, stage: str) -> str:
         """What the hook logs once when it reached ``count`` attentions."""
         return (f'KWFinetuneHook: KernelWarehouse attention initialization disabled for the '
                 f'whole run (from {stage}): temperature t = 0 on {count} KW attentions of '
@@ -64,8 +55,8 @@ class KWFinetuneHook(Hook):
 
     def _disable_init(self, runner, stage: str) -> int:
         """Set the fine-tuning temperature on every attention; log once per run what was done."""
-        model = self._unwrap(runner.model)
-        count = self.set_model_temperature(model, self.temperature)
+        model = self.unwrapped_model(runner)
+        count = self.apply_temperature(runner, self.temperature)
         if not self._announced:
             self._announced = True
             if count:
@@ -77,7 +68,7 @@ class KWFinetuneHook(Hook):
 
     def before_run(self, runner) -> None:
         others = [type(h).__name__ for h in getattr(runner, 'hooks', ())
-                  if type(h).__name__ in self.conflicting_hooks]
+                  if isinstance(h, self.conflicting_hooks)]
         if others:
             raise ValueError(f'{type(self).__name__} keeps the temperature at '
                              f'{self.temperature:g} for fine-tuning, but the config also has '

@@ -9,12 +9,10 @@ import logging
 import math
 from typing import Any, Mapping, Optional, Union
 
-from mmengine.hooks import Hook
 from mmengine.logging import print_log
-from mmengine.model import is_model_wrapper
 
-from kw_mm.cnn import set_temperature
 from kw_mm.registry import HOOKS
+from .base import BaseTemperatureHook
 
 DATA_BATCH = Optional[Union[dict, tuple, list]]
 #: Key of the temperature in the run's scalars (``train/`` is dropped in the log and scalars.json).
@@ -77,15 +75,15 @@ def temperature_hook_in(cfg: Mapping) -> Optional['KWTemperatureHook']:
     """
     for hook in cfg.get('custom_hooks') or []:
         kind = hook.get('type') if isinstance(hook, Mapping) else None
-        if kind is KWTemperatureHook or (isinstance(kind, str)
-                                         and kind.split('.')[-1] == 'KWTemperatureHook'):
+        hook_class = HOOKS.get(kind) if isinstance(kind, str) else kind
+        if isinstance(hook_class, type) and issubclass(hook_class, KWTemperatureHook):
             return KWTemperatureHook(**{k: v for k, v in hook.items()
                                         if k not in ('type', 'priority')})
     return None
 
 
 @HOOKS.register_module()
-class KWTemperatureHook(Hook):
+class KWTemperatureHook(BaseTemperatureHook):
     """Anneal the temperature ``t`` of every KW attention from 1 to 0 over the first epochs.
 
     The hook keeps no schedule state: before every training iteration it computes
@@ -127,11 +125,8 @@ class KWTemperatureHook(Hook):
     priority = 'NORMAL'
     #: The temperature before the first iteration and after the anneal.
     start, end = 1.0, 0.0
-    #: Which layers the hook drives (for messages) and the scalar it logs.
-    family = 'KernelWarehouse'
+    #: The scalar it logs.
     scalar_key = SCALAR_KEY
-    #: Sets the temperature on every layer of the family; returns how many it reached.
-    set_model_temperature = staticmethod(set_temperature)
 
     def __init__(self, anneal_epochs: float) -> None:
         if isinstance(anneal_epochs, bool) or not isinstance(anneal_epochs, (int, float)):
@@ -144,13 +139,6 @@ class KWTemperatureHook(Hook):
         self._loaded_temperature: Optional[float] = None  # of a loaded checkpoint
 
     # ------------------------------------------------------------------ helpers
-    @staticmethod
-    def _model(runner):
-        return runner.model.module if is_model_wrapper(runner.model) else runner.model
-
-    def _apply(self, runner, t: float) -> None:
-        self.set_model_temperature(self._model(runner), t)
-
     def schedule(self, fraction: float) -> float:
         """The temperature at ``fraction`` (1 -> 0) of the anneal: from start to end."""
         return self.end + (self.start - self.end) * fraction
@@ -169,8 +157,7 @@ class KWTemperatureHook(Hook):
             raise ValueError('KWTemperatureHook needs a train dataloader with at least one batch')
         self._iters_per_epoch = iters
         name = type(self).__name__
-        if self.set_model_temperature(self._model(runner),
-                                      self.current_temperature(runner)) == 0:
+        if self.apply_temperature(runner, self.current_temperature(runner)) == 0:
             print_log(f'{name}: the model has no {self.family} layer; the hook does nothing',
                       logger='current', level=logging.WARNING)
         print_log(f'{name}: t falls from {self.start:g} to {self.end:g} over '
@@ -186,7 +173,7 @@ class KWTemperatureHook(Hook):
 
     def before_train_iter(self, runner, batch_idx: int, data_batch: DATA_BATCH = None) -> None:
         t = self.schedule(temperature_at(runner.iter, self.anneal_epochs, self._iters_per_epoch))
-        self._apply(runner, t)
+        self.apply_temperature(runner, t)
         runner.message_hub.update_scalar(self.scalar_key, t)
 
     def after_train(self, runner) -> None:
@@ -206,10 +193,10 @@ class KWTemperatureHook(Hook):
         return t
 
     def before_val(self, runner) -> None:
-        self._apply(runner, self._evaluation_temperature(runner))
+        self.apply_temperature(runner, self._evaluation_temperature(runner))
 
     def before_test(self, runner) -> None:
-        self._apply(runner, self._evaluation_temperature(runner))
+        self.apply_temperature(runner, self._evaluation_temperature(runner))
 
     # ------------------------------------------------------------------ checkpoints
     def checkpoint_temperature(self, checkpoint: Any) -> Optional[float]:
