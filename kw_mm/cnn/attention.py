@@ -141,11 +141,15 @@ class KWAttention(nn.Module):
         self.beta.copy_(beta)
         return cell
 
-    def logits(self, x: torch.Tensor) -> torch.Tensor:
-        """Unnormalized mixture logits ``[B, M, n + 1]`` (zero cell last)."""
+    def hidden(self, x: torch.Tensor) -> torch.Tensor:
+        """The hidden vector ``[B, h]`` of the attention MLP (pool, fc1, norm, ReLU)."""
         pooled = x.flatten(2).mean(dim=-1) if x.dim() > 2 else x
-        hidden = self.act1(self.norm1(self.fc1(pooled)))
-        z = self.fc2(hidden)
+        return self.act1(self.norm1(self.fc1(pooled)))
+
+    def logits(self, x: torch.Tensor, hidden: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Unnormalized mixture logits ``[B, M, n + 1]`` (zero cell last); ``hidden`` may be
+        given if already computed (KW* reads other heads from it)."""
+        z = self.fc2(self.hidden(x) if hidden is None else hidden)
         if self.use_basis:
             z = self._expand_basis(z)
         return z.view(x.shape[0], self.num_mixtures, self.planes_per_mixture)
@@ -161,14 +165,14 @@ class KWAttention(nn.Module):
         z = torch.cat([nonlocal_[:, :s], local, nonlocal_[:, s:], zero], dim=1)
         return z.reshape(batch, -1) + self.basis_bias
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, hidden: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Mixture weights ``alpha`` ``[B, M, n]`` (contiguous).
 
         Same math as :func:`~kw_mm.cnn.functional.kw_attention_reference` (CAF, then
         ``(1 - t) * a + t * beta``, zero-cell column dropped), fused into one pass that writes
         only the ``n`` kept columns: ``alpha = t * beta + z * ((1 - t) / (|z|_1 + eps))``.
         """
-        z = self.logits(x)
+        z = self.logits(x, hidden)
         denom = torch.linalg.vector_norm(z, ord=1, dim=-1, keepdim=True) + CAF_EPS
         t = self.temperature
         if t == 0.0:

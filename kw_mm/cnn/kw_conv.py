@@ -13,6 +13,7 @@ import torch.nn as nn
 from . import fast
 from .attention import KWAttention
 from .functional import KWGeometry, kw_attention_reference, kw_conv_reference
+from .kw_star import KWStarAttention, kw_star_conv
 
 IntOrTuple = Union[int, Sequence[int]]
 
@@ -107,6 +108,8 @@ class KWConvNd(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         cells = self.cells
+        if isinstance(self.attention, KWStarAttention):  # KW* (with ODConv's attentions)
+            return kw_star_conv(self, x)
         if fast.get_kw_impl() == 'reference':
             att = self.attention
             alpha = kw_attention_reference(att.logits(x), att.beta, att.temperature)

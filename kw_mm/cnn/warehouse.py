@@ -19,6 +19,7 @@ import torch
 import torch.nn as nn
 
 from .attention import NORM_LAYERS, KWAttention
+from .kw_star import KWStarAttention
 from .kw_conv import KW_LAYERS, KWConvNd, KWLinear
 
 PLAIN_LAYERS = {'conv1d': nn.Conv1d, 'conv2d': nn.Conv2d, 'conv3d': nn.Conv3d, 'linear': nn.Linear}
@@ -61,6 +62,9 @@ class WarehouseManager(nn.Module):
         nonlocal_basis_ratio (float): Below 1, attentions use the non-local basis.
             Defaults to 1.
         norm (str): Attention norm, ``'BN'`` or ``'LN'``. Defaults to ``'BN'``.
+        omni_attention (bool): KW* (paper Table 17): every attention also has ODConv's
+            channel, filter and spatial heads (:class:`~kw_mm.cnn.kw_star.KWStarAttention`).
+            Defaults to False.
 
     A per-warehouse argument is a scalar, a sequence in warehouse order, or a mapping from
     warehouse name to value (with an optional ``'default'`` entry).
@@ -73,7 +77,8 @@ class WarehouseManager(nn.Module):
                  cell_outplane_ratio: PerWarehouse = 1.0,
                  sharing_range: Sequence[str] = (),
                  nonlocal_basis_ratio: float = 1.0,
-                 norm: str = 'BN') -> None:
+                 norm: str = 'BN',
+                 omni_attention: bool = False) -> None:
         super().__init__()
         if norm not in NORM_LAYERS:
             raise ValueError(f'norm must be one of {sorted(NORM_LAYERS)}, got {norm!r}')
@@ -86,6 +91,7 @@ class WarehouseManager(nn.Module):
         self.sharing_range = tuple(sharing_range)
         self.nonlocal_basis_ratio = nonlocal_basis_ratio
         self.norm = norm
+        self.omni_attention = omni_attention
         self._reserved: Dict[str, List[tuple]] = {}
         self.specs: List[WarehouseSpec] = []
         self.weights = nn.ParameterList()
@@ -232,11 +238,16 @@ class WarehouseManager(nn.Module):
             geo_out, geo_in = spec.cell_out, spec.cell_in
             num_mixtures = ((layer.out_channels // geo_out) * (layer.in_channels // layer.groups //
                                                                 geo_in) * math.prod(layer.kernel_size))
-            attention = KWAttention(layer.in_channels, num_mixtures, spec.num_cells,
-                                    reduction=spec.reduction, norm=self.norm,
-                                    cell_num_ratio=spec.cell_num_ratio,
-                                    nonlocal_basis_ratio=self.nonlocal_basis_ratio,
-                                    start_cell=next_cell[w])
+            kwargs = dict(reduction=spec.reduction, norm=self.norm,
+                          cell_num_ratio=spec.cell_num_ratio,
+                          nonlocal_basis_ratio=self.nonlocal_basis_ratio, start_cell=next_cell[w])
+            if self.omni_attention:
+                attention = KWStarAttention(layer.in_channels, num_mixtures, spec.num_cells,
+                                            layer.out_channels, math.prod(layer.kernel_size),
+                                            **kwargs)
+            else:
+                attention = KWAttention(layer.in_channels, num_mixtures, spec.num_cells,
+                                        **kwargs)
             start = next_cell[w]
             end = attention.assign_cells(start, spec.cell_num_ratio)
             if end > spec.num_cells:

@@ -1,6 +1,6 @@
-"""Rival models through the tools as a user runs them: DY-Conv and ODConv train a few iterations
-of the demo set with their temperature annealed and logged, and a DY-Conv Mask R-CNN runs the
-demo detection path end to end."""
+"""Rival models through the tools as a user runs them: DY-Conv, ODConv and KW* train a few
+iterations of the demo set with their temperature annealed and logged, and a DY-Conv Mask R-CNN
+runs the demo detection path end to end."""
 import glob
 import json
 import re
@@ -15,7 +15,7 @@ from tests.helpers.tool_runs import ROOT, check, run
 
 DEMO_CFG = f'{ROOT}/configs/demo/kw1x-resnet18_demo-cls.py'
 
-#: The demo config with a tiny rival backbone, 2 classes, 2 epochs of 4 iterations.
+#: The demo config with a rival backbone, 2 classes, 2 epochs of 4 iterations.
 TINY_CFG = """
 _base_ = {base!r}
 classes = ('circle', 'square')
@@ -33,11 +33,20 @@ custom_hooks = [{hook!r}]
 default_hooks = dict(logger=dict(interval=1), checkpoint=dict(interval=2, max_keep_ckpts=1))
 """
 
+#: 8 images, batch 2: 4 iterations per epoch, T = 1 epoch. DY-Conv / ODConv: 30 -> 1 (the ODConv
+#: release's formula); KW*: KW's 1 -> 0.
+SOFTMAX_T = ('softmax_temperature', [1 + 29 * max(0, (4 - i) / 4) for i in range(1, 9)],
+             'DynamicConvTemperatureHook: t falls from 30 to 1')
+KW_T = ('kw_temperature', [max(0, 1 - i / 4) for i in range(1, 9)],
+        'KWTemperatureHook: t falls from 1 to 0')
 MODELS = {
     'dyconv': (dict(type='kw_mm.DynamicResNet', depth=18, method='dyconv'), 512,
-               dict(type='kw_mm.DynamicConvTemperatureHook', anneal_epochs=1)),
+               dict(type='kw_mm.DynamicConvTemperatureHook', anneal_epochs=1), SOFTMAX_T),
     'odconv': (dict(type='kw_mm.DynamicMobileNetV2', method='odconv', widen_factor=0.5), 1280,
-               dict(type='kw_mm.DynamicConvTemperatureHook', anneal_epochs=1)),
+               dict(type='kw_mm.DynamicConvTemperatureHook', anneal_epochs=1), SOFTMAX_T),
+    'kwstar': (dict(type='kw_mm.KWMobileNetV2', budget=4, widen_factor=0.5,
+                    omni_attention=True), 1280,
+               dict(type='kw_mm.KWTemperatureHook', anneal_epochs=1), KW_T),
 }
 
 
@@ -53,7 +62,7 @@ def demo_set(tmp_path_factory):
 @pytest.mark.parametrize('method', sorted(MODELS))
 def test_train_py_anneals_and_logs_the_temperature(demo_set, method):
     tmp, data_root = demo_set
-    backbone, channels, hook = MODELS[method]
+    backbone, channels, hook, (key, expected, message) = MODELS[method]
     cfg = tmp / f'{method}_tiny.py'
     cfg.write_text(TINY_CFG.format(base=DEMO_CFG, backbone=backbone, channels=channels,
                                    root=data_root, hook=hook))
@@ -62,12 +71,10 @@ def test_train_py_anneals_and_logs_the_temperature(demo_set, method):
     rows = [json.loads(line)
             for line in open(glob.glob(str(work_dir / '*' / 'vis_data' / 'scalars.json'))[0])]
     train = [r for r in rows if 'loss' in r]
-    # 8 images, batch 2: 4 iterations per epoch, T = 1 epoch: 30 -> 1 (ODConv release formula)
-    assert [r['softmax_temperature'] for r in train] == pytest.approx(
-        [1 + 29 * max(0, (4 - i) / 4) for i in range(1, 9)])
+    assert [r[key] for r in train] == pytest.approx(expected)
     assert all(r['loss'] == r['loss'] for r in train)  # finite, not NaN
-    assert any('accuracy/top1' in r for r in rows)  # validated at t = 1 after the anneal
-    assert 'DynamicConvTemperatureHook: t falls from 30 to 1' in proc.stdout + proc.stderr
+    assert any('accuracy/top1' in r for r in rows)  # validated after the anneal
+    assert message in proc.stdout + proc.stderr
 
 
 @pytest.mark.slow

@@ -302,6 +302,9 @@ class KWMobileNetV2(MobileNetV2Skeleton):
             convs are KW convs; the others are ``nn.Conv2d``. None takes the preset: all for
             1 and 4, ``(6, )`` for 0.5. Defaults to None.
         attention_norm (str): Attention norm, ``'BN'`` or ``'LN'``. Defaults to ``'BN'``.
+        omni_attention (bool): KW* (paper Table 17): every KW attention also computes ODConv's
+            channel, filter and spatial attentions (:mod:`kw_mm.cnn.kw_star`). Defaults to
+            False.
         init_cfg (dict, optional): ``dict(type='Pretrained', checkpoint=..., prefix=...)``
             loads strictly; weights are otherwise initialized at construction (kaiming fan_out,
             as mmpretrain). Defaults to None.
@@ -352,6 +355,7 @@ class KWMobileNetV2(MobileNetV2Skeleton):
                  sharing_range: Optional[Sequence[str]] = None,
                  kw_pwconv_stages: Optional[Sequence[int]] = None,
                  attention_norm: str = 'BN',
+                 omni_attention: bool = False,
                  init_cfg: Optional[dict] = None) -> None:
         check_choice('widen_factor', widen_factor, self.widen_factors)
         check_choice('budget', budget, self.budget_settings)
@@ -376,7 +380,8 @@ class KWMobileNetV2(MobileNetV2Skeleton):
             sharing_range = preset['sharing_range']
         # The ratios are resolved per warehouse once every layer is reserved (below).
         self.warehouse_manager = WarehouseManager(sharing_range=sharing_range,
-                                                  norm=attention_norm)
+                                                  norm=attention_norm,
+                                                  omni_attention=omni_attention)
 
         self.build_network(self.warehouse_manager, widen_factor, norm_cfg, act_cfg, with_cp,
                            stem_dynamic=True, pwconv_stages=self.kw_pwconv_stages)
@@ -387,4 +392,6 @@ class KWMobileNetV2(MobileNetV2Skeleton):
         self.build_warehouses()
 
     def variant_name(self) -> str:
-        return f'KWMobileNetV2(widen_factor={self.widen_factor}, budget={self.budget:g})'
+        star = ', omni_attention=True (KW*)' if self.warehouse_manager.omni_attention else ''
+        return (f'KWMobileNetV2(widen_factor={self.widen_factor}, budget={self.budget:g}'
+                f'{star})')

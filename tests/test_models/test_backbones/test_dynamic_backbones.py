@@ -1,6 +1,7 @@
-"""The rival backbones (DynamicResNet, DynamicMobileNetV2) and their configs: every config builds
-through mmpretrain's registry with the KW paper's parameter count, which layers are dynamic,
-mmpretrain-compatible keys, freezing, strict loading and the errors for bad input.
+"""The rival backbones (DynamicResNet, DynamicMobileNetV2; KW* as KWMobileNetV2 with
+``omni_attention``) and their configs: every config builds through mmpretrain's registry with
+the KW paper's parameter count, which layers are dynamic, mmpretrain-compatible keys, freezing,
+strict loading and the errors for bad input.
 
 The expected counts are the paper's (Tables 1, 2, 4) and the exact sums of docs/rivals.md
 (closed-form per-layer sums, ODConv: the release's models), written here independently.
@@ -38,6 +39,7 @@ RIVAL_CONFIGS = {
     'odconv4x-mobilenet-v2-w0.5_8xb32-150e_in1k.py': (4.44, 4_435_501),
     'ablations/dyconv4x-resnet18_attn-caf_8xb512-300e_in1k.py': (45.47, 45_472_052),
     'ablations/odconv4x-resnet18_attn-caf_8xb512-300e_in1k.py': (44.90, 44_901_640),
+    'kwstar4x-mobilenet-v2_8xb32-150e_in1k.py': (12.51, 12_506_955),  # KW* (Table 17)
 }
 #: The ODConv release's MobileNetV2 1.0 4x has 11.51M; both papers print 11.52M (README).
 KNOWN_DIFFERENCES = {'odconv4x-mobilenet-v2_8xb32-150e_in1k.py': 11.51}
@@ -206,3 +208,18 @@ def test_rival_checkpoint_for_the_wrong_config_names_both(tmp_path):
 def test_bad_input_names_what_is_allowed(build, message):
     with pytest.raises(ValueError, match=message):
         build()
+
+
+def test_rivals_are_in_the_model_index():
+    """configs/metafile.yml lists every rival config with the measured and the printed count
+    (not as KW variants: the zoo of KW variants is unchanged)."""
+    from kw_mm.apis import get_model, list_variants
+    for config, (paper, exact) in RIVAL_CONFIGS.items():
+        info = get_model(os.path.splitext(os.path.basename(config))[0])
+        assert info.config_path == os.path.realpath(os.path.join(CONFIG_DIR, config))
+        assert info.metadata['Parameters'] == exact
+        assert info.metadata['Paper Parameters (M)'] == paper
+        assert info.variant is None
+        assert info.collection in ('DY-Conv', 'ODConv', 'CondConv', 'KernelWarehouse')
+    assert not any(v.name.startswith(('dyconv', 'odconv', 'condconv', 'kwstar'))
+                   for v in list_variants())
