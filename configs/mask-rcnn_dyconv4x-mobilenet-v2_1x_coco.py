@@ -7,14 +7,8 @@ _base_ = './mask-rcnn_mobilenet-v2_1x_coco.py'
 pretrained = 'checkpoints/dyconv4x-mobilenet-v2_in1k.pth'  # see docs/detection.md
 model = dict(
     backbone=dict(
-        _delete_=True,
-        type='kw_mm.DynamicMobileNetV2',
-        method='dyconv',
-        widen_factor=1.0,
-        num_kernels=4,
-        out_indices=(1, 2, 4, 7),
-        frozen_stages=2,
-        norm_eval=True,
+        _delete_=True, type='kw_mm.DynamicMobileNetV2', method='dyconv', widen_factor=1.0,
+        num_kernels=4, out_indices=(1, 2, 4, 7), frozen_stages=2, norm_eval=True,
         init_cfg=dict(type='Pretrained', checkpoint=pretrained, prefix='backbone.')))
 
 custom_hooks = [dict(type='kw_mm.DynamicConvFinetuneHook')]

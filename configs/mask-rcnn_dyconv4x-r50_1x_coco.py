@@ -8,14 +8,8 @@ _base_ = './mask-rcnn_r50_1x_coco.py'
 pretrained = 'checkpoints/dyconv4x-resnet50_in1k.pth'  # see docs/detection.md
 model = dict(
     backbone=dict(
-        _delete_=True,
-        type='kw_mm.DynamicResNet',
-        depth=50,
-        method='dyconv',
-        num_kernels=4,
-        out_indices=(0, 1, 2, 3),
-        frozen_stages=1,
-        norm_eval=True,
+        _delete_=True, type='kw_mm.DynamicResNet', depth=50, method='dyconv', num_kernels=4,
+        out_indices=(0, 1, 2, 3), frozen_stages=1, norm_eval=True,
         init_cfg=dict(type='Pretrained', checkpoint=pretrained, prefix='backbone.')))
 
 custom_hooks = [dict(type='kw_mm.DynamicConvFinetuneHook')]

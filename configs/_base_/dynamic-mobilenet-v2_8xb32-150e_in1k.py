@@ -5,12 +5,7 @@
 _base_ = './mobilenet-v2_8xb32-150e_in1k.py'
 
 model = dict(
-    backbone=dict(
-        _delete_=True,
-        type='kw_mm.DynamicMobileNetV2',
-        method='dyconv',
-        widen_factor=1.0,
-        num_kernels=4,
-        out_indices=(7, )))
+    backbone=dict(_delete_=True, type='kw_mm.DynamicMobileNetV2', method='dyconv',
+                  widen_factor=1.0, num_kernels=4, out_indices=(7, )))
 
 custom_hooks = [dict(type='kw_mm.DynamicConvTemperatureHook', anneal_epochs=10)]

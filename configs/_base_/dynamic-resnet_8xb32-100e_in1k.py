@@ -7,13 +7,7 @@
 _base_ = './resnet_8xb32-100e_in1k.py'
 
 model = dict(
-    backbone=dict(
-        _delete_=True,
-        type='kw_mm.DynamicResNet',
-        depth=18,
-        method='dyconv',
-        num_kernels=4,
-        out_indices=(3, ),
-        drop_path_rate=0.0))
+    backbone=dict(_delete_=True, type='kw_mm.DynamicResNet', depth=18, method='dyconv',
+                  num_kernels=4, out_indices=(3, ), drop_path_rate=0.0))
 
 custom_hooks = [dict(type='kw_mm.DynamicConvTemperatureHook', anneal_epochs=10)]

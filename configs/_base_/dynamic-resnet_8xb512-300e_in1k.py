@@ -6,13 +6,7 @@
 _base_ = './resnet_8xb512-300e_in1k.py'
 
 model = dict(
-    backbone=dict(
-        _delete_=True,
-        type='kw_mm.DynamicResNet',
-        depth=18,
-        method='dyconv',
-        num_kernels=4,
-        out_indices=(3, ),
-        drop_path_rate=0.1))
+    backbone=dict(_delete_=True, type='kw_mm.DynamicResNet', depth=18, method='dyconv',
+                  num_kernels=4, out_indices=(3, ), drop_path_rate=0.1))
 
 custom_hooks = [dict(type='kw_mm.DynamicConvTemperatureHook', anneal_epochs=10)]

@@ -144,7 +144,8 @@ def test_dyconv_matches_oracle(geometry, batch, function, bias):
     _randomize(layer, 1)
     t = 7.0
     assert set_softmax_temperature(layer, t) == 1
-    _check_forward_backward(layer, _input(batch, cin), lambda x: dyconv_oracle(layer, x, t, function))
+    _check_forward_backward(layer, _input(batch, cin),
+                            lambda x: dyconv_oracle(layer, x, t, function))
 
 
 @pytest.mark.parametrize('geometry', sorted(GEOMETRIES))

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 
 from kw_mm import get_temperature, set_temperature
 from kw_mm.cnn import KWConv1d, KWConv2d, KWConv3d, KWConvNd, KWLinear, WarehouseManager
+from tests.helpers.kw_oracle import assemble_kernel, kw_alpha
 
 CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 KW_MM_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'kw_mm')
@@ -30,34 +31,14 @@ def oracle(layer: KWConvNd, x: torch.Tensor, t: float) -> torch.Tensor:
     """Output of one KW convolution in eval mode, computed sample by sample."""
     att = layer.attention
     assert not att.use_basis
-    batch, cin = x.shape[:2]
-    n, m = att.num_cells, att.num_mixtures
-    pooled = x.reshape(batch, cin, -1).mean(-1)
-    h = pooled @ att.fc1.weight.t()
-    if att.fc1.bias is not None:
-        h = h + att.fc1.bias
-    bn = att.norm1
-    h = (h - bn.running_mean) / torch.sqrt(bn.running_var + bn.eps) * bn.weight + bn.bias
-    z = (torch.relu(h) @ att.fc2.weight.t() + att.fc2.bias).reshape(batch, m, n + 1)
-    a = z / (z.abs().sum(-1, keepdim=True) + 1e-3)
-    alpha = ((1 - t) * a + t * att.beta)[..., :n]
-
+    alpha, _ = kw_alpha(att, x, t)
     cells = layer.cells
-    co, ci = cells.shape[1:3]
     cout, cin_g = layer.out_channels, layer.in_channels // layer.groups
-    go, gi = cout // co, cin_g // ci
-    spatial = math.prod(layer.kernel_size)
-    assert spatial * go * gi == m
-    flat = cells.reshape(n, co, ci)
+    assert math.prod(layer.kernel_size) * cout // cells.shape[1] * cin_g // cells.shape[2] == \
+        att.num_mixtures
     outs = []
-    for b in range(batch):
-        weight = x.new_zeros(cout, cin_g, spatial)
-        for s in range(spatial):
-            for o in range(go):
-                for i in range(gi):
-                    j = (s * go + o) * gi + i
-                    cell = sum(alpha[b, j, k] * flat[k] for k in range(n))
-                    weight[o * co:(o + 1) * co, i * ci:(i + 1) * ci, s] = cell
+    for b in range(x.shape[0]):
+        weight = assemble_kernel(alpha[b], cells, cout, cin_g)
         weight = weight.reshape(cout, cin_g, *layer.kernel_size)
         outs.append(CONV[layer.dim](x[b:b + 1], weight, layer.bias, layer.stride, layer.padding,
                                     layer.dilation, layer.groups))

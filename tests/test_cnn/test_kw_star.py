@@ -12,6 +12,8 @@ import torch.nn.functional as F
 
 from kw_mm.cnn import WarehouseManager, set_temperature, use_kw_impl
 from kw_mm.cnn.kw_star import KWStarAttention
+from tests.helpers.kw_oracle import assemble_kernel, kw_alpha
+from tests.test_cnn.test_kw_conv import randomize
 
 
 class Net(nn.Module):
@@ -39,37 +41,18 @@ CASES = {
 def oracle(layer, x, t, training):
     att = layer.attention
     batch, cin = x.shape[:2]
-    n, m = att.num_cells, att.num_mixtures
-    h = x.mean(dim=(2, 3)) @ att.fc1.weight.t()
-    bn = att.norm1
-    if training and batch > 1:
-        mean, var = h.mean(0), h.var(0, unbiased=False)
-    else:
-        mean, var = bn.running_mean, bn.running_var
-    hidden = torch.relu((h - mean) / torch.sqrt(var + bn.eps) * bn.weight + bn.bias)
-    z = (hidden @ att.fc2.weight.t() + att.fc2.bias).reshape(batch, m, n + 1)
-    alpha = ((1 - t) * z / (z.abs().sum(-1, keepdim=True) + 1e-3) + t * att.beta)[..., :n]
+    alpha, hidden = kw_alpha(att, x, t, training)
 
     def head(fc):
         return t + (1 - t) * torch.sigmoid(hidden @ fc.weight.t() + fc.bias)
 
-    cells = layer.cells
-    co, ci = cells.shape[1:3]
     cout, cin_g, (kh, kw) = layer.out_channels, cin // layer.groups, layer.kernel_size
-    go, gi, spatial = cout // co, cin_g // ci, kh * kw
-    flat = cells.reshape(n, co, ci)
     a_c, a_f = head(att.channel_fc), head(att.filter_fc)
     a_s = head(att.spatial_fc) if att.spatial_fc is not None else torch.ones(batch, 1,
                                                                                dtype=x.dtype)
     outs = []
     for b in range(batch):
-        weight = x.new_zeros(cout, cin_g, spatial)
-        for s in range(spatial):
-            for o in range(go):
-                for i in range(gi):
-                    j = (s * go + o) * gi + i
-                    weight[o * co:(o + 1) * co, i * ci:(i + 1) * ci, s] = \
-                        sum(alpha[b, j, k] * flat[k] for k in range(n))
+        weight = assemble_kernel(alpha[b], layer.cells, cout, cin_g)
         weight = weight * a_s[b]  # spatial attention on every filter and input channel
         in_index = (torch.arange(cout) // (cout // layer.groups))[:, None] * cin_g + \
             torch.arange(cin_g)[None]
@@ -77,18 +60,6 @@ def oracle(layer, x, t, training):
         outs.append(F.conv2d(x[b:b + 1], weight.reshape(cout, cin_g, kh, kw), layer.bias,
                              layer.stride, layer.padding, layer.dilation, layer.groups))
     return torch.cat(outs)
-
-
-def randomize(net, seed):
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, tensor in list(net.named_parameters()) + list(net.named_buffers()):
-            if name.endswith('beta') or not tensor.is_floating_point():
-                continue
-            if name.endswith(('running_var', 'norm1.weight')):
-                tensor.copy_(0.5 + torch.rand(tensor.shape, generator=gen, dtype=tensor.dtype))
-            else:
-                tensor.copy_(torch.randn(tensor.shape, generator=gen, dtype=tensor.dtype) * 0.5)
 
 
 @pytest.mark.parametrize('case', sorted(CASES))

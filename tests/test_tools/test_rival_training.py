@@ -12,25 +12,13 @@ import torch
 from kw_mm.demo_data.classification import write_classification_set
 
 from tests.helpers.tool_runs import ROOT, check, run
+from tests.test_tools.test_train_test import DEMO_CFG, TINY_CFG
 
-DEMO_CFG = f'{ROOT}/configs/demo/kw1x-resnet18_demo-cls.py'
-
-#: The demo config with a rival backbone, 2 classes, 2 epochs of 4 iterations.
-TINY_CFG = """
+#: The KW tool tests' tiny demo config (2 classes, 2 epochs of 4 iterations) with a rival backbone.
+RIVAL_CFG = """
 _base_ = {base!r}
-classes = ('circle', 'square')
-model = dict(backbone=dict(_delete_=True, **{backbone!r}),
-             head=dict(num_classes=2, in_channels={channels}))
-data_preprocessor = dict(num_classes=2)
-train_dataloader = dict(batch_size=2,
-                        dataset=dict(data_root={root!r}, metainfo=dict(classes=classes)))
-val_dataloader = dict(batch_size=4,
-                      dataset=dict(data_root={root!r}, metainfo=dict(classes=classes)))
-test_dataloader = val_dataloader
-train_cfg = dict(max_epochs=2, val_interval=2)
-param_scheduler = [dict(type='ConstantLR', factor=1.0, by_epoch=True, begin=0, end=100)]
+model = dict(backbone=dict(_delete_=True, **{backbone!r}), head=dict(in_channels={channels}))
 custom_hooks = [{hook!r}]
-default_hooks = dict(logger=dict(interval=1), checkpoint=dict(interval=2, max_keep_ckpts=1))
 """
 
 #: 8 images, batch 2: 4 iterations per epoch, T = 1 epoch. DY-Conv / ODConv: 30 -> 1 (the ODConv
@@ -55,17 +43,18 @@ def demo_set(tmp_path_factory):
     tmp = tmp_path_factory.mktemp('rivals')
     paths = write_classification_set(str(tmp / 'data'), num_train=4, num_val=2, image_size=32,
                                      classes=('circle', 'square'))
-    return tmp, paths['data_root']
+    base = tmp / 'tiny_kw.py'
+    base.write_text(TINY_CFG.format(base=DEMO_CFG, root=paths['data_root']))
+    return tmp, str(base)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize('method', sorted(MODELS))
 def test_train_py_anneals_and_logs_the_temperature(demo_set, method):
-    tmp, data_root = demo_set
+    tmp, base = demo_set
     backbone, channels, hook, (key, expected, message) = MODELS[method]
     cfg = tmp / f'{method}_tiny.py'
-    cfg.write_text(TINY_CFG.format(base=DEMO_CFG, backbone=backbone, channels=channels,
-                                   root=data_root, hook=hook))
+    cfg.write_text(RIVAL_CFG.format(base=base, backbone=backbone, channels=channels, hook=hook))
     work_dir = tmp / method
     proc = check(run([sys.executable, 'tools/train.py', str(cfg), '--work-dir', str(work_dir)]))
     rows = [json.loads(line)

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch.nn.modules.utils import _pair
 
 from ..functional import CAF_EPS
+from ..temperature import set_temperature_of
 
 #: The attention functions of the kernel attention (KW paper, Table 10).
 ATTENTION_FUNCTIONS = ('softmax', 'caf')
@@ -71,7 +72,8 @@ def per_sample_conv2d(x: torch.Tensor, kernels: torch.Tensor, bias: Optional[tor
         Tensor: ``[B, Cout, H', W']``.
     """
     batch, cout = kernels.shape[:2]
-    out = F.conv2d(x.reshape(1, -1, *x.shape[2:]), kernels.reshape(batch * cout, *kernels.shape[2:]),
+    out = F.conv2d(x.reshape(1, -1, *x.shape[2:]),
+                   kernels.reshape(batch * cout, *kernels.shape[2:]),
                    None if bias is None else bias.reshape(-1), stride, padding, dilation,
                    groups * batch)
     return out.view(batch, cout, *out.shape[2:])
@@ -112,13 +114,7 @@ def set_softmax_temperature(model: nn.Module, t: float) -> int:
     Returns:
         int: The number of attentions updated.
     """
-    value = check_softmax_temperature(t)
-    count = 0
-    for m in model.modules():
-        if isinstance(m, TemperedAttention):
-            m.temperature = value
-            count += 1
-    return count
+    return set_temperature_of(model, TemperedAttention, check_softmax_temperature(t))
 
 
 def get_softmax_temperature(model: nn.Module) -> float:

@@ -10,7 +10,7 @@ router per residual block, fed with the block input, weights both convolutions o
 (``own_router=True``) or from :meth:`CondConvRouter.route`, called by the owner of a shared
 router before the layer runs.
 """
-from typing import List, Optional, Tuple, Union
+from typing import List, Optional
 
 import torch
 import torch.nn as nn
@@ -70,27 +70,18 @@ class CondConv2d(CondConvMixin, MixtureConv2d):
     """CondConv 2-D convolution with ``K`` experts.
 
     Args:
-        in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias: As
-            ``nn.Conv2d`` (``bias=True``: one bias per expert, mixed like the kernels).
+        *conv_args, **conv_kwargs: ``in_channels, out_channels, kernel_size, stride, padding,
+            dilation, groups, bias`` as ``nn.Conv2d`` (default ``bias=False``; ``True``: one
+            bias per expert, mixed like the kernels); see :class:`MixtureConv2d`.
         num_experts (int): ``K``. Defaults to 8.
         own_router (bool): Route with a router of its own on the layer input; else routing
             weights come from a shared :class:`CondConvRouter`. Defaults to True.
     """
 
-    def __init__(self,
-                 in_channels: int,
-                 out_channels: int,
-                 kernel_size: Union[int, Tuple[int, int]],
-                 stride: Union[int, Tuple[int, int]] = 1,
-                 padding: Union[int, Tuple[int, int]] = 0,
-                 dilation: Union[int, Tuple[int, int]] = 1,
-                 groups: int = 1,
-                 bias: bool = False,
-                 num_experts: int = 8,
-                 own_router: bool = True) -> None:
-        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation,
-                         groups, bias, num_experts)
-        self.router = CondConvRouter(in_channels, num_experts) if own_router else None
+    def __init__(self, *conv_args, num_experts: int = 8, own_router: bool = True,
+                 **conv_kwargs) -> None:
+        super().__init__(*conv_args, num_kernels=num_experts, **conv_kwargs)
+        self.router = CondConvRouter(self.in_channels, num_experts) if own_router else None
         self.routing_weights = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -9,8 +9,6 @@ layer ``Cin -> int(Cin * r)`` with bias (r = 1/4), ``fc2`` ``hidden -> K`` with 
 Kernel: ``W_b = sum_i a[b, i] * weight[i]`` (biases alike); ``y_b = conv(x_b, W_b)``.
 Temperature (paper Sec. 4.1): 30 at the start, linearly to 1 over the first epochs, 1 at test.
 """
-from typing import Tuple, Union
-
 import torch
 import torch.nn as nn
 
@@ -60,8 +58,9 @@ class DyConv2d(MixtureConv2d):
     """DY-Conv 2-D convolution (``K`` kernels mixed per sample by a softmax attention).
 
     Args:
-        in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias: As
-            ``nn.Conv2d`` (``bias=True`` gives one bias per kernel, mixed like the kernels).
+        *conv_args, **conv_kwargs: ``in_channels, out_channels, kernel_size, stride, padding,
+            dilation, groups, bias`` as ``nn.Conv2d`` (default ``bias=False``; ``True`` gives
+            one bias per kernel, mixed like the kernels); see :class:`MixtureConv2d`.
         num_kernels (int): ``K``. Defaults to 4.
         reduction (float): Attention hidden ratio. Defaults to 1/4.
         attention_function (str): ``'softmax'`` or ``'caf'``. Defaults to ``'softmax'``.
@@ -72,21 +71,11 @@ class DyConv2d(MixtureConv2d):
         torch.Size([2, 32, 8, 8])
     """
 
-    def __init__(self,
-                 in_channels: int,
-                 out_channels: int,
-                 kernel_size: Union[int, Tuple[int, int]],
-                 stride: Union[int, Tuple[int, int]] = 1,
-                 padding: Union[int, Tuple[int, int]] = 0,
-                 dilation: Union[int, Tuple[int, int]] = 1,
-                 groups: int = 1,
-                 bias: bool = False,
-                 num_kernels: int = 4,
-                 reduction: float = 1 / 4,
-                 attention_function: str = 'softmax') -> None:
-        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation,
-                         groups, bias, num_kernels)
-        self.attention = DyConvAttention(in_channels, num_kernels, reduction, attention_function)
+    def __init__(self, *conv_args, num_kernels: int = 4, reduction: float = 1 / 4,
+                 attention_function: str = 'softmax', **conv_kwargs) -> None:
+        super().__init__(*conv_args, num_kernels=num_kernels, **conv_kwargs)
+        self.attention = DyConvAttention(self.in_channels, num_kernels, reduction,
+                                         attention_function)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         kernels, bias = self.mix(self.attention(x))

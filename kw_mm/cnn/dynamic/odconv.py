@@ -12,11 +12,12 @@ by the temperature ``t``:
 - spatial ``a_s = sigmoid(W_s z / t)`` over the ``k x k`` positions (not for ``k = 1``);
 - kernel ``a_w = softmax(W_w z / t)`` over the ``K`` kernels (not for ``K = 1``).
 
-``W_b = sum_i a_w[b, i] * (a_s[b] (.) weight[i])`` and ``y_b = a_f[b] (.) conv(a_c[b] (.) x_b, W_b)``:
-multiplying ``a_c`` into the input and ``a_f`` into the output is the same as multiplying them
-into the kernel's input and output channels (and cheaper), as the release does.
+``W_b = sum_i a_w[b, i] * (a_s[b] (.) weight[i])`` and
+``y_b = a_f[b] (.) conv(a_c[b] (.) x_b, W_b)``: multiplying ``a_c`` into the input and ``a_f``
+into the output is the same as multiplying them into the kernel's input and output channels (and
+cheaper), as the release does.
 """
-from typing import Optional, Tuple, Union
+from typing import Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -106,9 +107,9 @@ class ODConv2d(MixtureConv2d):
     """ODConv 2-D convolution (four attentions over ``K`` kernels; no bias, as released).
 
     Args:
-        in_channels, out_channels, kernel_size, stride, padding, dilation, groups: As
-            ``nn.Conv2d`` (square kernels).
-        bias (bool): Must be False (ODConv layers have no bias; a BN follows them).
+        *conv_args, **conv_kwargs: ``in_channels, out_channels, kernel_size, stride, padding,
+            dilation, groups`` as ``nn.Conv2d`` (square kernels); ``bias`` must be False (ODConv
+            layers have no bias; a BN follows them).
         num_kernels (int): ``K``. Defaults to 4.
         reduction (float): Attention hidden ratio. Defaults to 1/16.
         attention_function (str): ``'softmax'`` or ``'caf'``. Defaults to ``'softmax'``.
@@ -119,27 +120,17 @@ class ODConv2d(MixtureConv2d):
         torch.Size([2, 32, 8, 8])
     """
 
-    def __init__(self,
-                 in_channels: int,
-                 out_channels: int,
-                 kernel_size: Union[int, Tuple[int, int]],
-                 stride: Union[int, Tuple[int, int]] = 1,
-                 padding: Union[int, Tuple[int, int]] = 0,
-                 dilation: Union[int, Tuple[int, int]] = 1,
-                 groups: int = 1,
-                 bias: bool = False,
-                 num_kernels: int = 4,
-                 reduction: float = 1 / 16,
-                 attention_function: str = 'softmax') -> None:
-        if bias:
+    def __init__(self, *conv_args, num_kernels: int = 4, reduction: float = 1 / 16,
+                 attention_function: str = 'softmax', **conv_kwargs) -> None:
+        super().__init__(*conv_args, num_kernels=num_kernels, **conv_kwargs)
+        if self.bias is not None:
             raise ValueError('ODConv2d has no bias (as the ODConv release; a norm follows it), '
                              'got bias=True')
-        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation,
-                         groups, False, num_kernels)
         if self.kernel_size[0] != self.kernel_size[1]:
             raise ValueError(f'ODConv2d needs a square kernel, got {self.kernel_size}')
-        self.attention = ODConvAttention(in_channels, out_channels, self.kernel_size[0], groups,
-                                         num_kernels, reduction, attention_function)
+        self.attention = ODConvAttention(self.in_channels, self.out_channels,
+                                         self.kernel_size[0], self.groups, num_kernels,
+                                         reduction, attention_function)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         channel, filter_, spatial, kernel = self.attention(x)

@@ -2,7 +2,7 @@
 conv factory with :meth:`~kw_mm.cnn.WarehouseManager.reserve`'s signature, so the ResNet and
 MobileNetV2 skeletons of the KW backbones build them unchanged."""
 from dataclasses import dataclass, field
-from typing import Optional, Sequence, Tuple, Union
+from typing import Optional, Sequence, Tuple
 
 import torch.nn as nn
 
@@ -16,6 +16,8 @@ class DynamicMethod:
     name: str
     layer: type
     num_kernels: Tuple[int, ...]
+    #: The layer's keyword for ``K``.
+    kernels_arg: str
     #: Keyword arguments of the layer beyond the convolution's own (attention options).
     options: Tuple[str, ...] = field(default=())
 
@@ -23,9 +25,11 @@ class DynamicMethod:
 #: The rival methods of the KernelWarehouse paper: DY-Conv 4x (Tables 1-4, 10), ODConv 1x/2x/4x
 #: (its release; 4x in the KW paper), CondConv 8x (Table 1).
 DYNAMIC_METHODS = {
-    'dyconv': DynamicMethod('dyconv', DyConv2d, (4, ), ('reduction', 'attention_function')),
-    'odconv': DynamicMethod('odconv', ODConv2d, (1, 2, 4), ('reduction', 'attention_function')),
-    'condconv': DynamicMethod('condconv', CondConv2d, (8, )),
+    'dyconv': DynamicMethod('dyconv', DyConv2d, (4, ), 'num_kernels',
+                            ('reduction', 'attention_function')),
+    'odconv': DynamicMethod('odconv', ODConv2d, (1, 2, 4), 'num_kernels',
+                            ('reduction', 'attention_function')),
+    'condconv': DynamicMethod('condconv', CondConv2d, (8, ), 'num_experts'),
 }
 
 
@@ -76,19 +80,10 @@ class DynamicConvFactory:
         if method.layer is CondConv2d:
             self.options['own_router'] = False
 
-    def reserve(self,
-                in_channels: int,
-                out_channels: int,
-                kernel_size: Union[int, Sequence[int]] = 1,
-                stride: Union[int, Sequence[int]] = 1,
-                padding: Union[int, Sequence[int]] = 0,
-                dilation: Union[int, Sequence[int]] = 1,
-                groups: int = 1,
-                bias: bool = True,
-                warehouse_name: str = 'default',
-                enabled: bool = True) -> nn.Module:
+    def reserve(self, *conv_args, warehouse_name: str = 'default', enabled: bool = True,
+                **conv_kwargs) -> nn.Module:
+        """``conv_args`` / ``conv_kwargs`` as ``nn.Conv2d``'s (``bias`` by keyword)."""
         if not enabled:
-            return nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding, dilation,
-                             groups, bias)
-        return self.method.layer(in_channels, out_channels, kernel_size, stride, padding,
-                                 dilation, groups, bias, self.num_kernels, **self.options)
+            return nn.Conv2d(*conv_args, **conv_kwargs)
+        options = {self.method.kernels_arg: self.num_kernels, **self.options}
+        return self.method.layer(*conv_args, **conv_kwargs, **options)

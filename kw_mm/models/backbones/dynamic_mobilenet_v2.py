@@ -2,8 +2,9 @@
 
 The skeleton and module names are those of :class:`KWMobileNetV2` (mmpretrain's names). Every
 convolution is dynamic except the 3x3 stem ``conv1`` (see ``dynamic_stem``): the expansion,
-depth-wise and projection convolutions of every block and the final 1x1 ``conv2`` (DY-Conv and the ODConv release alike;
-ODConv's depth-wise layers have no filter attention and its 1x1 layers no spatial attention).
+depth-wise and projection convolutions of every block and the final 1x1 ``conv2`` (DY-Conv and
+the ODConv release alike; ODConv's depth-wise layers have no filter attention and its 1x1 layers
+no spatial attention).
 """
 from typing import Optional, Sequence
 
@@ -68,7 +69,7 @@ class DynamicMobileNetV2(MobileNetV2Skeleton):
         check_choice('widen_factor', widen_factor, self.widen_factors)
         spec, num_kernels = resolve_method(type(self).__name__, method, num_kernels,
                                            self.methods)
-        super().__init__(out_indices, frozen_stages, norm_eval, init_cfg=init_cfg)
+        super().__init__(out_indices, frozen_stages, norm_eval=norm_eval, init_cfg=init_cfg)
         self.method = method
         self.widen_factor = widen_factor
         self.num_kernels = num_kernels

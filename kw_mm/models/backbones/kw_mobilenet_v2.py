@@ -152,17 +152,12 @@ class MobileNetV2Skeleton(BaseKWBackbone):
     # out_indices 0..6 are layer1..layer7, 7 is conv2.
     num_stages = 8
 
-    def __init__(self,
-                 out_indices: Sequence[int],
-                 frozen_stages: int = -1,
-                 norm_eval: bool = False,
-                 freeze_warehouses: bool = True,
-                 init_cfg: Optional[dict] = None) -> None:
+    def __init__(self, out_indices: Sequence[int], frozen_stages: int = -1, **kwargs) -> None:
         # mmpretrain's MobileNetV2 freezes at most layer7 (conv2 is never frozen).
         if frozen_stages not in range(-1, self.num_stages):
             raise ValueError(f'frozen_stages must be in [-1, {self.num_stages - 1}], got '
                              f'{frozen_stages!r}')
-        super().__init__(out_indices, frozen_stages, norm_eval, freeze_warehouses, init_cfg)
+        super().__init__(out_indices, frozen_stages, **kwargs)
 
     def build_network(self, factory, widen_factor: float, norm_cfg: dict, act_cfg: dict,
                       with_cp: bool, stem_dynamic: bool, pwconv_stages: Sequence[int]) -> None:
