@@ -274,7 +274,7 @@ class KWVisionTransformer(BaseKWBackbone):
             torch.zeros(1, num_patches + self.num_extra_tokens, self.embed_dims))
         self.drop_after_pos = nn.Dropout(p=drop_rate)
 
-        dpr = torch.linspace(0, drop_path_rate, self.num_layers).tolist()
+        dpr = [drop_path_rate * i / max(self.num_layers - 1, 1) for i in range(self.num_layers)]
         self.layers = nn.ModuleList(
             KWTransformerEncoderLayer(
                 self.warehouse_manager, self.embed_dims, settings['num_heads'],
