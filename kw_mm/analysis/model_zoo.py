@@ -5,7 +5,7 @@ import torch
 import torch.nn as nn
 
 from kw_mm.cnn import WarehouseManager
-from kw_mm.models.paper_variants import PAPER_VARIANTS, PaperVariant
+from kw_mm.models.paper_variants import ALL_VARIANTS, PaperVariant
 
 
 def build_classifier(variant: PaperVariant, num_classes: int = 1000) -> nn.Module:
@@ -32,7 +32,7 @@ def zoo_row(variant: PaperVariant, with_flops: bool = True, input_size: int = 22
     params = sum(p.numel() for p in model.parameters())
     row = dict(name=variant.name, family=variant.family, budget=variant.budget, params=params,
                paper_params_m=variant.paper_params_m, release_params=variant.release_params,
-               warehouses=warehouse_rows(model), note=variant.note)
+               warehouses=warehouse_rows(model), note=variant.note, setting=variant.setting)
     if with_flops:
         from kw_mm.analysis.flops import count_params_and_flops
         stats = count_params_and_flops(model, (1, 3, input_size, input_size))
@@ -41,11 +41,12 @@ def zoo_row(variant: PaperVariant, with_flops: bool = True, input_size: int = 22
     return row
 
 
-def _budget_label(budget: Optional[float]) -> str:
+def _budget_label(budget: Optional[float], setting: str = '') -> str:
     if budget is None:
         return 'baseline'
     labels = {0.25: '1/4x', 0.5: '1/2x', 0.75: '3/4x'}
-    return labels.get(budget, f'{budget:g}x')
+    label = labels.get(budget, f'{budget:g}x')
+    return f'{label} {setting}' if setting else label
 
 
 def format_table(rows: Iterable[dict]) -> str:
@@ -57,7 +58,8 @@ def format_table(rows: Iterable[dict]) -> str:
         flops = f"{r['flops'] / 1e9:.2f}G" if r.get('flops') else '-'
         m = ', '.join(str(w['m']) for w in r['warehouses']) or '-'
         n = ', '.join(str(w['n']) for w in r['warehouses']) or '-'
-        lines.append(f"| {r['family']} | {_budget_label(r['budget'])} | {r['params'] / 1e6:.2f}M "
+        label = _budget_label(r['budget'], r.get('setting', ''))
+        lines.append(f"| {r['family']} | {label} | {r['params'] / 1e6:.2f}M "
                      f"({r['params']:,}) | {r['paper_params_m']:.2f}M | {release} | {flops} | "
                      f'{m} | {n} |')
     return '\n'.join(lines)
@@ -66,6 +68,6 @@ def format_table(rows: Iterable[dict]) -> str:
 def variants(names: Optional[Iterable[str]] = None) -> List[PaperVariant]:
     """All paper variants, or those named."""
     if not names:
-        return list(PAPER_VARIANTS)
+        return list(ALL_VARIANTS)
     from kw_mm.models.paper_variants import get_variant
     return [get_variant(n) for n in names]

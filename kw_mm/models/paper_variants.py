@@ -23,6 +23,8 @@ class PaperVariant:
     paper_params_m: float = 0.0  # total parameters printed in the paper (M)
     official: Optional[str] = None  # model name of the reference release, if released
     note: str = ''
+    setting: str = ''  # the ablation setting (Tables 5-9, 13) or layout; '' for a main row
+    table: str = ''  # the paper table the row is from
 
     @property
     def release_params(self) -> Optional[int]:
@@ -49,18 +51,25 @@ _CLS_LOSS = dict(type='mmpretrain.CrossEntropyLoss', loss_weight=1.0)
 _GAP = dict(type='mmpretrain.GlobalAveragePooling')
 
 
-def _resnet(depth: int, budget: Optional[float], paper_m: float, note: str = '') -> PaperVariant:
+def _resnet(depth: int, budget: Optional[float], paper_m: float, note: str = '',
+            setting: str = '', table: str = '', **knobs) -> PaperVariant:
+    """A ResNet row; ``setting`` and ``knobs`` make it an ablation row (not released)."""
     channels = 512 if depth == 18 else 2048
     if budget is None:
         backbone = dict(type='mmpretrain.ResNet', depth=depth, num_stages=4, out_indices=(3, ),
                         style='pytorch')
     else:
-        backbone = dict(type='kw_mm.KWResNet', depth=depth, budget=budget, out_indices=(3, ))
+        backbone = dict(type='kw_mm.KWResNet', depth=depth, budget=budget, out_indices=(3, ),
+                        **knobs)
     name = f'{_label(budget)}_resnet{depth}' if budget else f'resnet{depth}'
+    official = None if setting else name
+    if setting:
+        name = f'{name}_{setting}'
     return PaperVariant(name, f'resnet{depth}', budget, backbone,
                         dict(type='mmpretrain.LinearClsHead', in_channels=channels,
                              loss=_CLS_LOSS, topk=(1, 5)),
-                        neck=_GAP, paper_params_m=paper_m, official=name, note=note)
+                        neck=_GAP, paper_params_m=paper_m, official=official, note=note,
+                        setting=setting, table=table)
 
 
 def _mobilenet_v2(widen: float, budget: Optional[float], paper_m: float) -> PaperVariant:
@@ -122,6 +131,54 @@ PAPER_VARIANTS: List[PaperVariant] = [
               note='released layout (12 warehouses)'),
 ]
 
+def _deit(arch: str, budget: Optional[float], paper_m: float, note: str = '') -> PaperVariant:
+    """A DeiT row of Table 11 (the paper's KW DeiT models were not released)."""
+    channels = {'deit-tiny': 192, 'deit-small': 384}[arch]
+    if budget is None:
+        backbone = dict(type='mmpretrain.VisionTransformer', arch=arch, img_size=224,
+                        patch_size=16)
+    else:
+        backbone = dict(type='kw_mm.KWVisionTransformer', arch=arch, budget=budget,
+                        img_size=224, patch_size=16)
+    head = dict(type='mmpretrain.VisionTransformerClsHead', in_channels=channels,
+                loss=_CLS_LOSS, topk=(1, 5))
+    name = f'{_label(budget)}_{arch}' if budget else arch
+    return PaperVariant(name.replace('-', '_'), arch, budget, backbone, head,
+                        paper_params_m=paper_m, note=note, table='T11')
+
+
+_DEIT_CLOSEST = "no layout of the reference design gives the paper's {}M (README, KW DeiT)"
+
+#: Paper Table 11: DeiT with KW value and MLP layers (``layout='kind'``, see README).
+DEIT_VARIANTS: List[PaperVariant] = [
+    _deit('deit-tiny', None, 5.72),
+    _deit('deit-tiny', 1.0, 6.39),
+    _deit('deit-tiny', 4.0, 20.44, note=_DEIT_CLOSEST.format(20.44)),
+    _deit('deit-small', None, 22.06,
+          note="mmpretrain's DeiT-Small has 22.05M, as its model zoo lists (README, KW DeiT)"),
+    _deit('deit-small', 0.75, 19.23, note=_DEIT_CLOSEST.format(19.23)),
+    _deit('deit-small', 1.0, 24.36),
+]
+
+#: The ablation rows of the paper (Tables 5-9 and 13), all on the 300-epoch recipe.
+ABLATION_VARIANTS: List[PaperVariant] = [
+    _resnet(18, 1.0, 11.78, setting='no-partition', table='T5', partition=False),
+    _resnet(18, 1.0, 11.81, setting='share-layer', table='T6', sharing_range='within-layer'),
+    _resnet(18, 1.0, 11.78, setting='share-none', table='T6', sharing_range='none'),
+    _resnet(50, 1.0, 26.95, setting='share-same-dim', table='T7', sharing_range='same-dim'),
+    _resnet(18, 1.0, 11.93, setting='attn-softmax', table='T8', attention_function='softmax'),
+    _resnet(18, 1.0, 11.93, setting='attn-sigmoid', table='T8', attention_function='sigmoid'),
+    _resnet(18, 1.0, 11.93, setting='attn-relu-l1', table='T8', attention_function='relu-l1'),
+    _resnet(18, 1.0, 11.93, setting='init-none', table='T9/T13', init_strategy='none'),
+    _resnet(18, 1.0, 11.93, setting='init-all-cells', table='T13', init_strategy='all-to-one'),
+    _resnet(18, 4.0, 45.86, setting='init-4-cells', table='T13', init_strategy='many-to-one'),
+    _resnet(18, 0.5, 7.43, setting='init-2-mixtures', table='T13',
+            init_strategy='one-to-many'),
+]
+
+#: Every row the model zoo prints: the main tables, Table 11 and the ablations.
+ALL_VARIANTS: List[PaperVariant] = PAPER_VARIANTS + DEIT_VARIANTS + ABLATION_VARIANTS
+
 #: Total parameters of the reference release's models (read off the reference implementation).
 RELEASE_PARAMS: Dict[str, int] = {
     'resnet18': 11689512, 'kw1d4x_resnet18': 4031768, 'kw1d2x_resnet18': 7431044,
@@ -135,7 +192,7 @@ RELEASE_PARAMS: Dict[str, int] = {
     'convnext_tiny': 28589128, 'kw1x_convnext_tiny': 39370674,
 }
 
-VARIANTS_BY_NAME: Dict[str, PaperVariant] = {v.name: v for v in PAPER_VARIANTS}
+VARIANTS_BY_NAME: Dict[str, PaperVariant] = {v.name: v for v in ALL_VARIANTS}
 
 
 def get_variant(name: str) -> PaperVariant:

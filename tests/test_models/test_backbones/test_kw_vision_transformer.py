@@ -8,6 +8,7 @@ both are written here, independently of the code.
 import glob
 import json
 import os.path as osp
+import sys
 
 import pytest
 import torch
@@ -203,7 +204,7 @@ def test_kw_deit_tiny_trains_evaluates_and_reloads(tmp_path):
         base=osp.join(REPO_ROOT, 'configs', 'kw1x-deit-tiny_4xb256_in1k.py'),
         root=paths['data_root']))
     work_dir = tmp_path / 'work'
-    check(run(['python', 'tools/train.py', str(cfg_path), '--work-dir', str(work_dir)]))
+    check(run([sys.executable, 'tools/train.py', str(cfg_path), '--work-dir', str(work_dir)]))
 
     rows = [json.loads(line)
             for line in open(glob.glob(str(work_dir / '*' / 'vis_data' / 'scalars.json'))[0])]
