@@ -221,3 +221,11 @@ def test_kw_deit_tiny_trains_evaluates_and_reloads(tmp_path):
     trained = torch.load(checkpoint, map_location='cpu', weights_only=True)['state_dict']
     for key, value in backbone.state_dict().items():
         assert torch.equal(value, trained[f'backbone.{key}']), key
+
+
+def test_model_zoo_row_shows_m_and_n_per_warehouse():
+    from kw_mm.analysis.model_zoo import format_table, zoo_row
+    from kw_mm.models.paper_variants import get_variant
+    table = format_table([zoo_row(get_variant('kw1x_deit_tiny'), with_flops=False)])
+    assert ('| deit-tiny | 1x | 6.39M (6,387,424) | 6.39M | - | - | 24, 32, 32, 32 | '
+            '24, 32, 32, 32 |') in table
