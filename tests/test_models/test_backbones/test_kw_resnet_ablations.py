@@ -13,7 +13,7 @@ from mmengine.config import Config
 
 from kw_mm.cnn import WarehouseManager
 from kw_mm.models import KWResNet
-from kw_mm.runner.launch import build_model
+from kw_mm.apis import build_model, get_model
 
 from tests.helpers import REPO_ROOT
 
@@ -53,10 +53,15 @@ def test_ablation_config_has_the_paper_size(name):
     for key, value in knobs.items():
         assert cfg.model.backbone[key] == value
     assert cfg.train_cfg.max_epochs == 300 and cfg.optim_wrapper.optimizer.type == 'AdamW'
-    with torch.device('meta'):
-        model = build_model(cfg)
+    model = build_model(cfg, device='meta')
     params = sum(p.numel() for p in model.parameters())
     assert round(params / 1e6, 2) == paper, params
+    # the model index records the measured count, the paper's and the table
+    info = get_model(name[:-3])
+    assert info.metadata['Parameters'] == params
+    assert info.metadata['Paper Parameters (M)'] == paper
+    assert info.paper_table == {'T5': 'Table 5', 'T6': 'Table 6', 'T7': 'Table 7', 'T8': 'Table 8',
+                                'T9': 'Table 9', 'T13': 'Table 13'}[PAPER[name][1]]
 
 
 def summary(**kwargs):

@@ -17,7 +17,8 @@ from mmengine.config import Config
 from kw_mm import set_temperature
 from kw_mm.cnn import KWConvNd, WarehouseManager
 from kw_mm.models import KWVisionTransformer
-from kw_mm.runner.launch import build_model, use_safe_checkpoint_loader
+from kw_mm.apis import build_model, get_model
+from kw_mm.runner.launch import use_safe_checkpoint_loader
 from kw_mm.utils.checkpoint import CheckpointMismatchError
 
 from tests.helpers import REPO_ROOT
@@ -34,10 +35,8 @@ DEIT_CONFIGS = {
 }
 
 
-def build_config(name: str, device: str = 'meta') -> torch.nn.Module:
-    cfg = Config.fromfile(osp.join(REPO_ROOT, 'configs', name))
-    with torch.device(device):
-        return build_model(cfg)
+def build_config(name: str) -> torch.nn.Module:
+    return build_model(osp.join(REPO_ROOT, 'configs', name), device='meta')
 
 
 @pytest.mark.parametrize('name', sorted(DEIT_CONFIGS))
@@ -46,6 +45,10 @@ def test_config_builds_with_the_documented_size(name):
     model = build_config(name)
     params = sum(p.numel() for p in model.parameters())
     assert round(params / 1e6, 2) == expected, params
+    info = get_model(name[:-3])  # the model index records the measured count and the paper's
+    assert info.metadata['Parameters'] == params
+    assert info.metadata['Paper Parameters (M)'] == DEIT_CONFIGS[name][0]
+    assert info.paper_table == 'Table 11'
     rows = [r for mod in model.modules() if isinstance(mod, WarehouseManager)
             for r in mod.summary()]
     assert [r['m'] for r in rows] == m and [r['n'] for r in rows] == n
@@ -225,7 +228,10 @@ def test_kw_deit_tiny_trains_evaluates_and_reloads(tmp_path):
 
 def test_model_zoo_row_shows_m_and_n_per_warehouse():
     from kw_mm.analysis.model_zoo import format_table, zoo_row
-    from kw_mm.models.paper_variants import get_variant
-    table = format_table([zoo_row(get_variant('kw1x_deit_tiny'), with_flops=False)])
+    from kw_mm.apis import get_variant
+    rows = [zoo_row(get_variant(name), with_flops=False)
+            for name in ('kw1x_deit_tiny', 'kw1x_resnet18_share-none')]
+    table = format_table(rows)
     assert ('| deit-tiny | 1x | 6.39M (6,387,424) | 6.39M | - | - | 24, 32, 32, 32 | '
             '24, 32, 32, 32 |') in table
+    assert '| resnet18 | 1x share-none | 11.78M (11,782,094) | 11.78M | - | - | 9, 9, ' in table
