@@ -148,8 +148,9 @@ def test_strict_loading_and_freezing(tmp_path):
     other = KWVisionTransformer(arch='deit-tiny', budget=4, img_size=32,
                                 init_cfg=dict(type='Pretrained', checkpoint=path,
                                               prefix='backbone.'))
-    with pytest.raises(CheckpointMismatchError, match=r'attn: checkpoint cells \[24, 192, 192, '
-                       r'1\] \(b~1\) vs model \[96, 192, 192, 1\] \(b=4\)'):
+    with pytest.raises(CheckpointMismatchError, match=r"\(warehouse 0 \(attn\): 24 cells, b~1\) "
+                       r"but KWVisionTransformer\(arch='deit-tiny', budget=4, layout='kind'\) "
+                       r'expects 96 \(b=4\)'):
         other.init_weights()
 
     frozen = KWVisionTransformer(arch='deit-tiny', img_size=32, frozen_stages=2)
