@@ -6,8 +6,6 @@ strategy (Tables 9 and 13), whole-kernel mixing without kernel partition (Table 
 that draw only on their own cells (Table 6, "without sharing"), each through a per-sample
 convolution whose kernel is filled cell by cell.
 """
-import math
-
 import pytest
 import torch
 import torch.nn as nn
@@ -65,24 +63,23 @@ def oracle_logits(conv: KWConv2d, x: torch.Tensor) -> torch.Tensor:
 
 
 def oracle_conv(conv: KWConv2d, x: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
-    """Every sample convolved with the kernel ``alpha[b] @ cells`` filled cell by cell.
+    """Every sample convolved with its own kernel ``alpha[b] @ cells``.
 
-    ``alpha`` is ``[B, M, n]`` in the mixture order ``j = (s * go + o) * gi + i``.
+    ``alpha`` is ``[B, M, n]`` in the mixture order ``j = (s * go + o) * gi + i``: mixture ``j``
+    is the cell at spatial position ``s``, output block ``o`` and input block ``i``.
     """
     cells = conv.cells.reshape(conv.cells.shape[0], *conv.cells.shape[1:3])
-    n, co, ci = cells.shape
+    co, ci = cells.shape[1:]
     cout, cin = conv.out_channels, conv.in_channels
-    go, gi, spatial = cout // co, cin // ci, math.prod(conv.kernel_size)
+    go, gi, kh, kw = cout // co, cin // ci, *conv.kernel_size
+    mixed = torch.einsum('bjk,kpq->bjpq', alpha, cells)  # every mixture's cell
     outs = []
     for b in range(x.shape[0]):
-        weight = x.new_zeros(cout, cin, spatial)
-        for s in range(spatial):
-            for o in range(go):
-                for i in range(gi):
-                    j = (s * go + o) * gi + i
-                    cell = sum(alpha[b, j, k] * cells[k] for k in range(n))
-                    weight[o * co:(o + 1) * co, i * ci:(i + 1) * ci, s] = cell
-        weight = weight.reshape(cout, cin, *conv.kernel_size)
+        blocks = mixed[b].reshape(kh, kw, go, gi, co, ci)
+        rows = [torch.cat([torch.stack([torch.stack([blocks[r, c, o, i] for c in range(kw)], -1)
+                                        for r in range(kh)], -2) for i in range(gi)], dim=1)
+                for o in range(go)]
+        weight = torch.cat(rows, dim=0)  # [Cout, Cin, kh, kw]
         outs.append(F.conv2d(x[b:b + 1], weight, conv.bias, conv.stride, conv.padding))
     return torch.cat(outs)
 

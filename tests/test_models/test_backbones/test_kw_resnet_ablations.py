@@ -18,28 +18,23 @@ from kw_mm.apis import build_model, get_model
 from tests.helpers import REPO_ROOT
 
 ABLATIONS = osp.join(REPO_ROOT, 'configs', 'ablations')
-#: config -> (the paper's parameters (M), table, backbone knob it sets)
-PAPER = {
-    'kw1x-resnet18_no-partition_8xb512-300e_in1k.py': (11.78, 'T5', dict(partition=False)),
-    'kw1x-resnet18_share-layer_8xb512-300e_in1k.py':
-        (11.81, 'T6', dict(sharing_range='within-layer')),
-    'kw1x-resnet18_share-none_8xb512-300e_in1k.py': (11.78, 'T6', dict(sharing_range='none')),
-    'kw1x-resnet50_share-same-dim_8xb512-300e_in1k.py':
-        (26.95, 'T7', dict(sharing_range='same-dim')),
-    'kw1x-resnet18_attn-softmax_8xb512-300e_in1k.py':
-        (11.93, 'T8', dict(attention_function='softmax')),
-    'kw1x-resnet18_attn-sigmoid_8xb512-300e_in1k.py':
-        (11.93, 'T8', dict(attention_function='sigmoid')),
-    'kw1x-resnet18_attn-relu-l1_8xb512-300e_in1k.py':
-        (11.93, 'T8', dict(attention_function='relu-l1')),
-    'kw1x-resnet18_init-none_8xb512-300e_in1k.py': (11.93, 'T9', dict(init_strategy='none')),
-    'kw1x-resnet18_init-all-cells_8xb512-300e_in1k.py':
-        (11.93, 'T13', dict(init_strategy='all-to-one')),
-    'kw4x-resnet18_init-4-cells_8xb512-300e_in1k.py':
-        (45.86, 'T13', dict(init_strategy='many-to-one')),
-    'kw1d2x-resnet18_init-2-mixtures_8xb512-300e_in1k.py':
-        (7.43, 'T13', dict(init_strategy='one-to-many')),
-}
+#: config (``configs/ablations/{model}_{setting}_8xb512-300e_in1k.py``) -> the paper's
+#: parameters (M), its table and the backbone knob the config sets
+_ROWS = [
+    ('kw1x-resnet18', 'no-partition', 11.78, 'T5', 'partition', False),
+    ('kw1x-resnet18', 'share-layer', 11.81, 'T6', 'sharing_range', 'within-layer'),
+    ('kw1x-resnet18', 'share-none', 11.78, 'T6', 'sharing_range', 'none'),
+    ('kw1x-resnet50', 'share-same-dim', 26.95, 'T7', 'sharing_range', 'same-dim'),
+    ('kw1x-resnet18', 'attn-softmax', 11.93, 'T8', 'attention_function', 'softmax'),
+    ('kw1x-resnet18', 'attn-sigmoid', 11.93, 'T8', 'attention_function', 'sigmoid'),
+    ('kw1x-resnet18', 'attn-relu-l1', 11.93, 'T8', 'attention_function', 'relu-l1'),
+    ('kw1x-resnet18', 'init-none', 11.93, 'T9', 'init_strategy', 'none'),
+    ('kw1x-resnet18', 'init-all-cells', 11.93, 'T13', 'init_strategy', 'all-to-one'),
+    ('kw4x-resnet18', 'init-4-cells', 45.86, 'T13', 'init_strategy', 'many-to-one'),
+    ('kw1d2x-resnet18', 'init-2-mixtures', 7.43, 'T13', 'init_strategy', 'one-to-many'),
+]
+PAPER = {f'{model}_{setting}_8xb512-300e_in1k.py': (params, table, {knob: value})
+         for model, setting, params, table, knob, value in _ROWS}
 
 
 def test_every_ablation_config_is_listed():
