@@ -196,6 +196,15 @@ default_hooks = dict(logger=dict(interval=1), checkpoint=dict(interval=2))
 """
 
 
+FINETUNE_CFG = """
+_base_ = {base!r}
+model = dict(backbone=dict(init_cfg=dict(type='Pretrained', checkpoint={checkpoint!r},
+                                         prefix='backbone.')))
+train_cfg = dict(max_epochs=1, val_interval=1)
+custom_hooks = [dict(type='kw_mm.KWFinetuneHook')]
+"""
+
+
 @pytest.mark.slow
 def test_kw_deit_tiny_trains_evaluates_and_reloads(tmp_path):
     """tools/train.py on two demo classes: the temperature anneals, validation runs, and the
@@ -225,6 +234,14 @@ def test_kw_deit_tiny_trains_evaluates_and_reloads(tmp_path):
     trained = torch.load(checkpoint, map_location='cpu', weights_only=True)['state_dict']
     for key, value in backbone.state_dict().items():
         assert torch.equal(value, trained[f'backbone.{key}']), key
+
+    # fine-tuning from it: strict Pretrained loading of the backbone, t = 0 throughout
+    finetune = tmp_path / 'kw_deit_tiny_finetune.py'
+    finetune.write_text(FINETUNE_CFG.format(base=str(cfg_path), checkpoint=checkpoint))
+    proc = check(run([sys.executable, 'tools/train.py', str(finetune), '--work-dir',
+                      str(tmp_path / 'finetune')]))
+    log = open(glob.glob(str(tmp_path / 'finetune' / '*' / '*.log'))[0]).read()
+    assert 'temperature t = 0 on 48 KW attentions of ImageClassifier' in log, proc.stdout[-2000:]
 
 
 def test_model_zoo_row_shows_m_and_n_per_warehouse():
