@@ -213,9 +213,10 @@ class WarehouseManager(nn.Module):
             raise ValueError(f'warehouse {name!r} mixes layers of different dimensions: {shapes}')
         out_gcd = math.gcd(*[s[0] for s in shapes])
         in_gcd = math.gcd(*[s[1] for s in shapes])
-        if not self.partition:
-            # a cell is a whole kernel (its 1-in-space slices); the ratios do not apply
-            out_ratio = in_ratio = 1.0
+        if not self.partition and (out_ratio, in_ratio) != (1.0, 1.0):
+            raise ValueError(f'warehouse {name!r}: partition=False makes a cell a whole kernel, '
+                             f'so the cell ratios must be 1, got cell_outplane_ratio={out_ratio:g}'
+                             f' and cell_inplane_ratio={in_ratio:g}')
         cell_out = self._cell_size(name, 'cell_outplane_ratio', out_ratio, out_gcd, 'output')
         cell_in = self._cell_size(name, 'cell_inplane_ratio', in_ratio, in_gcd, 'input')
         num_mixtures = 0

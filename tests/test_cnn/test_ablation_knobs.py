@@ -264,3 +264,9 @@ def test_default_knobs_are_the_paper_setting():
     manager = WarehouseManager()
     assert (manager.attention_function, manager.init_strategy, manager.partition,
             manager.cell_access) == ('caf', 'one-to-one', True, 'shared')
+
+
+def test_no_partition_refuses_cell_ratios():
+    with pytest.raises(ValueError, match=r"warehouse 'w_8x8x3x3': partition=False makes a cell a "
+                       r'whole kernel, so the cell ratios must be 1, got cell_outplane_ratio=0.5'):
+        build(((8, 8, 3), ), partition=False, cell_outplane_ratio=0.5)
