@@ -76,7 +76,8 @@ def kw_star_conv(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
     channel, filter_, spatial = att.modulations(hidden)
     reference = fast.get_kw_impl() == 'reference'
     if reference:
-        alpha = kw_attention_reference(att.logits(x, hidden), att.beta, att.temperature)
+        alpha = att.expand(kw_attention_reference(att.logits(x, hidden), att.beta,
+                                                  att.mix_temperature, att.attention_function))
     else:
         alpha = att(x, hidden)
     if spatial is not None:
