@@ -8,7 +8,7 @@ contrasting-driven attention function (CAF) and mixed with the one-hot initializ
 under the temperature ``t``.
 """
 import math
-from typing import Tuple
+from typing import Optional, Tuple
 
 import torch
 import torch.nn as nn
