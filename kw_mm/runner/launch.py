@@ -14,7 +14,7 @@ from typing import Any, Iterator, Mapping, Optional, Sequence
 
 import torch
 
-from .checkpoint import allow_mmengine_checkpoints, load_file
+from kw_mm.utils.checkpoint import allow_mmengine_checkpoints, load_file
 
 #: default_scope -> the module whose ``register_all_modules`` sets the toolbox up.
 TOOLBOXES = {'mmpretrain': 'mmpretrain.utils', 'mmdet': 'mmdet.utils'}

@@ -1,0 +1,67 @@
+"""Build a kw_mm model from a config and a checkpoint, ready for inference.
+
+What a tool needs outside a Runner (export, pictures, inferencers): the model of a config of
+either toolbox, every tensor of the checkpoint loaded strictly (a checkpoint of another config
+fails naming what differs), the KW temperature the checkpoint was validated with, eval mode.
+"""
+from typing import Optional, Tuple, Union
+
+import torch.nn as nn
+from mmengine.config import Config
+
+from kw_mm.cnn import set_temperature
+from kw_mm.engine.hooks.kw_temperature_hook import temperature_hook_in
+from kw_mm.runner.launch import build_model
+from kw_mm.utils.checkpoint import extract_state_dict, load_file, load_state_dict_strict
+
+ConfigType = Union[str, Config]
+
+
+def load_config(config: ConfigType, cfg_options: Optional[dict] = None) -> Config:
+    """A config from a path (or a Config, copied), with ``cfg_options`` merged in."""
+    cfg = Config.fromfile(config) if isinstance(config, str) else config.copy()
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    return cfg
+
+
+def load_weights(model: nn.Module, checkpoint: str, cfg: Config) -> Optional[float]:
+    """Load ``checkpoint`` into ``model`` strictly; return the temperature it was validated at.
+
+    Returns:
+        float | None: The t of a mid-anneal Runner checkpoint under the config's
+        ``KWTemperatureHook``; None for any other checkpoint (the trained model, t = 0).
+
+    Raises:
+        CheckpointMismatchError: The checkpoint belongs to another model (every missing,
+            unexpected and mis-shaped tensor is listed).
+    """
+    raw = load_file(checkpoint)
+    load_state_dict_strict(model, extract_state_dict(raw, checkpoint), source=checkpoint,
+                           target=f'the model of {cfg.filename or "the config"}')
+    hook = temperature_hook_in(cfg)
+    return hook.checkpoint_temperature(raw) if hook is not None else None
+
+
+def init_model(config: ConfigType, checkpoint: Optional[str] = None, device: str = 'cpu',
+               cfg_options: Optional[dict] = None) -> Tuple[nn.Module, float]:
+    """The model of an mmpretrain or mmdet config with its weights, in eval mode.
+
+    Args:
+        config (str | Config): The config (its ``default_scope`` picks the toolbox).
+        checkpoint (str, optional): Weights, loaded strictly. None keeps the random
+            initialization.
+        device (str): Where the model goes. Defaults to ``'cpu'``.
+        cfg_options (dict, optional): Overrides merged into the config.
+
+    Returns:
+        tuple: The model (``model.cfg`` is its config) and the temperature t set on its KW
+        layers (the checkpoint's, 0 for a trained or converted model).
+    """
+    cfg = load_config(config, cfg_options)
+    model = build_model(cfg)
+    t = load_weights(model, checkpoint, cfg) if checkpoint else None
+    t = 0.0 if t is None else t
+    set_temperature(model, t)
+    model.cfg = cfg
+    return model.to(device).eval(), t
