@@ -4,24 +4,34 @@ What a tool needs outside a Runner (export, pictures, inferencers): the model of
 either toolbox, every tensor of the checkpoint loaded strictly (a checkpoint of another config
 fails naming what differs), the KW temperature the checkpoint was validated with, eval mode.
 """
-from typing import Optional, Tuple, Union
+import importlib
+from typing import List, Optional, Tuple, Union
 
 import torch.nn as nn
 from mmengine.config import Config
+from mmengine.registry import DefaultScope
 
 from kw_mm.cnn import set_temperature
 from kw_mm.engine.hooks.kw_temperature_hook import temperature_hook_in
-from kw_mm.runner.launch import build_model
+from kw_mm.runner.launch import (build_model, override_data_root, pop_data_root,
+                                register_toolbox)
 from kw_mm.utils.checkpoint import extract_state_dict, load_file, load_state_dict_strict
 
 ConfigType = Union[str, Config]
 
 
-def load_config(config: ConfigType, cfg_options: Optional[dict] = None) -> Config:
-    """A config from a path (or a Config, copied), with ``cfg_options`` merged in."""
+def config_with_options(config: ConfigType, cfg_options: Optional[dict] = None) -> Config:
+    """A config from a path (or a Config, copied) with ``cfg_options`` merged in.
+
+    ``data_root=PATH`` among the options moves every dataset to PATH, as in ``tools/test.py``.
+    """
     cfg = Config.fromfile(config) if isinstance(config, str) else config.copy()
+    cfg_options = dict(cfg_options or {})
+    data_root = pop_data_root(cfg_options)
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
+    if data_root is not None:
+        override_data_root(cfg, data_root)
     return cfg
 
 
@@ -58,10 +68,22 @@ def init_model(config: ConfigType, checkpoint: Optional[str] = None, device: str
         tuple: The model (``model.cfg`` is its config) and the temperature t set on its KW
         layers (the checkpoint's, 0 for a trained or converted model).
     """
-    cfg = load_config(config, cfg_options)
+    cfg = config_with_options(config, cfg_options)
     model = build_model(cfg)
     t = load_weights(model, checkpoint, cfg) if checkpoint else None
     t = 0.0 if t is None else t
     set_temperature(model, t)
     model.cfg = cfg
     return model.to(device).eval(), t
+
+
+def test_set_images(cfg: Config, num_images: int) -> List[str]:
+    """Paths of the first ``num_images`` images of a config's test set (for pictures)."""
+    if num_images < 1:
+        raise ValueError(f'the number of images must be >= 1, got {num_images}')
+    scope = register_toolbox(cfg)
+    datasets = importlib.import_module(f'{scope}.registry').DATASETS
+    with DefaultScope.overwrite_default_scope(scope):
+        dataset = datasets.build(cfg.test_dataloader.dataset)
+    count = min(num_images, len(dataset))
+    return [dataset.get_data_info(i)['img_path'] for i in range(count)]

@@ -1,0 +1,63 @@
+"""kw_mm.apis.init_detector: mmdet's DetInferencer on kw_mm's detection configs, with strict
+weights, the KW temperature and mmdet's DetLocalVisualizer pictures."""
+import glob
+import os.path as osp
+
+import pytest
+import torch
+
+from kw_mm import get_temperature
+from kw_mm.apis import config_with_options, init_detector, init_model
+from kw_mm.demo_data.coco import write_coco_set
+from kw_mm.utils.checkpoint import CheckpointMismatchError
+from tests.helpers import REPO_ROOT
+
+DEMO_DET = osp.join(REPO_ROOT, 'configs', 'demo', 'mask-rcnn_kw-r18_demo-coco.py')
+
+
+@pytest.fixture(scope='module')
+def demo(tmp_path_factory):
+    """Two demo COCO validation images and a demo-sized detector checkpoint (seeded weights)."""
+    tmp = tmp_path_factory.mktemp('det_inferencer')
+    paths = write_coco_set(str(tmp / 'data'), num_train=1, num_val=2)
+    cfg = config_with_options(DEMO_DET, {'data_root': paths['data_root']})
+    torch.manual_seed(0)
+    model, _ = init_model(cfg)
+    checkpoint = str(tmp / 'det.pth')
+    torch.save({'state_dict': model.state_dict()}, checkpoint)
+    images = sorted(glob.glob(osp.join(paths['val_img'], '*')))
+    return dict(tmp=tmp, cfg=cfg, checkpoint=checkpoint, images=images)
+
+
+def test_detector_from_checkpoint_predicts_and_draws(demo):
+    inferencer = init_detector(demo['cfg'], demo['checkpoint'], device='cpu',
+                               show_progress=False)
+    assert inferencer.kw_temperature == 0.0 and get_temperature(inferencer.model) == 0.0
+    assert inferencer.model.dataset_meta['classes'] == ('circle', 'square', 'triangle')
+    reference = torch.load(demo['checkpoint'], weights_only=True)['state_dict']
+    for key, value in inferencer.model.state_dict().items():
+        assert torch.equal(value, reference[key]), key
+    out_dir = demo['tmp'] / 'out'
+    result = inferencer(demo['images'][0], out_dir=str(out_dir), pred_score_thr=0.0)
+    pred = result['predictions'][0]
+    assert set(pred) >= {'labels', 'scores', 'bboxes', 'masks'}
+    assert len(pred['labels']) == len(pred['bboxes']) == len(pred['masks']) > 0
+    picture = out_dir / 'vis' / osp.basename(demo['images'][0])
+    assert picture.is_file() and picture.stat().st_size > 1000
+
+
+def test_weights_of_another_config_fail_strictly(demo, tmp_path):
+    other = osp.join(REPO_ROOT, 'configs', 'demo', 'kw1x-resnet18_demo-cls.py')
+    model, _ = init_model(other)
+    checkpoint = str(tmp_path / 'cls.pth')
+    torch.save(model.state_dict(), checkpoint)
+    with pytest.raises(CheckpointMismatchError, match=r'cls\.pth does not match the model of '
+                       r'.*mask-rcnn_kw-r18_demo-coco\.py(.|\n)*missing in checkpoint: '):
+        init_detector(demo['cfg'], checkpoint, device='cpu')
+
+
+def test_no_weights_says_random_initialization(demo):
+    with pytest.warns(UserWarning, match='no weights given, the detector keeps its random '
+                      'initialization'):
+        inferencer = init_detector(demo['cfg'], device='cpu', show_progress=False)
+    assert inferencer.model.dataset_meta['classes'] == ('circle', 'square', 'triangle')
