@@ -15,9 +15,10 @@ from mmdet.apis import DetInferencer
 from mmengine.config import Config
 
 from kw_mm.cnn import set_temperature
-from kw_mm.runner.launch import register_toolbox, use_safe_checkpoint_loader
 
+from .builder import register_toolbox
 from .inference import load_weights
+from .model_names import find_model
 
 
 def config_dataset_meta(cfg: Config) -> dict:
@@ -47,14 +48,13 @@ class KWDetInferencer(DetInferencer):
     def __init__(self, model: Union[str, Config], weights: Optional[str] = None, device: Optional[str] = None,
                  **kwargs) -> None:
         register_toolbox({'default_scope': 'mmdet'})
-        use_safe_checkpoint_loader()
         self.kw_weights = weights
         self.kw_temperature = 0.0
         super().__init__(model=model, weights=None, device=device, scope='mmdet', **kwargs)
 
     def _load_model_from_metafile(self, model: str):
-        from .model_names import find_model
-        return Config.fromfile(find_model(model, task='detection').config), None
+        # mmdet looks names up in its own metafiles; kw_mm's are in kw_mm's index.
+        return Config.fromfile(find_model(model, task='detection').config_path), None
 
     def _load_weights_to_model(self, model: nn.Module, checkpoint: Optional[dict],
                                cfg: Config) -> None:

@@ -1,11 +1,11 @@
-"""Build a kw_mm model from a config and a checkpoint, ready for inference.
+"""Build a kw_mm model from a config or a name, with a checkpoint, ready for inference.
 
 What a tool needs outside a Runner (export, pictures, inferencers): the model of a config of
 either toolbox, every tensor of the checkpoint loaded strictly (a checkpoint of another config
 fails naming what differs), the KW temperature the checkpoint was validated with, eval mode.
 """
 import importlib
-from typing import List, Optional, Tuple, Union
+from typing import Any, List, Optional, Tuple, Union
 
 import torch.nn as nn
 from mmengine.config import Config
@@ -13,25 +13,23 @@ from mmengine.registry import DefaultScope
 
 from kw_mm.cnn import set_temperature
 from kw_mm.engine.hooks.kw_temperature_hook import temperature_hook_in
-from kw_mm.runner.launch import (build_model, override_data_root, pop_data_root,
-                                register_toolbox)
-from kw_mm.utils.checkpoint import extract_state_dict, load_file, load_state_dict_strict
+from kw_mm.utils.checkpoint import load_file, load_state_dict_strict, unwrap_state_dict
+
+from .builder import build_model, load_config, register_toolbox
+from .model_names import find_model
 
 ConfigType = Union[str, Config]
 
 
-def config_with_options(config: ConfigType, cfg_options: Optional[dict] = None) -> Config:
-    """A config from a path (or a Config, copied) with ``cfg_options`` merged in.
-
-    ``data_root=PATH`` among the options moves every dataset to PATH, as in ``tools/test.py``.
-    """
-    cfg = Config.fromfile(config) if isinstance(config, str) else config.copy()
-    cfg_options = dict(cfg_options or {})
-    data_root = pop_data_root(cfg_options)
+def resolve_config(config: ConfigType, cfg_options: Optional[dict] = None) -> Config:
+    """A config from a file, a model name of the index (close matches suggested when unknown)
+    or a loaded Config (copied), with ``cfg_options`` merged in."""
+    if isinstance(config, str):
+        cfg = load_config(config if config.endswith('.py') else find_model(config).config_path)
+    else:
+        cfg = config.copy()
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
-    if data_root is not None:
-        override_data_root(cfg, data_root)
     return cfg
 
 
@@ -47,7 +45,8 @@ def load_weights(model: nn.Module, checkpoint: str, cfg: Config) -> Optional[flo
             unexpected and mis-shaped tensor is listed).
     """
     raw = load_file(checkpoint)
-    load_state_dict_strict(model, extract_state_dict(raw, checkpoint), source=checkpoint,
+    state_dict, _ = unwrap_state_dict(raw, source=checkpoint)
+    load_state_dict_strict(model, state_dict, source=checkpoint,
                            target=f'the model of {cfg.filename or "the config"}')
     hook = temperature_hook_in(cfg)
     return hook.checkpoint_temperature(raw) if hook is not None else None
@@ -58,7 +57,8 @@ def init_model(config: ConfigType, checkpoint: Optional[str] = None, device: str
     """The model of an mmpretrain or mmdet config with its weights, in eval mode.
 
     Args:
-        config (str | Config): The config (its ``default_scope`` picks the toolbox).
+        config (str | Config): A config file, a model name of the index or a loaded config
+            (its ``default_scope`` picks the toolbox).
         checkpoint (str, optional): Weights, loaded strictly. None keeps the random
             initialization.
         device (str): Where the model goes. Defaults to ``'cpu'``.
@@ -66,9 +66,9 @@ def init_model(config: ConfigType, checkpoint: Optional[str] = None, device: str
 
     Returns:
         tuple: The model (``model.cfg`` is its config) and the temperature t set on its KW
-        layers (the checkpoint's, 0 for a trained or converted model).
+        layers (the checkpoint's; 0 for a trained or converted model and without weights).
     """
-    cfg = config_with_options(config, cfg_options)
+    cfg = resolve_config(config, cfg_options)
     model = build_model(cfg)
     t = load_weights(model, checkpoint, cfg) if checkpoint else None
     t = 0.0 if t is None else t
@@ -77,7 +77,7 @@ def init_model(config: ConfigType, checkpoint: Optional[str] = None, device: str
     return model.to(device).eval(), t
 
 
-def test_set_images(cfg: Config, num_images: int) -> List[str]:
+def test_set_images(cfg: Any, num_images: int) -> List[str]:
     """Paths of the first ``num_images`` images of a config's test set (for pictures)."""
     if num_images < 1:
         raise ValueError(f'the number of images must be >= 1, got {num_images}')

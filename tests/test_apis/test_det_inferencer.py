@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from kw_mm import get_temperature
-from kw_mm.apis import config_with_options, init_detector, init_model
+from kw_mm.apis import init_detector, init_model
 from kw_mm.demo_data.coco import write_coco_set
 from kw_mm.utils.checkpoint import CheckpointMismatchError
 from tests.helpers import REPO_ROOT
@@ -20,13 +20,12 @@ def demo(tmp_path_factory):
     """Two demo COCO validation images and a demo-sized detector checkpoint (seeded weights)."""
     tmp = tmp_path_factory.mktemp('det_inferencer')
     paths = write_coco_set(str(tmp / 'data'), num_train=1, num_val=2)
-    cfg = config_with_options(DEMO_DET, {'data_root': paths['data_root']})
     torch.manual_seed(0)
-    model, _ = init_model(cfg)
+    model, _ = init_model(DEMO_DET)
     checkpoint = str(tmp / 'det.pth')
     torch.save({'state_dict': model.state_dict()}, checkpoint)
     images = sorted(glob.glob(osp.join(paths['val_img'], '*')))
-    return dict(tmp=tmp, cfg=cfg, checkpoint=checkpoint, images=images)
+    return dict(tmp=tmp, cfg=DEMO_DET, checkpoint=checkpoint, images=images)
 
 
 def test_detector_from_checkpoint_predicts_and_draws(demo):

@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from kw_mm.apis import config_with_options, init_model
+from kw_mm.apis import init_model
 from kw_mm.demo_data.classification import write_classification_set
 from kw_mm.demo_data.coco import write_coco_set
 from tests.helpers.tool_runs import ROOT, check, run
@@ -17,10 +17,9 @@ DEMO_CLS = osp.join(ROOT, 'configs', 'demo', 'kw1x-resnet18_demo-cls.py')
 DEMO_DET = osp.join(ROOT, 'configs', 'demo', 'mask-rcnn_kw-r18_demo-coco.py')
 
 
-def seeded_checkpoint(config: str, data_root: str, path: str) -> str:
-    cfg = config_with_options(config, {'data_root': data_root})
+def seeded_checkpoint(config: str, path: str) -> str:
     torch.manual_seed(0)
-    model, _ = init_model(cfg)
+    model, _ = init_model(config)
     torch.save({'state_dict': model.state_dict()}, path)
     return path
 
@@ -37,7 +36,7 @@ def det(tmp_path_factory):
     tmp = tmp_path_factory.mktemp('det_pictures')
     root = write_coco_set(str(tmp / 'data'), num_train=1, num_val=3)['data_root']
     return dict(tmp=tmp, root=root,
-                ckpt=seeded_checkpoint(DEMO_DET, root, str(tmp / 'det.pth')))
+                ckpt=seeded_checkpoint(DEMO_DET, str(tmp / 'det.pth')))
 
 
 @pytest.mark.slow
@@ -64,7 +63,7 @@ def test_test_py_show_dir_draws_detections(det):
 def test_test_py_show_dir_draws_classifications(tmp_path):
     root = write_classification_set(str(tmp_path / 'data'), num_train=1, num_val=2,
                                     image_size=32)['data_root']
-    ckpt = seeded_checkpoint(DEMO_CLS, root, str(tmp_path / 'cls.pth'))
+    ckpt = seeded_checkpoint(DEMO_CLS, str(tmp_path / 'cls.pth'))
     show = tmp_path / 'show'
     check(run([sys.executable, 'tools/test.py', DEMO_CLS, ckpt, '--work-dir',
                str(tmp_path / 'work'), '--show-dir', str(show), '--cfg-options',

@@ -21,8 +21,8 @@ from mmengine.runner import Runner, load_checkpoint
 from kw_mm import set_temperature
 from kw_mm.engine.hooks.kw_temperature_hook import temperature_hook_in
 from kw_mm.analysis.attention_maps import AttentionRecorder, plot_warehouse
-from kw_mm.runner.launch import (build_model, check_checkpoint_file, check_data_roots,
-                                override_data_root, register_toolbox,
+from kw_mm.apis import build_model, register_toolbox
+from kw_mm.runner.launch import (check_checkpoint_file, check_data_roots, override_data_root,
                                 use_safe_checkpoint_loader)
 
 

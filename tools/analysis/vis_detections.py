@@ -13,8 +13,9 @@ import os.path as osp
 
 from mmengine.config import DictAction
 
-from kw_mm.apis import config_with_options, init_detector, test_set_images
-from kw_mm.runner.launch import check_checkpoint_file, check_data_roots
+from kw_mm.apis import init_detector, resolve_config, test_set_images
+from kw_mm.runner.launch import (check_checkpoint_file, check_data_roots, override_data_root,
+                                pop_data_root)
 
 
 def parse_args() -> argparse.Namespace:
@@ -26,14 +27,19 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--score-thr', type=float, default=0.3,
                         help='smallest score drawn (default: 0.3)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
-                        help='override config entries, key=value')
+                        help='override config entries, key=value; data_root=PATH moves every '
+                        'dataset to PATH')
     return parser.parse_args()
 
 
 def main() -> None:
     args = parse_args()
     check_checkpoint_file(args.checkpoint)
-    cfg = config_with_options(args.config, args.cfg_options)
+    cfg_options = dict(args.cfg_options or {})
+    data_root = pop_data_root(cfg_options)  # data_root=PATH moves every dataset, as in test.py
+    cfg = resolve_config(args.config, cfg_options)
+    if data_root is not None:
+        override_data_root(cfg, data_root)
     check_data_roots(cfg, ['test_dataloader'])
     inferencer = init_detector(cfg, args.checkpoint, device='cpu', show_progress=False)
     images = test_set_images(cfg, args.num_images)
