@@ -60,7 +60,7 @@ class KWDetInferencer(DetInferencer):
                                cfg: Config) -> None:
         # mmdet passes the checkpoint it loaded itself (non-strictly); ours is loaded here.
         if self.kw_weights is None:
-            warnings.warn(f'{cfg.filename}: no weights given, the detector keeps its random '
+            warnings.warn(f'{cfg.filename}: no weights given, the model keeps its random '
                           'initialization')
             t = None
         else:

@@ -5,6 +5,7 @@ either toolbox, every tensor of the checkpoint loaded strictly (a checkpoint of 
 fails naming what differs), the KW temperature the checkpoint was validated with, eval mode.
 """
 import importlib
+import warnings
 from typing import Any, List, Optional, Tuple, Union
 
 import torch.nn as nn
@@ -70,6 +71,9 @@ def init_model(config: ConfigType, checkpoint: Optional[str] = None, device: str
     """
     cfg = resolve_config(config, cfg_options)
     model = build_model(cfg)
+    if checkpoint is None:
+        warnings.warn(f'{config if isinstance(config, str) else cfg.filename}: no weights '
+                      'given, the model keeps its random initialization')
     t = load_weights(model, checkpoint, cfg) if checkpoint else None
     t = 0.0 if t is None else t
     set_temperature(model, t)

@@ -60,6 +60,7 @@ def _add_pretraining_models(hub) -> None:
     if getattr(hub, '_kw_mm_registered', False):
         return
     from modelindex.load_model_index import load
+    from modelindex.models.Result import Result
     index = get_model_index()
     metafile_index = load(INDEX_FILE)
     metafile_index.build_models_with_collections()
@@ -69,6 +70,12 @@ def _add_pretraining_models(hub) -> None:
         if info is None or model_task(info) != 'classification' or key in hub._models_dict:
             continue
         metainfo.config = info.config_path
+        if not metainfo.results:
+            # mmpretrain's inference_model picks its inferencer by the results' task; the demo
+            # models have no results (no paper numbers).
+            metainfo.results = [Result(task='Image Classification',
+                                       dataset=metainfo.metadata.training_data or 'unknown',
+                                       metrics={})]
         hub._models_dict[key] = metainfo
     hub._kw_mm_registered = True
 

@@ -5,6 +5,7 @@ import os.path as osp
 
 import pytest
 import torch
+from mmdet.apis import DetInferencer
 
 from kw_mm import get_temperature
 from kw_mm.apis import init_detector, init_model
@@ -28,9 +29,10 @@ def demo(tmp_path_factory):
     return dict(tmp=tmp, cfg=DEMO_DET, checkpoint=checkpoint, images=images)
 
 
-def test_detector_from_checkpoint_predicts_and_draws(demo):
-    inferencer = init_detector(demo['cfg'], demo['checkpoint'], device='cpu',
+def test_detector_by_name_from_checkpoint_predicts_and_draws(demo):
+    inferencer = init_detector('mask-rcnn_kw-r18_demo-coco', demo['checkpoint'], device='cpu',
                                show_progress=False)
+    assert isinstance(inferencer, DetInferencer)
     assert inferencer.kw_temperature == 0.0 and get_temperature(inferencer.model) == 0.0
     assert inferencer.model.dataset_meta['classes'] == ('circle', 'square', 'triangle')
     reference = torch.load(demo['checkpoint'], weights_only=True)['state_dict']
@@ -50,13 +52,23 @@ def test_weights_of_another_config_fail_strictly(demo, tmp_path):
     model, _ = init_model(other)
     checkpoint = str(tmp_path / 'cls.pth')
     torch.save(model.state_dict(), checkpoint)
-    with pytest.raises(CheckpointMismatchError, match=r'cls\.pth does not match the model of '
-                       r'.*mask-rcnn_kw-r18_demo-coco\.py(.|\n)*missing in checkpoint: '):
+    with pytest.raises(CheckpointMismatchError, match=r'cls\.pth \(2 keys the model does not '
+                       r'have, e\.g\. head\.fc\.weight\) but the model of .*mask-rcnn_kw-r18_'
+                       r'demo-coco\.py expects .*\n  missing in checkpoint: neck\.'):
         init_detector(demo['cfg'], checkpoint, device='cpu')
 
 
 def test_no_weights_says_random_initialization(demo):
-    with pytest.warns(UserWarning, match='no weights given, the detector keeps its random '
+    with pytest.warns(UserWarning, match='no weights given, the model keeps its random '
                       'initialization'):
-        inferencer = init_detector(demo['cfg'], device='cpu', show_progress=False)
+        inferencer = init_detector('mask-rcnn_kw-r18_demo-coco', device='cpu',
+                                   show_progress=False)
     assert inferencer.model.dataset_meta['classes'] == ('circle', 'square', 'triangle')
+
+
+def test_unknown_or_classification_names_are_refused():
+    with pytest.raises(ValueError, match=r"unknown kw_mm model 'mask-rcnn_kw-r50_coco'; close "
+                       r'matches: mask-rcnn_kw-r50_1x_coco'):
+        init_detector('mask-rcnn_kw-r50_coco')
+    with pytest.raises(ValueError, match=r"'kw1x-resnet18_8xb32_in1k' is a classification model"):
+        init_detector('kw1x-resnet18_8xb32_in1k')

@@ -37,7 +37,7 @@ from tests.helpers.tool_runs import check, run
 SIZE = 64
 TOLERANCE = 1e-4
 #: Logit added to each mixture's assigned cell (see the module docstring).
-ATTENTION_FOCUS = 16.0
+ATTENTION_FOCUS = 32.0
 MODELS = {
     'kw1x-resnet18': 'configs/kw1x-resnet18_8xb32_in1k.py',
     'kw1x-mobilenet-v2': 'configs/kw1x-mobilenet-v2_8xb32-150e_in1k.py',
@@ -90,16 +90,18 @@ def trained_like(config: str, part=None) -> ExportTarget:
 def test_one_file_serves_batch_1_and_3(name, tmp_path):
     target = trained_like(MODELS[name])
     x = torch.randn(3, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(3))
-    attention = next(m for m in target.modules() if isinstance(m, KWAttention))
-    alphas = []
-    handle = attention.register_forward_hook(lambda m, a, out: alphas.append(out))
+    spread = []  # how much each attention differs between two samples
+    handles = [m.register_forward_hook(lambda m, a, out: spread.append(
+        (out[0] - out[1]).abs().max().item())) for m in target.modules()
+        if isinstance(m, KWAttention)]
     with torch.no_grad():
         scores = target(x)
-        with use_kw_impl('reference'):
-            reference = target(x)
-    handle.remove()
+    for handle in handles:
+        handle.remove()
+    with torch.no_grad(), use_kw_impl('reference'):
+        reference = target(x)
     assert scores.shape == (3, 1000) and scores.std() > 0.1  # a live network
-    assert (alphas[0][0] - alphas[0][1]).abs().max() > 0.01  # per-sample attentions
+    assert max(spread) > 0.05  # per-sample attentions
     assert relative_error(scores, reference) < TOLERANCE / 2  # a well-conditioned one
     path = export_onnx(target, str(tmp_path / f'{name}.onnx'), (3, SIZE, SIZE),
                        dynamic_batch=True)
