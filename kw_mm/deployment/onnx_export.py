@@ -153,6 +153,13 @@ def check_exportable(target: nn.Module) -> None:
 
 
 # ------------------------------------------------------------------ export and check
+def image_shape(size: Sequence[int]) -> Tuple[int, int, int]:
+    """``(3, H, W)`` from ``[H]`` (square) or ``[H, W]``."""
+    if len(size) not in (1, 2) or min(size) < 1:
+        raise ValueError(f'the input size is H or H W (positive), got {list(size)}')
+    return 3, size[0], size[-1]
+
+
 def example_input(batch: int, shape: Sequence[int], seed: int = 0) -> torch.Tensor:
     """A seeded normalized-image batch ``[batch, *shape]``."""
     return torch.randn(batch, *shape, generator=torch.Generator().manual_seed(seed))

@@ -18,7 +18,7 @@ from mmengine.config import DictAction
 
 from kw_mm.apis import init_model
 from kw_mm.deployment import ExportTarget, check_onnx, export_onnx, onnx_batch_dims
-from kw_mm.deployment.onnx_export import PARTS, describe_size
+from kw_mm.deployment.onnx_export import PARTS, describe_size, image_shape
 from kw_mm.runner.launch import check_checkpoint_file
 
 #: The largest relative error accepted by the check (float32 rounding of a deep network).
@@ -37,19 +37,17 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--part', choices=sorted({p for ps in PARTS.values() for p in ps}),
                         help='what to export (default: the classifier of an mmpretrain config, '
                         'backbone+neck of an mmdet config)')
-    parser.add_argument('--no-check', action='store_true',
-                        help='do not run the file with onnxruntime')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config entries, key=value')
+    parser.add_argument('--no-check', action='store_true',
+                        help='do not run the file with onnxruntime')
     return parser.parse_args()
 
 
 def main() -> None:
     args = parse_args()
-    if len(args.shape) not in (1, 2) or min(args.shape) < 1:
-        raise SystemExit(f'--shape takes H or H W (positive), got {args.shape}')
+    shape = image_shape(args.shape)
     check_checkpoint_file(args.checkpoint)
-    shape = (3, args.shape[0], args.shape[-1])
     model, t = init_model(args.config, args.checkpoint, cfg_options=args.cfg_options)
     scope = model.cfg.default_scope
     target = ExportTarget(model, scope, args.part)
