@@ -52,12 +52,12 @@ logged() {
   shift
   echo "==== ${what}: $*" >> "${LOG}"
   "$@" >> "${LOG}" 2>&1 &
-  local pid=$! waited=0
+  local pid=$! next=$((SECONDS + HEARTBEAT))
   while kill -0 "${pid}" 2>/dev/null; do
-    sleep 1
-    waited=$((waited + 1))
-    if ((waited % HEARTBEAT == 0)); then
+    sleep 0.2
+    if ((SECONDS >= next)); then
       log "  ... still ${what} (log: ${LOG})"
+      next=$((next + HEARTBEAT))
     fi
   done
   if ! wait "${pid}"; then

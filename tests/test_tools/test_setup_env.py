@@ -79,6 +79,7 @@ FAKE_PYTHON = r"""#!/usr/bin/env bash
 echo "$*" >> "${FAKE_CALLS}"
 if [[ "$1 $2" == "-m venv" ]]; then mkdir -p "$3/bin"; cp "$0" "$3/bin/python"; exit 0; fi
 if [[ "$1 $2" == "-m pip" ]]; then
+  if [[ -n "${FAKE_SLOW_TORCH:-}" && "$*" == *torch==* ]]; then sleep 5; fi
   for i in $(seq 1 300); do echo "Collecting noise-$i"; echo "WARNING: compiler noise $i" >&2; done
   exit 0
 fi
@@ -93,7 +94,7 @@ exit 0
 """
 
 
-def run_fake_install(tree, fail_pip=False):
+def run_fake_install(tree, fail_pip=False, **extra_env):
     fake = tree / 'fake_python'
     script = FAKE_PYTHON.replace('exit 0\nfi\nif [[ "$1" == "-c" ]]',
                                  'exit 3\nfi\nif [[ "$1" == "-c" ]]') if fail_pip else FAKE_PYTHON
@@ -104,7 +105,7 @@ def run_fake_install(tree, fail_pip=False):
     (cache / 'mmcv-2.1.0-cp311-cp311-linux_x86_64.whl').write_text('')  # a cached build
     os.remove(tree / STAMP)
     env = dict(os.environ, PYTHON=str(fake), HOME=str(tree), KW_MM_WHEEL_CACHE=str(tree / 'wheels'),
-               FAKE_CALLS=str(tree / 'calls.txt'))
+               FAKE_CALLS=str(tree / 'calls.txt'), **extra_env)
     return subprocess.run(['bash', str(tree / SCRIPT)], env=env, capture_output=True, text=True,
                           timeout=120)
 
@@ -135,3 +136,13 @@ def test_failed_step_shows_the_end_of_the_log(tree):
     assert proc.returncode == 1 and not (tree / STAMP).exists()
     assert 'FAILED while updating pip' in proc.stderr
     assert 'compiler noise 300' in proc.stderr and 'compiler noise 200' not in proc.stderr
+
+
+def test_long_step_prints_a_heartbeat(tree):
+    """A step that outlasts KW_MM_SETUP_HEARTBEAT seconds says it is still running (the mmcv
+    build: a line every 2 minutes by default, about a dozen lines for the whole build)."""
+    proc = run_fake_install(tree, KW_MM_SETUP_HEARTBEAT='2', FAKE_SLOW_TORCH='1')
+    assert proc.returncode == 0, proc.stderr
+    beats = [line for line in proc.stdout.splitlines() if '... still' in line]
+    assert 1 <= len(beats) <= 3 and all('still installing torch' in b for b in beats), beats
+    assert all(f"(log: {tree / '.venv' / 'setup.log'})" in line for line in beats)
