@@ -111,7 +111,8 @@ class KWConvNd(nn.Module):
         impl = fast.get_kw_impl()
         if impl == 'reference':
             att = self.attention
-            alpha = kw_attention_reference(att.logits(x), att.beta, att.temperature)
+            alpha = att.expand(kw_attention_reference(att.logits(x), att.beta, att.mix_temperature,
+                                                      att.attention_function))
             return kw_conv_reference(x, alpha, cells, self.bias, self.geometry)
         if impl == 'export':
             return kw_conv_export(x, self.attention(x), cells, self.bias, self.geometry)
