@@ -2,8 +2,7 @@
 with their weights for inference (mmpretrain's and mmdet's inferencers, ONNX export)."""
 from .builder import build_model, load_config, model_config, register_toolbox
 from .model_index import (ModelInfo, Variant, get_config_path, get_model, get_model_index,
-<<<<<<< HEAD
-                          get_variant, list_models, list_variants)
+                          get_variant, list_ablations, list_models, list_variants)
 from .model_names import find_model, register_with_mmpretrain  # noqa: I001 (after the index)
 from .inference import init_model, load_weights, resolve_config, test_set_images
 
@@ -20,15 +19,7 @@ def __getattr__(name: str):
 
 __all__ = [
     'build_model', 'load_config', 'model_config', 'register_toolbox', 'ModelInfo', 'Variant',
-    'get_config_path', 'get_model', 'get_model_index', 'get_variant', 'list_models',
-    'list_variants', 'find_model', 'register_with_mmpretrain', 'init_model', 'load_weights',
-    'resolve_config', 'test_set_images', 'KWDetInferencer', 'init_detector'
-=======
-                          get_variant, list_ablations, list_models, list_variants)
-
-__all__ = [
-    'build_model', 'load_config', 'model_config', 'register_toolbox', 'ModelInfo', 'Variant',
     'get_config_path', 'get_model', 'get_model_index', 'get_variant', 'list_ablations',
-    'list_models', 'list_variants'
->>>>>>> main
+    'list_models', 'list_variants', 'find_model', 'register_with_mmpretrain', 'init_model',
+    'load_weights', 'resolve_config', 'test_set_images', 'KWDetInferencer', 'init_detector'
 ]
