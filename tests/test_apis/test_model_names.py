@@ -37,7 +37,8 @@ def test_every_pretraining_config_is_listed_by_mmpretrain():
     listed = set(list_models())
     assert set(names) <= listed, sorted(set(names) - listed)
     assert 'mask-rcnn_kw-r50_1x_coco' not in listed  # detectors go through init_detector
-    assert list_models('kw1x-resnet50') == ['kw1x-resnet50_8xb512-300e_in1k']
+    assert list_models('kw1x-resnet50_8xb') == ['kw1x-resnet50_8xb512-300e_in1k']
+    assert 'kw1x-deit-tiny_4xb256_in1k' in listed  # and the other families
 
 
 def test_get_model_by_name_builds_the_kw_classifier():
