@@ -135,6 +135,10 @@ def _class_path(module: nn.Module) -> str:
 
 
 def _first_line(err: BaseException) -> str:
+    """The first line of the innermost cause (the exporters wrap the reason in their own
+    errors)."""
+    while err.__cause__ is not None:
+        err = err.__cause__
     text = str(err).strip().splitlines()
     return f'{type(err).__name__}: {text[0] if text else ""}'
 

@@ -148,6 +148,20 @@ def test_layer_that_cannot_be_exported_is_named(tmp_path):
         export_onnx(ExportTarget(model, 'mmdet'), str(tmp_path / 'dcn.onnx'), (3, SIZE, SIZE))
 
 
+class KthValuePool(nn.Module):
+    """A pooling whose operator (aten.kthvalue) has no ONNX translation."""
+
+    def forward(self, x):
+        return torch.kthvalue(x.flatten(1), 3, dim=1).values
+
+
+def test_operator_without_onnx_translation_is_named(tmp_path):
+    model = nn.Sequential(nn.Conv2d(3, 4, 1), KthValuePool())
+    with pytest.raises(ExportError, match=r'^layer 1 \(.*KthValuePool\) cannot be translated to '
+                       r'ONNX: .*aten\.kthvalue'):
+        export_onnx(model, str(tmp_path / 'x.onnx'), (3, 8, 8))
+
+
 def test_unallocated_kw_layer_is_named(tmp_path):
     model = nn.Sequential(nn.Conv2d(3, 8, 1), KWConv2d(8, 8, 3, padding=1))
     with pytest.raises(ExportError, match=r'layer 1 \(KWConv2d\) cannot be exported: it is not '
