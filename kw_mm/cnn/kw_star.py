@@ -27,6 +27,7 @@ import torch.nn as nn
 
 from . import fast
 from .attention import KWAttention
+from .export import kw_conv_export
 from .functional import kw_attention_reference, kw_conv_reference
 
 
@@ -74,7 +75,8 @@ def kw_star_conv(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
     att = layer.attention
     hidden = att.hidden(x)
     channel, filter_, spatial = att.modulations(hidden)
-    reference = fast.get_kw_impl() == 'reference'
+    impl = fast.get_kw_impl()
+    reference = impl == 'reference'
     if reference:
         alpha = att.expand(kw_attention_reference(att.logits(x, hidden), att.beta,
                                                   att.mix_temperature, att.attention_function))
@@ -85,7 +87,7 @@ def kw_star_conv(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
         alpha = alpha * spatial.repeat_interleave(per_position, dim=1).unsqueeze(-1)
     view = (x.shape[0], -1) + (1, ) * (x.dim() - 2)
     x = x * channel.view(view)
-    conv = kw_conv_reference if reference else fast.kw_conv
+    conv = {'reference': kw_conv_reference, 'export': kw_conv_export}.get(impl, fast.kw_conv)
     out = conv(x, alpha, layer.cells, None, layer.geometry) * filter_.view(view)
     return out if layer.bias is None else out + layer.bias.view(1, -1, *view[2:])
 
