@@ -214,7 +214,7 @@ def test_temperature_is_runtime_state_not_saved():
     (dict(cell_num_ratio=[1, 2]), [spec(8, 8, 1, 'conv2d')],
      r"cell_num_ratio has 2 values for 1 warehouses \['w'\]"),
     (dict(cell_num_ratio=dict(v=1)), [spec(8, 8, 1, 'conv2d')],
-     r'cell_num_ratio has no entry for warehouse'),  # a KeyError: str() quotes it
+     r"cell_num_ratio \{'v': 1\} has no entry for warehouse 'w'"),
     (dict(norm='GN'), [], r"norm must be one of \['BN', 'LN'\], got 'GN'"),
 ])
 def test_bad_warehouse_arguments_name_the_value(kwargs, specs, match):

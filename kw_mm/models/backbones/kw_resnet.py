@@ -19,7 +19,6 @@ import torch
 import torch.nn as nn
 from mmcv.cnn import build_norm_layer
 from mmcv.cnn.bricks import DropPath
-from torch.nn.modules.batchnorm import _BatchNorm
 
 from kw_mm.cnn import WarehouseManager
 from kw_mm.registry import MODELS
@@ -235,8 +234,6 @@ class KWResNet(BaseKWBackbone):
         if nonlocal_basis_ratio is None:
             use_basis = self.block is KWBottleneck and budget < 1
             nonlocal_basis_ratio = 1 / 16 if use_basis else 1.0
-        if isinstance(sharing_range, str):
-            sharing_range = tuple(sharing_range.split('_'))
         # Registered first, as in the reference, so the state dict starts with the cells.
         self.warehouse_manager = WarehouseManager(
             reduction=reduction,
@@ -314,19 +311,6 @@ class KWResNet(BaseKWBackbone):
                       norm_cfg=self.norm_cfg))
             layer_index = 1 if first else layer_index + 1
         return nn.Sequential(*blocks), layer_index
-
-    def _init_plain_layers(self) -> None:
-        """Kaiming (fan_out) normal convolutions, unit/zero norms (as the reference).
-
-        Runs before the warehouses are allocated: the attentions and cells have their own
-        initialization (:class:`~kw_mm.cnn.WarehouseManager`).
-        """
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode='fan_out', nonlinearity='relu')
-            elif isinstance(m, (_BatchNorm, nn.GroupNorm)):
-                nn.init.constant_(m.weight, 1)
-                nn.init.constant_(m.bias, 0)
 
     # ------------------------------------------------------------------ BaseKWBackbone
     def stage_modules(self, index: int) -> List[nn.Module]:
