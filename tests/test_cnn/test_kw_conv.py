@@ -236,6 +236,7 @@ def test_bad_layer_arguments():
         layer(torch.randn(1, 8, 5, 5))
 
 
+@pytest.mark.slow  # starts a subprocess
 def test_kw_mm_works_without_mmdet():
     """kw_mm's layers, models and hooks import nothing from mmdet: with mmdet unimportable
     (mmpretrain imports it only if it is installed), kw_mm imports and builds a KW backbone."""
