@@ -79,6 +79,7 @@ def test_total_parameters_equal_the_paper_to_001m(name):
     params = sum(p.numel() for p in model.parameters())
     expected = KNOWN_DIFFERENCES.get(name, PAPER_PARAMS[name])
     assert round(params / 1e6, 2) == expected, params
+    assert params == get_variant(name).params  # what the model index records
 
 
 @pytest.mark.parametrize('name', sorted(TABLE14))
