@@ -33,16 +33,20 @@ def kw_or_plain_conv(manager: WarehouseManager, in_channels: int, out_channels: 
                            warehouse_name=warehouse or 'plain', enabled=warehouse is not None)
 
 
-class KWBasicBlock(nn.Module):
-    """ResNet BasicBlock (two 3x3 convolutions) whose convolutions draw from warehouses.
+class _KWResidualBlock(nn.Module):
+    """What both ResNet blocks share: their arguments, the residual branch's ReLU, projection and
+    stochastic depth. Subclasses build their convolutions and norms (:meth:`build_branch`) and
+    compute the branch (:meth:`branch`).
 
     Args:
         manager (WarehouseManager): Creates the convolutions.
         in_channels (int): Input channels.
-        planes (int): Output channels of both convolutions.
-        warehouses (Sequence[str | None]): Warehouse of conv1 and conv2; None keeps a normal
-            convolution.
-        stride (int): Stride of conv1 (and of the downsample). Defaults to 1.
+        planes (int): Channels of the block's convolutions; the output has
+            ``expansion * planes``.
+        warehouses (Sequence[str | None]): Warehouse of each convolution (conv1, conv2[, conv3]);
+            None keeps a normal convolution.
+        stride (int): Stride of the 3x3 convolution (pytorch style, as the reference and
+            mmpretrain) and of the downsample. Defaults to 1.
         downsample (nn.Module, optional): Projection of the identity. Defaults to None.
         drop_path_rate (float): Stochastic depth of the residual branch. Defaults to 0.
         norm_cfg (dict): Norm layers. Defaults to ``dict(type='BN')``.
@@ -60,49 +64,50 @@ class KWBasicBlock(nn.Module):
                  drop_path_rate: float = 0.,
                  norm_cfg: dict = dict(type='BN')) -> None:
         super().__init__()
-        self.conv1 = kw_or_plain_conv(manager, in_channels, planes, 3, stride, warehouses[0])
-        self.bn1 = build_norm_layer(norm_cfg, planes)[1]
-        self.conv2 = kw_or_plain_conv(manager, planes, planes, 3, 1, warehouses[1])
-        self.bn2 = build_norm_layer(norm_cfg, planes)[1]
+        # Convolutions first: the module order is the reservation and cell-assignment order.
+        self.build_branch(manager, in_channels, planes, warehouses, stride, norm_cfg)
         self.relu = nn.ReLU(inplace=True)
         self.downsample = downsample
         self.drop_path = DropPath(drop_path_rate) if drop_path_rate > 0 else nn.Identity()
 
+    def build_branch(self, manager: WarehouseManager, in_channels: int, planes: int,
+                     warehouses: Sequence[Optional[str]], stride: int, norm_cfg: dict) -> None:
+        raise NotImplementedError
+
+    def branch(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         identity = x if self.downsample is None else self.downsample(x)
+        return self.relu(identity + self.drop_path(self.branch(x)))
+
+
+class KWBasicBlock(_KWResidualBlock):
+    """ResNet BasicBlock (two 3x3 convolutions) whose convolutions draw from warehouses (the
+    arguments of :class:`_KWResidualBlock`)."""
+
+    expansion = 1
+
+    def build_branch(self, manager: WarehouseManager, in_channels: int, planes: int,
+                     warehouses: Sequence[Optional[str]], stride: int, norm_cfg: dict) -> None:
+        self.conv1 = kw_or_plain_conv(manager, in_channels, planes, 3, stride, warehouses[0])
+        self.bn1 = build_norm_layer(norm_cfg, planes)[1]
+        self.conv2 = kw_or_plain_conv(manager, planes, planes, 3, 1, warehouses[1])
+        self.bn2 = build_norm_layer(norm_cfg, planes)[1]
+
+    def branch(self, x: torch.Tensor) -> torch.Tensor:
         out = self.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        return self.relu(identity + self.drop_path(out))
+        return self.bn2(self.conv2(out))
 
 
-class KWBottleneck(nn.Module):
-    """ResNet Bottleneck (1x1, 3x3 with the stride, 1x1) whose convolutions draw from warehouses.
-
-    Args:
-        manager (WarehouseManager): Creates the convolutions.
-        in_channels (int): Input channels.
-        planes (int): Channels of the 1x1 and 3x3 convolutions; the output has ``4 * planes``.
-        warehouses (Sequence[str | None]): Warehouse of conv1, conv2 and conv3; None keeps a
-            normal convolution.
-        stride (int): Stride of conv2 (pytorch style, as the reference and mmpretrain).
-            Defaults to 1.
-        downsample (nn.Module, optional): Projection of the identity. Defaults to None.
-        drop_path_rate (float): Stochastic depth of the residual branch. Defaults to 0.
-        norm_cfg (dict): Norm layers. Defaults to ``dict(type='BN')``.
-    """
+class KWBottleneck(_KWResidualBlock):
+    """ResNet Bottleneck (1x1, 3x3 with the stride, 1x1) whose convolutions draw from
+    warehouses (the arguments of :class:`_KWResidualBlock`)."""
 
     expansion = 4
 
-    def __init__(self,
-                 manager: WarehouseManager,
-                 in_channels: int,
-                 planes: int,
-                 warehouses: Sequence[Optional[str]],
-                 stride: int = 1,
-                 downsample: Optional[nn.Module] = None,
-                 drop_path_rate: float = 0.,
-                 norm_cfg: dict = dict(type='BN')) -> None:
-        super().__init__()
+    def build_branch(self, manager: WarehouseManager, in_channels: int, planes: int,
+                     warehouses: Sequence[Optional[str]], stride: int, norm_cfg: dict) -> None:
         out_channels = planes * self.expansion
         self.conv1 = kw_or_plain_conv(manager, in_channels, planes, 1, 1, warehouses[0])
         self.bn1 = build_norm_layer(norm_cfg, planes)[1]
@@ -110,16 +115,11 @@ class KWBottleneck(nn.Module):
         self.bn2 = build_norm_layer(norm_cfg, planes)[1]
         self.conv3 = kw_or_plain_conv(manager, planes, out_channels, 1, 1, warehouses[2])
         self.bn3 = build_norm_layer(norm_cfg, out_channels)[1]
-        self.relu = nn.ReLU(inplace=True)
-        self.downsample = downsample
-        self.drop_path = DropPath(drop_path_rate) if drop_path_rate > 0 else nn.Identity()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        identity = x if self.downsample is None else self.downsample(x)
+    def branch(self, x: torch.Tensor) -> torch.Tensor:
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.relu(self.bn2(self.conv2(out)))
-        out = self.bn3(self.conv3(out))
-        return self.relu(identity + self.drop_path(out))
+        return self.bn3(self.conv3(out))
 
 
 @MODELS.register_module()
