@@ -100,14 +100,14 @@ def plain_twin(spec: str) -> str:
     index = get_model_index()
     if spec.endswith('.py'):
         info = index.by_config(spec)
-        if info is None or info.plain_twin is None:
+        if info is None or info.plain_twin_name is None:
             raise ValueError(f'no plain twin found for {spec!r} (the model index names none); '
                              'give the pair explicitly as KW_CONFIG:PLAIN_CONFIG')
-        twin = index.get(info.plain_twin)
+        twin = index.get_model(info.plain_twin_name)
         beside = osp.join(osp.dirname(spec), osp.basename(twin.config))
         return beside if osp.isfile(beside) else twin.config_path
     if spec in index.variants:
-        return index.variants[spec].plain_twin.name
+        return index.variants[spec].baseline.name
     raise ValueError(f'no plain twin for {spec!r}')
 
 

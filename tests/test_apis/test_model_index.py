@@ -48,7 +48,7 @@ def test_variants_twins_and_release_names():
     variants = {v.name: v for v in list_variants()}
     assert len(variants) == 22
     for variant in variants.values():
-        twin = variant.plain_twin
+        twin = variant.baseline
         assert not twin.is_kw and twin.family == variant.family
         assert (variant.budget is None) == (not variant.is_kw)
     assert get_variant('kw1d4x_resnet18').budget == 0.25
