@@ -18,7 +18,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 import torch
 import torch.nn as nn
 
-from .attention import NORM_LAYERS, KWAttention
+from .attention import NORM_LAYERS, KWAttention, check_attention_options
 from .functional import count_mixtures
 from .kw_conv import KW_LAYERS, KWConvNd, KWLinear
 
@@ -121,6 +121,18 @@ class WarehouseManager(nn.Module):
         nonlocal_basis_ratio (float): Below 1, attentions use the non-local basis.
             Defaults to 1.
         norm (str): Attention norm, ``'BN'`` or ``'LN'``. Defaults to ``'BN'``.
+        attention_function (str): ``'caf'`` (the paper's), ``'softmax'``, ``'sigmoid'`` or
+            ``'relu-l1'`` (paper Table 8). Defaults to ``'caf'``.
+        init_strategy (str): The attention initialization, ``'one-to-one'`` (the paper's),
+            ``'all-to-one'``, ``'many-to-one'`` (b >= 2), ``'one-to-many'`` (b < 1) or
+            ``'none'`` (paper Tables 9 and 13; see :func:`~kw_mm.cnn.attention.init_beta`).
+            Defaults to ``'one-to-one'``.
+        partition (bool): Cut kernels into cells. ``False`` (paper Table 5) makes a cell a
+            whole kernel (stored as its 1-in-space slices, mixed with one attention per
+            kernel) and splits every warehouse by kernel shape. Defaults to True.
+        share_cells (bool): Let every mixture draw on every cell of its warehouse. ``False``
+            (Table 6, "without sharing") gives each mixture its own ``b`` cells.
+            Defaults to True.
         presets (dict, optional): A backbone's value of the knobs given as None (the paper's
             model), e.g. ``dict(cell_num_ratio=dict(pwconv=0.5, default=1))``.
 
@@ -137,10 +149,25 @@ class WarehouseManager(nn.Module):
                  sharing_range: Union[Sequence[str], str] = (),
                  nonlocal_basis_ratio: float = 1.0,
                  norm: str = 'BN',
+                 attention_function: str = 'caf',
+                 init_strategy: str = 'one-to-one',
+                 partition: bool = True,
+                 share_cells: bool = True,
                  presets: Optional[Mapping[str, PerWarehouse]] = None) -> None:
         super().__init__()
         if norm not in NORM_LAYERS:
             raise ValueError(f'norm must be one of {sorted(NORM_LAYERS)}, got {norm!r}')
+        if not partition and not share_cells:
+            raise ValueError('partition=False and share_cells=False cannot be combined: a whole '
+                             'kernel of its own is a plain layer')
+        self.cell_access = ('shared' if partition and share_cells else
+                            'private' if partition else 'whole-kernel')
+        check_attention_options(attention_function, init_strategy, self.cell_access)
+        self.attention_function = attention_function
+        self.init_strategy = init_strategy
+        self.partition = partition
+        # whole kernels can only be mixed with kernels of their own shape
+        self.split_by_shape = not partition
         unknown = set(presets or {}) - set(KNOB_DEFAULTS)
         if unknown:
             raise TypeError(f'unknown per-warehouse knobs {sorted(unknown)}; knobs: '
@@ -198,13 +225,16 @@ class WarehouseManager(nn.Module):
         name = self.fuse_name(warehouse_name)
         if layer_type == 'linear':
             layer = KWLinear(in_channels, out_channels, bias=bias, warehouse_name=name)
-            layer.conv.set_owner(self)
-            shape = layer.conv.weight_shape
+            conv = layer.conv
         else:
-            layer = KW_LAYERS[layer_type](in_channels, out_channels, kernel_size, stride, padding,
-                                          dilation, groups, bias, warehouse_name=name)
-            layer.set_owner(self)
-            shape = layer.weight_shape
+            layer = conv = KW_LAYERS[layer_type](in_channels, out_channels, kernel_size, stride,
+                                                 padding, dilation, groups, bias,
+                                                 warehouse_name=name)
+        conv.set_owner(self)
+        shape = conv.weight_shape
+        if self.split_by_shape:
+            # only same-dimensioned kernels share: one warehouse per kernel shape
+            name = conv.warehouse_name = f"{name}_{'x'.join(map(str, shape))}"
         self._reserved.setdefault(name, []).append(shape)
         return layer
 
@@ -243,6 +273,10 @@ class WarehouseManager(nn.Module):
             raise ValueError(f'warehouse {name!r} mixes layers of different dimensions: {shapes}')
         out_gcd = math.gcd(*[s[0] for s in shapes])
         in_gcd = math.gcd(*[s[1] for s in shapes])
+        if not self.partition and (out_ratio, in_ratio) != (1.0, 1.0):
+            raise ValueError(f'warehouse {name!r}: partition=False makes a cell a whole kernel, '
+                             f'so the cell ratios must be 1, got cell_outplane_ratio={out_ratio:g}'
+                             f' and cell_inplane_ratio={in_ratio:g}')
         cell_out = self._cell_size(name, 'cell_outplane_ratio', out_ratio, out_gcd, 'output')
         cell_in = self._cell_size(name, 'cell_inplane_ratio', in_ratio, in_gcd, 'input')
         num_mixtures = 0
@@ -295,7 +329,10 @@ class WarehouseManager(nn.Module):
                                     reduction=spec.reduction, norm=self.norm,
                                     cell_num_ratio=spec.cell_num_ratio,
                                     nonlocal_basis_ratio=self.nonlocal_basis_ratio,
-                                    start_cell=next_cell[w])
+                                    start_cell=next_cell[w],
+                                    attention_function=self.attention_function,
+                                    init_strategy=self.init_strategy,
+                                    cell_access=self.cell_access)
             start = next_cell[w]
             end = attention.assign_cells(start, spec.cell_num_ratio)
             if end > spec.num_cells:
