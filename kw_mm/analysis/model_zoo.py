@@ -58,7 +58,8 @@ def format_table(rows: Iterable[dict]) -> str:
 
 #: How the README names the families of the index.
 FAMILY_TITLES = {'resnet18': 'ResNet18', 'resnet50': 'ResNet50', 'mobilenet-v2': 'MobileNetV2 1.0',
-                 'mobilenet-v2-w0.5': 'MobileNetV2 0.5', 'convnext-tiny': 'ConvNeXt-Tiny'}
+                 'mobilenet-v2-w0.5': 'MobileNetV2 0.5', 'convnext-tiny': 'ConvNeXt-Tiny',
+                 'deit-tiny': 'DeiT-Tiny', 'deit-small': 'DeiT-Small'}
 LAYOUT_TITLES = {'paper': ' (Table 14)', 'release': ' (release)'}
 
 
