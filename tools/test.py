@@ -17,12 +17,15 @@ from kw_mm.runner.launch import (add_runner_args, apply_runner_args, check_check
                                 check_data_roots, register_toolbox, setup_cpu_distributed,
                                 use_safe_checkpoint_loader)
 from kw_mm.runner.summary import format_metrics
+from kw_mm.runner.visualization import enable_show_dir
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description='Evaluate a kw_mm checkpoint')
     parser.add_argument('config', help='config file')
     parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument('--show-dir', help='draw the predictions on every test image into '
+                        'this directory')
     add_runner_args(parser)
     return parser.parse_args()
 
@@ -33,6 +36,8 @@ def main() -> None:
     cfg = apply_runner_args(Config.fromfile(args.config), args)
     cfg.load_from = args.checkpoint
     cfg.resume = False
+    if args.show_dir:
+        enable_show_dir(cfg, args.show_dir)
 
     register_toolbox(cfg)
     use_safe_checkpoint_loader()
