@@ -21,7 +21,7 @@ the convolution library reorders them again into its own. This path needs neithe
   batched products with the cells (no kernels kept between forward and backward).
 
 Same math as :func:`~kw_mm.cnn.functional.kw_conv_reference`, checked by
-``tests/test_fast_kw.py``; plain ``torch`` (``bmm``), so it runs on any device.
+``tests/test_cnn/test_fast.py``; plain ``torch`` (``bmm``), so it runs on any device.
 """
 import math
 from typing import List, Optional, Tuple

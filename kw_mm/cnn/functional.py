@@ -9,8 +9,9 @@ blocks and ``gi = Cin / groups / ci`` input blocks. Mixture ``j = (s * go + o) *
 copy, one grouped convolution over the batch) and is kept as the correctness oracle of the fast
 paths in :mod:`kw_mm.cnn.fast`.
 """
+import math
 from dataclasses import dataclass
-from typing import Optional, Tuple
+from typing import Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -21,6 +22,12 @@ CAF_EPS = 1e-3
 ATTENTION_FUNCTIONS = ('caf', 'softmax', 'sigmoid', 'relu-l1')
 
 CONV_FUNCS = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
+
+
+def count_mixtures(weight_shape: Sequence[int], cell_out: int, cell_in: int) -> int:
+    """``M``: the cells a kernel ``[Cout, Cin/groups, *k]`` is cut into (``gs * go * gi``)."""
+    return (weight_shape[0] // cell_out) * (weight_shape[1] // cell_in) * math.prod(
+        weight_shape[2:])
 
 
 @dataclass(frozen=True)
@@ -59,7 +66,7 @@ class KWGeometry:
 
     @property
     def num_mixtures(self) -> int:
-        return self.groups_spatial * self.groups_out * self.groups_in
+        return count_mixtures(self.weight_shape, self.cell_out, self.cell_in)
 
     @property
     def weight_shape(self) -> Tuple[int, ...]:

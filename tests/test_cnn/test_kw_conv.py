@@ -197,7 +197,7 @@ def test_temperature_is_runtime_state_not_saved():
     (dict(cell_num_ratio=[1, 2]), [spec(8, 8, 1, 'conv2d')],
      r"cell_num_ratio has 2 values for 1 warehouses \['w'\]"),
     (dict(cell_num_ratio=dict(v=1)), [spec(8, 8, 1, 'conv2d')],
-     r'cell_num_ratio has no entry for warehouse'),  # a KeyError: str() quotes it
+     r"cell_num_ratio \{'v': 1\} has no entry for warehouse 'w'"),
     (dict(norm='GN'), [], r"norm must be one of \['BN', 'LN'\], got 'GN'"),
 ])
 def test_bad_warehouse_arguments_name_the_value(kwargs, specs, match):
@@ -219,6 +219,7 @@ def test_bad_layer_arguments():
         layer(torch.randn(1, 8, 5, 5))
 
 
+@pytest.mark.slow  # starts a subprocess
 def test_kw_mm_works_without_mmdet():
     """kw_mm's layers, models and hooks import nothing from mmdet: with mmdet unimportable
     (mmpretrain imports it only if it is installed), kw_mm imports and builds a KW backbone."""

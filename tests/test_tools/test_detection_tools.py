@@ -84,6 +84,7 @@ def demo_det(tmp_path_factory):
     return dict(proc=proc, work_dir=work_dir, tmp=tmp, paths=paths, cls=cls)
 
 
+@pytest.mark.slow  # starts a subprocess
 def test_dist_train_demo_detector_two_gloo_processes(demo_det):
     check(demo_det['proc'])
     work_dir = demo_det['work_dir']
@@ -102,6 +103,7 @@ def test_dist_train_demo_detector_two_gloo_processes(demo_det):
     assert osp.basename(open(work_dir / 'last_checkpoint').read().strip()) == 'epoch_2.pth'
 
 
+@pytest.mark.slow  # starts a subprocess
 def test_test_py_prints_coco_box_and_mask_ap(demo_det):
     check(demo_det['proc'])
     ckpt = open(demo_det['work_dir'] / 'last_checkpoint').read().strip()
@@ -119,6 +121,7 @@ def test_test_py_prints_coco_box_and_mask_ap(demo_det):
 
 
 # ---------------------------------------------------------------------- released checkpoint
+@pytest.mark.slow  # starts a subprocess
 def test_released_checkpoint_converts_and_initializes_the_detector(tmp_path):
     """Step 1 and the init of step 2 of docs/detection.md: a checkpoint in the reference
     release's format (random tensors with the released keys and shapes of kw1x_resnet50)

@@ -51,11 +51,13 @@ def test_makefile_lists_every_install_input():
         'requirements/runtime.txt', 'requirements/tests.txt', 'setup.py', SCRIPT])
 
 
+@pytest.mark.slow  # starts a subprocess
 def test_current_stamp_reuses_the_venv(tree):
     proc = run_setup(tree)
     assert (proc.returncode, proc.stdout, proc.stderr) == (0, '', '')
 
 
+@pytest.mark.slow  # starts a subprocess
 @pytest.mark.parametrize('changed', makefile_stamp_inputs())
 def test_any_newer_input_reruns_the_install(tree, changed):
     os.utime(tree / changed, (3_000_000, 3_000_000))
@@ -65,6 +67,7 @@ def test_any_newer_input_reruns_the_install(tree, changed):
     assert f'[setup_env] creating {tree / ".venv"}' in proc.stdout
 
 
+@pytest.mark.slow  # starts a subprocess
 def test_missing_stamp_reruns_the_install(tree):
     os.remove(tree / STAMP)
     proc = run_setup(tree)

@@ -60,6 +60,7 @@ def dist_run(tiny):
     return dict(proc=proc, work_dir=work_dir)
 
 
+@pytest.mark.slow  # starts a subprocess
 def test_dist_train_two_processes_and_reload(tiny, dist_run):
     check(dist_run['proc'])
     work_dir = dist_run['work_dir']
@@ -117,6 +118,7 @@ def printed_top1(stdout: str) -> float:
     return float(match.group(1))
 
 
+@pytest.mark.slow  # starts a subprocess
 def test_test_py_evaluates_checkpoint(tiny, dist_run):
     check(dist_run['proc'])
     use_safe_checkpoint_loader()
@@ -142,6 +144,7 @@ def test_test_py_evaluates_checkpoint(tiny, dist_run):
                                                       abs=0.005)
 
 
+@pytest.mark.slow  # starts a subprocess
 def test_train_py_resumes_from_a_checkpoint(tiny, dist_run):
     check(dist_run['proc'])
     work_dir = tiny['tmp'] / 'resume'
@@ -160,6 +163,7 @@ def test_train_py_resumes_from_a_checkpoint(tiny, dist_run):
     assert temps == pytest.approx([0.0, 0.0])
 
 
+@pytest.mark.slow  # starts a subprocess
 def test_clear_errors(tiny, tmp_path):
     use_safe_checkpoint_loader()
     model = nn.Linear(2, 2)

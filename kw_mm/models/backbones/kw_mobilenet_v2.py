@@ -17,7 +17,7 @@ from mmengine.model import BaseModule
 from mmpretrain.models.utils import make_divisible
 
 from kw_mm.cnn import WarehouseManager
-from kw_mm.cnn.warehouse import PerWarehouse
+from kw_mm.cnn.warehouse import KNOB_DEFAULTS, PerWarehouse
 from kw_mm.registry import MODELS
 from .base import BaseKWBackbone, check_choice
 
@@ -213,19 +213,6 @@ class MobileNetV2Skeleton(BaseKWBackbone):
 
         self._init_plain_layers()
 
-    @torch.no_grad()
-    def _init_plain_layers(self) -> None:
-        """Kaiming (fan_out) plain convs and unit norms, as mmpretrain's MobileNetV2 init_cfg.
-
-        Warehouse cells and attentions are initialized by ``WarehouseManager.allocate``.
-        """
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode='fan_out', nonlinearity='relu')
-            elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-
     def stage_modules(self, index: int) -> List[nn.Module]:
         """0 is ``conv1``, 1..7 are ``layer1`` .. ``layer7`` (as mmpretrain's frozen_stages)."""
         if index == 0:
@@ -373,17 +360,15 @@ class KWMobileNetV2(MobileNetV2Skeleton):
         self.kw_pwconv_stages = tuple(kw_pwconv_stages)
         if sharing_range is None:
             sharing_range = preset['sharing_range']
-        # The ratios are resolved per warehouse once every layer is reserved (below).
-        self.warehouse_manager = WarehouseManager(sharing_range=sharing_range,
-                                                  norm=attention_norm,
-                                                  omni_attention=omni_attention)
-
+        # The knobs are resolved per warehouse (by name or kind) once every layer is reserved.
+        self.warehouse_manager = WarehouseManager(
+            reduction=reduction, cell_num_ratio=cell_num_ratio,
+            cell_inplane_ratio=cell_inplane_ratio, cell_outplane_ratio=cell_outplane_ratio,
+            sharing_range=sharing_range, norm=attention_norm,
+            presets={knob: preset[knob] for knob in KNOB_DEFAULTS},
+            omni_attention=omni_attention)
         self.build_network(self.warehouse_manager, widen_factor, norm_cfg, act_cfg, with_cp,
                            stem_dynamic=True, pwconv_stages=self.kw_pwconv_stages)
-        # A mapping by kind becomes a mapping by name now that every warehouse name is known.
-        self.set_per_warehouse_knobs(preset, reduction=reduction, cell_num_ratio=cell_num_ratio,
-                                     cell_inplane_ratio=cell_inplane_ratio,
-                                     cell_outplane_ratio=cell_outplane_ratio)
         self.build_warehouses()
 
     def variant_name(self) -> str:

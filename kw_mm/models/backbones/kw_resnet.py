@@ -19,9 +19,9 @@ import torch
 import torch.nn as nn
 from mmcv.cnn import build_norm_layer
 from mmcv.cnn.bricks import DropPath
-from torch.nn.modules.batchnorm import _BatchNorm
 
 from kw_mm.cnn import WarehouseManager
+from kw_mm.cnn.warehouse import parse_sharing_range
 from kw_mm.registry import MODELS
 from .base import BaseKWBackbone, check_choice
 
@@ -34,16 +34,20 @@ def kw_or_plain_conv(manager: WarehouseManager, in_channels: int, out_channels: 
                            warehouse_name=warehouse or 'plain', enabled=warehouse is not None)
 
 
-class KWBasicBlock(nn.Module):
-    """ResNet BasicBlock (two 3x3 convolutions) whose convolutions draw from warehouses.
+class _KWResidualBlock(nn.Module):
+    """What both ResNet blocks share: their arguments, the residual branch's ReLU, projection and
+    stochastic depth. Subclasses build their convolutions and norms (:meth:`build_branch`) and
+    compute the branch (:meth:`branch`).
 
     Args:
         manager (WarehouseManager): Creates the convolutions.
         in_channels (int): Input channels.
-        planes (int): Output channels of both convolutions.
-        warehouses (Sequence[str | None]): Warehouse of conv1 and conv2; None keeps a normal
-            convolution.
-        stride (int): Stride of conv1 (and of the downsample). Defaults to 1.
+        planes (int): Channels of the block's convolutions; the output has
+            ``expansion * planes``.
+        warehouses (Sequence[str | None]): Warehouse of each convolution (conv1, conv2[, conv3]);
+            None keeps a normal convolution.
+        stride (int): Stride of the 3x3 convolution (pytorch style, as the reference and
+            mmpretrain) and of the downsample. Defaults to 1.
         downsample (nn.Module, optional): Projection of the identity. Defaults to None.
         drop_path_rate (float): Stochastic depth of the residual branch. Defaults to 0.
         norm_cfg (dict): Norm layers. Defaults to ``dict(type='BN')``.
@@ -61,49 +65,50 @@ class KWBasicBlock(nn.Module):
                  drop_path_rate: float = 0.,
                  norm_cfg: dict = dict(type='BN')) -> None:
         super().__init__()
-        self.conv1 = kw_or_plain_conv(manager, in_channels, planes, 3, stride, warehouses[0])
-        self.bn1 = build_norm_layer(norm_cfg, planes)[1]
-        self.conv2 = kw_or_plain_conv(manager, planes, planes, 3, 1, warehouses[1])
-        self.bn2 = build_norm_layer(norm_cfg, planes)[1]
+        # Convolutions first: the module order is the reservation and cell-assignment order.
+        self.build_branch(manager, in_channels, planes, warehouses, stride, norm_cfg)
         self.relu = nn.ReLU(inplace=True)
         self.downsample = downsample
         self.drop_path = DropPath(drop_path_rate) if drop_path_rate > 0 else nn.Identity()
 
+    def build_branch(self, manager: WarehouseManager, in_channels: int, planes: int,
+                     warehouses: Sequence[Optional[str]], stride: int, norm_cfg: dict) -> None:
+        raise NotImplementedError
+
+    def branch(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         identity = x if self.downsample is None else self.downsample(x)
+        return self.relu(identity + self.drop_path(self.branch(x)))
+
+
+class KWBasicBlock(_KWResidualBlock):
+    """ResNet BasicBlock (two 3x3 convolutions) whose convolutions draw from warehouses (the
+    arguments of :class:`_KWResidualBlock`)."""
+
+    expansion = 1
+
+    def build_branch(self, manager: WarehouseManager, in_channels: int, planes: int,
+                     warehouses: Sequence[Optional[str]], stride: int, norm_cfg: dict) -> None:
+        self.conv1 = kw_or_plain_conv(manager, in_channels, planes, 3, stride, warehouses[0])
+        self.bn1 = build_norm_layer(norm_cfg, planes)[1]
+        self.conv2 = kw_or_plain_conv(manager, planes, planes, 3, 1, warehouses[1])
+        self.bn2 = build_norm_layer(norm_cfg, planes)[1]
+
+    def branch(self, x: torch.Tensor) -> torch.Tensor:
         out = self.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        return self.relu(identity + self.drop_path(out))
+        return self.bn2(self.conv2(out))
 
 
-class KWBottleneck(nn.Module):
-    """ResNet Bottleneck (1x1, 3x3 with the stride, 1x1) whose convolutions draw from warehouses.
-
-    Args:
-        manager (WarehouseManager): Creates the convolutions.
-        in_channels (int): Input channels.
-        planes (int): Channels of the 1x1 and 3x3 convolutions; the output has ``4 * planes``.
-        warehouses (Sequence[str | None]): Warehouse of conv1, conv2 and conv3; None keeps a
-            normal convolution.
-        stride (int): Stride of conv2 (pytorch style, as the reference and mmpretrain).
-            Defaults to 1.
-        downsample (nn.Module, optional): Projection of the identity. Defaults to None.
-        drop_path_rate (float): Stochastic depth of the residual branch. Defaults to 0.
-        norm_cfg (dict): Norm layers. Defaults to ``dict(type='BN')``.
-    """
+class KWBottleneck(_KWResidualBlock):
+    """ResNet Bottleneck (1x1, 3x3 with the stride, 1x1) whose convolutions draw from
+    warehouses (the arguments of :class:`_KWResidualBlock`)."""
 
     expansion = 4
 
-    def __init__(self,
-                 manager: WarehouseManager,
-                 in_channels: int,
-                 planes: int,
-                 warehouses: Sequence[Optional[str]],
-                 stride: int = 1,
-                 downsample: Optional[nn.Module] = None,
-                 drop_path_rate: float = 0.,
-                 norm_cfg: dict = dict(type='BN')) -> None:
-        super().__init__()
+    def build_branch(self, manager: WarehouseManager, in_channels: int, planes: int,
+                     warehouses: Sequence[Optional[str]], stride: int, norm_cfg: dict) -> None:
         out_channels = planes * self.expansion
         self.conv1 = kw_or_plain_conv(manager, in_channels, planes, 1, 1, warehouses[0])
         self.bn1 = build_norm_layer(norm_cfg, planes)[1]
@@ -111,16 +116,11 @@ class KWBottleneck(nn.Module):
         self.bn2 = build_norm_layer(norm_cfg, planes)[1]
         self.conv3 = kw_or_plain_conv(manager, planes, out_channels, 1, 1, warehouses[2])
         self.bn3 = build_norm_layer(norm_cfg, out_channels)[1]
-        self.relu = nn.ReLU(inplace=True)
-        self.downsample = downsample
-        self.drop_path = DropPath(drop_path_rate) if drop_path_rate > 0 else nn.Identity()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        identity = x if self.downsample is None else self.downsample(x)
+    def branch(self, x: torch.Tensor) -> torch.Tensor:
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.relu(self.bn2(self.conv2(out)))
-        out = self.bn3(self.conv3(out))
-        return self.relu(identity + self.drop_path(out))
+        return self.bn3(self.conv3(out))
 
 
 class ResNetSkeleton(BaseKWBackbone):
@@ -166,19 +166,6 @@ class ResNetSkeleton(BaseKWBackbone):
                    layer_index: int) -> Tuple[nn.Sequential, int]:
         """Build stage ``stage``; returns it and the running block counter."""
         raise NotImplementedError
-
-    def _init_plain_layers(self) -> None:
-        """Kaiming (fan_out) normal convolutions, unit/zero norms (as the reference).
-
-        Runs before the warehouses are allocated: the attentions and cells have their own
-        initialization (:class:`~kw_mm.cnn.WarehouseManager`).
-        """
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode='fan_out', nonlinearity='relu')
-            elif isinstance(m, (_BatchNorm, nn.GroupNorm)):
-                nn.init.constant_(m.weight, 1)
-                nn.init.constant_(m.bias, 0)
 
     def stage_modules(self, index: int) -> List[nn.Module]:
         """Stage ``index``: 0 is the stem (conv1, bn1), 1..4 are ``layer1``..``layer4``."""
@@ -357,9 +344,7 @@ class KWResNet(ResNetSkeleton):
         if isinstance(sharing_range, str):
             if sharing_range in cls.sharing_presets:
                 return dict(cls.sharing_presets[sharing_range])
-            fields = tuple(sharing_range.split('_'))
-        else:
-            fields = tuple(sharing_range)
+        fields = parse_sharing_range(sharing_range)
         if not set(fields) <= {'stage', 'layer', 'conv'}:
             raise ValueError(f'sharing_range must be one of {list(cls.sharing_presets)} or name '
                              f"fields from ['stage', 'layer', 'conv'], got {sharing_range!r}")
