@@ -74,7 +74,9 @@ def describe_schedule(hooks: Sequence[Mapping]) -> str:
         return 'no temperature hook'
     parts = []
     for hook in hooks:
-        args = ', '.join(f'{k}={v!r}' for k, v in hook.items() if k not in ('type', 'priority'))
+        names = sorted((k for k in hook if k not in ('type', 'priority')),
+                       key=lambda k: (k != 'anneal_epochs', k))  # T first
+        args = ', '.join(f'{k}={hook[k]!r}' for k in names)
         parts.append(f"{hook['type'].split('.')[-1]}({args})")
     return ', '.join(parts)
 

@@ -19,6 +19,10 @@ KWARGS_TARGETS: Dict[str, Tuple[str, Tuple[str, ...]]] = {
 }
 
 
+#: Keys of a component config that the registry consumes, not the component.
+BUILD_KEYS = ('type', 'priority', '_scope_')
+
+
 def _close(word: str, options: Iterable[str]) -> str:
     matches = difflib.get_close_matches(word, [str(o) for o in options], n=3, cutoff=0.6)
     return f' (did you mean {" or ".join(matches)}?)' if matches else ''
@@ -34,16 +38,17 @@ def check_cfg_options(cfg: Mapping, options: Optional[Mapping[str, Any]]) -> Non
         cfg (Mapping): The config before the overrides are merged.
         options (Mapping, optional): ``--cfg-options`` as parsed by mmengine's DictAction.
     """
+    root = cfg.to_dict() if hasattr(cfg, 'to_dict') else cfg  # mmengine's Config: a dict
     for key in options or {}:
         parts = key.split('.')
-        node: Any = cfg
+        node: Any = root
         for depth, part in enumerate(parts[:-1]):
             where = '.'.join(parts[:depth + 1])
             if isinstance(node, (list, tuple)):
                 if not (part.isdigit() and int(part) < len(node)):
-                    raise ValueError(f'--cfg-options {key}: {".".join(parts[:depth]) or "the config"}'
-                                     f' is a list of {len(node)} entries; {part!r} is not an '
-                                     f'index of it')
+                    parent = '.'.join(parts[:depth]) or 'the config'
+                    raise ValueError(f'--cfg-options {key}: {parent} is a list of {len(node)} '
+                                     f'entries; {part!r} is not an index of it')
                 node = node[int(part)]
             elif isinstance(node, Mapping) and part in node:
                 node = node[part]
@@ -102,6 +107,6 @@ def check_hook_args(cfg: Mapping, scope: str) -> None:
             if accepted is None:
                 continue
             for arg in hook:
-                if arg not in accepted and arg not in ('type', 'priority'):
+                if arg not in accepted and arg not in BUILD_KEYS:
                     raise ValueError(f'{where}.{arg}: {cls.__name__} has no argument {arg!r}'
                                      f'{_close(arg, sorted(accepted))}')
