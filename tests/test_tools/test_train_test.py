@@ -43,6 +43,13 @@ def test_dist_train_two_processes_and_reload(tiny, dist_run):
     # mmengine's environment summary: 2 processes ("GPU number" is its name for the world size)
     assert "dist_cfg: {'backend': 'gloo'}" in log and 'Distributed training: True' in log
     assert 'GPU number: 2' in log
+    # the console shows what a person needs; the environment dump and the config are in the log
+    out = dist_run['proc'].stdout
+    assert 'System environment' in log and 'System environment' not in out
+    assert f'environment and full config: in {work_dir}' in out
+    assert re.search(rf'^train: config {re.escape(tiny["cfg"])}; work dir {re.escape(str(work_dir))}; 2 epochs; '
+                     r't anneals from 1 to 0 over 1 epochs$', out, re.M)
+    assert re.search(r'^==== last validation of .*\ntop-1 accuracy \(%\): [0-9.]+$', out, re.M)
     # 8 training images, 2 processes x batch 2: 2 iterations per epoch, 2 epochs
     rows = [json.loads(line)
             for line in open(glob.glob(str(work_dir / '*' / 'vis_data' / 'scalars.json'))[0])]
@@ -99,9 +106,10 @@ def test_train_py_resumes_from_a_checkpoint(tiny, dist_run):
     # single process, from the distributed run's epoch 1 (t was 0.5 there), one more epoch
     proc = check(run([sys.executable, 'tools/train.py', tiny['cfg'], '--work-dir', str(work_dir),
                       '--resume', str(dist_run['work_dir'] / 'epoch_1.pth'),
-                      '--cfg-options', 'train_cfg.max_epochs=2',
+                      '--verbose', '--cfg-options', 'train_cfg.max_epochs=2',
                       'train_dataloader.batch_size=4']))
     log = proc.stdout + proc.stderr
+    assert 'System environment' in proc.stdout  # --verbose: mmengine's dump on the console
     assert 'resumed epoch: 1, iter: 2' in log
     rows = [json.loads(line)
             for line in open(glob.glob(str(work_dir / '*' / 'vis_data' / 'scalars.json'))[0])]
