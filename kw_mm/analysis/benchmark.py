@@ -21,11 +21,9 @@ A KW model can also run its straightforward implementation (``kw_mm.cnn.use_kw_i
 ``with_reference=True``.
 """
 import gc
-import math
 import os
 import os.path as osp
 import platform
-import re
 import statistics
 import time
 from contextlib import nullcontext
@@ -35,8 +33,10 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 import torch.nn as nn
 
+from kw_mm.apis import build_model, get_model_index, load_config, model_config
 from kw_mm.cnn import KWConvNd, WarehouseManager
 from kw_mm.cnn.fast import use_kw_impl
+from .flops import count_params, count_params_and_flops
 
 #: The issue's target set: (KW config, plain twin), 2 threads, batch 8, 224x224.
 PRESETS: Dict[str, dict] = {
@@ -71,52 +71,43 @@ class ModelSpec:
     optim_cfg: Optional[dict] = None  # the config's optim_wrapper, if any
 
 
-def _strip_kw_prefix(name: str) -> Optional[str]:
-    """``kw1x-resnet18_8xb32_in1k`` -> ``resnet18_8xb32_in1k`` (the naming of configs/)."""
-    stripped = re.sub(r'^kw[0-9a-z]*x-', '', name)
-    return stripped if stripped != name else None
-
-
 def load_spec(spec: str) -> ModelSpec:
     """A :class:`ModelSpec` from a config path (``*.py``) or a paper variant name."""
-    from kw_mm.models.paper_variants import VARIANTS_BY_NAME
     if spec.endswith('.py'):
         if not osp.isfile(spec):
             raise FileNotFoundError(f'config {spec!r} does not exist')
-        from mmengine.config import Config
-        cfg = Config.fromfile(spec)
+        cfg = load_config(spec)
         if 'model' not in cfg:
             raise ValueError(f'config {spec!r} has no "model"')
         name = osp.splitext(osp.basename(spec))[0]
         optim = cfg.get('optim_wrapper')
-        return ModelSpec(name, cfg.model.to_dict() if hasattr(cfg.model, 'to_dict') else
-                         dict(cfg.model), spec,
+        return ModelSpec(name, model_config(cfg), spec,
                          optim.to_dict() if hasattr(optim, 'to_dict') else optim)
-    if spec in VARIANTS_BY_NAME:
-        return ModelSpec(spec, VARIANTS_BY_NAME[spec].model_cfg(), spec)
+    variants = get_model_index().variants
+    if spec in variants:
+        return ModelSpec(spec, variants[spec].model_cfg(), spec)
     raise ValueError(f'{spec!r} is neither a config file (*.py) nor a paper variant; '
-                     f'variants: {sorted(VARIANTS_BY_NAME)}')
+                     f'variants: {sorted(variants)}')
 
 
 def plain_twin(spec: str) -> str:
-    """The plain model a KW model is compared with.
+    """The plain model a KW model is compared with, as the model index names it.
 
-    A config ``dir/kw1x-resnet18_8xb32_in1k.py`` has the twin ``dir/resnet18_8xb32_in1k.py``; a
-    paper variant the baseline of its family (``kw4x_resnet18`` -> ``resnet18``).
+    A config ``dir/kw1x-resnet18_8xb32_in1k.py`` has the twin ``dir/resnet18_8xb32_in1k.py``
+    (the index's config if ``dir`` has no such file); a paper variant the baseline of its
+    family (``kw4x_resnet18`` -> ``resnet18``).
     """
-    from kw_mm.models.paper_variants import PAPER_VARIANTS, VARIANTS_BY_NAME
+    index = get_model_index()
     if spec.endswith('.py'):
-        base = _strip_kw_prefix(osp.basename(spec))
-        twin = osp.join(osp.dirname(spec), base) if base else None
-        if twin is None or not osp.isfile(twin):
-            raise ValueError(f'no plain twin found for {spec!r} (looked for {twin!r}); give the '
-                             'pair explicitly as KW_CONFIG:PLAIN_CONFIG')
-        return twin
-    if spec in VARIANTS_BY_NAME:
-        family = VARIANTS_BY_NAME[spec].family
-        for v in PAPER_VARIANTS:
-            if v.family == family and v.budget is None:
-                return v.name
+        info = index.by_config(spec)
+        if info is None or info.plain_twin is None:
+            raise ValueError(f'no plain twin found for {spec!r} (the model index names none); '
+                             'give the pair explicitly as KW_CONFIG:PLAIN_CONFIG')
+        twin = index.get(info.plain_twin)
+        beside = osp.join(osp.dirname(spec), osp.basename(twin.config))
+        return beside if osp.isfile(beside) else twin.config_path
+    if spec in index.variants:
+        return index.variants[spec].plain_twin.name
     raise ValueError(f'no plain twin for {spec!r}')
 
 
@@ -128,16 +119,12 @@ def parse_pair(text: str) -> Tuple[str, str]:
     return text, plain_twin(text)
 
 
-def build_model(spec: ModelSpec) -> nn.Module:
-    """Build through the real mmpretrain registry (``kw_mm.`` types resolve through it)."""
-    from mmpretrain.registry import MODELS
-    from mmpretrain.utils import register_all_modules
-    register_all_modules(init_default_scope=False)
-    import kw_mm  # noqa: F401  (registers the kw_mm scope)
+def build_spec(spec: ModelSpec) -> nn.Module:
+    """Build ``spec`` (seeded) with :func:`kw_mm.apis.build_model`."""
     torch.manual_seed(0)
     # KW layers initialize themselves when their warehouses are allocated; init_weights()
     # (which the Runner calls) changes nothing that matters for speed.
-    return MODELS.build(spec.cfg)
+    return build_model(spec.cfg)
 
 
 def calibrate_norms(model: nn.Module, inputs: torch.Tensor, steps: int = 2) -> None:
@@ -169,10 +156,6 @@ def calibrate_norms(model: nn.Module, inputs: torch.Tensor, steps: int = 2) -> N
 
 def is_kw_model(model: nn.Module) -> bool:
     return any(isinstance(m, KWConvNd) for m in model.modules())
-
-
-def count_params(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
 
 
 def build_optimizer(model: nn.Module, spec: ModelSpec) -> torch.optim.Optimizer:
@@ -383,14 +366,13 @@ def benchmark_pair(kw: str, plain: str, batch: int = 8, size: int = 224, reps: i
     if unknown:
         raise ValueError(f'unknown metrics {sorted(unknown)}; choose from eval_b1, eval_bN, train')
     kw_spec, plain_spec = load_spec(kw), load_spec(plain)
-    kw_model, plain_model = build_model(kw_spec), build_model(plain_spec)
+    kw_model, plain_model = build_spec(kw_spec), build_spec(plain_spec)
     if not is_kw_model(kw_model):
         raise ValueError(f'{kw!r} has no KernelWarehouse layer')
     result = PairResult(kw_spec.name, plain_spec.name,
-                        params={kw_spec.name: count_params(kw_model),
-                                plain_spec.name: count_params(plain_model)})
+                        params={kw_spec.name: count_params(kw_model)['params'],
+                                plain_spec.name: count_params(plain_model)['params']})
     if flops:
-        from kw_mm.analysis.flops import count_params_and_flops
         for name, model in ((kw_spec.name, kw_model), (plain_spec.name, plain_model)):
             stats = count_params_and_flops(model.eval(), (1, 3, size, size))
             result.flops[name] = {k: int(v) for k, v in stats.items() if k.startswith('flops')}
@@ -508,7 +490,7 @@ def layer_profile(spec: str, batch: int = 8, size: int = 224, reps: int = 5,
     that says where a model's ratio comes from.
     """
     model_spec = load_spec(spec)
-    model = build_model(model_spec)
+    model = build_spec(model_spec)
     calibrate_norms(model, torch.randn(batch, 3, size, size))
     model.eval()
     inputs: Dict[str, torch.Tensor] = {}

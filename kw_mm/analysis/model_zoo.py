@@ -1,19 +1,18 @@
-"""The model-zoo table: every paper variant built, counted and compared with the paper."""
+"""The model-zoo table: every paper variant of the model index built, counted and compared with
+the paper."""
 from typing import Iterable, List, Optional
 
 import torch
 import torch.nn as nn
 
+from kw_mm.apis import Variant, build_model, get_variant, list_variants
 from kw_mm.cnn import WarehouseManager
-from kw_mm.models.paper_variants import PAPER_VARIANTS, PaperVariant
+from .flops import count_params, count_params_and_flops
 
 
-def build_classifier(variant: PaperVariant, num_classes: int = 1000) -> nn.Module:
-    """Build ``variant`` as an mmpretrain ImageClassifier through the real registry."""
-    from mmpretrain.registry import MODELS
-    from mmpretrain.utils import register_all_modules
-    register_all_modules(init_default_scope=False)
-    return MODELS.build(variant.model_cfg(num_classes))
+def build_classifier(variant: Variant, num_classes: int = 1000) -> nn.Module:
+    """Build ``variant`` (its config's classifier) through the real mmpretrain registry."""
+    return build_model(variant.model_cfg(num_classes))
 
 
 def warehouse_rows(model: nn.Module) -> List[dict]:
@@ -25,27 +24,19 @@ def warehouse_rows(model: nn.Module) -> List[dict]:
     return rows
 
 
-def zoo_row(variant: PaperVariant, with_flops: bool = True, input_size: int = 224) -> dict:
+def zoo_row(variant: Variant, with_flops: bool = True, input_size: int = 224) -> dict:
     """Params, m/n per warehouse and (optionally) FLOPs of one variant."""
     torch.manual_seed(0)
     model = build_classifier(variant).eval()
-    params = sum(p.numel() for p in model.parameters())
-    row = dict(name=variant.name, family=variant.family, budget=variant.budget, params=params,
+    row = dict(name=variant.name, family=variant.family, budget=variant.budget,
+               budget_label=variant.budget_label, params=count_params(model)['params'],
                paper_params_m=variant.paper_params_m, release_params=variant.release_params,
                warehouses=warehouse_rows(model), note=variant.note)
     if with_flops:
-        from kw_mm.analysis.flops import count_params_and_flops
         stats = count_params_and_flops(model, (1, 3, input_size, input_size))
         row['flops'] = stats['flops']
     del model
     return row
-
-
-def _budget_label(budget: Optional[float]) -> str:
-    if budget is None:
-        return 'baseline'
-    labels = {0.25: '1/4x', 0.5: '1/2x', 0.75: '3/4x'}
-    return labels.get(budget, f'{budget:g}x')
 
 
 def format_table(rows: Iterable[dict]) -> str:
@@ -57,15 +48,14 @@ def format_table(rows: Iterable[dict]) -> str:
         flops = f"{r['flops'] / 1e9:.2f}G" if r.get('flops') else '-'
         m = ', '.join(str(w['m']) for w in r['warehouses']) or '-'
         n = ', '.join(str(w['n']) for w in r['warehouses']) or '-'
-        lines.append(f"| {r['family']} | {_budget_label(r['budget'])} | {r['params'] / 1e6:.2f}M "
-                     f"({r['params']:,}) | {r['paper_params_m']:.2f}M | {release} | {flops} | "
-                     f'{m} | {n} |')
+        lines.append(f"| {r['family']} | {r['budget_label'] or 'baseline'} | "
+                     f"{r['params'] / 1e6:.2f}M ({r['params']:,}) | {r['paper_params_m']:.2f}M | "
+                     f'{release} | {flops} | {m} | {n} |')
     return '\n'.join(lines)
 
 
-def variants(names: Optional[Iterable[str]] = None) -> List[PaperVariant]:
-    """All paper variants, or those named."""
+def variants(names: Optional[Iterable[str]] = None) -> List[Variant]:
+    """All paper variants of the model index, or those named."""
     if not names:
-        return list(PAPER_VARIANTS)
-    from kw_mm.models.paper_variants import get_variant
+        return list_variants()
     return [get_variant(n) for n in names]

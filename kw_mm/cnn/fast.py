@@ -6,7 +6,7 @@ backward, and is what :class:`~kw_mm.cnn.kw_conv.KWConvNd` runs by default. Wher
 the reference (see ``docs/speed.md``) and what is done instead:
 
 * **Kernels are assembled in blocks of output channels** that fit in the cache
-  (:data:`BLOCK_BYTES` on the CPU): for a block, one matrix product ``alpha @ cells[:, rows]``
+  (:func:`~kw_mm.cnn.blocks.plan_blocks`): for a block, one matrix product ``alpha @ cells[:, rows]``
   over the whole batch, the permute into the layout the convolution wants while it is still in
   the cache, and the convolution of every sample with its block right away. The reference
   assembles all ``B`` kernels at once (75 MB for a 512-channel 3x3 layer at batch 8): each such
@@ -32,56 +32,16 @@ the reference (see ``docs/speed.md``) and what is done instead:
 Everything is plain ``torch`` (``mm``, ``bmm``, ``convolution``, ``convolution_backward``) and
 runs on any device; on devices other than the CPU a layer is a single block.
 """
-import math
-from typing import List, Optional, Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
 import torch
 
 from . import fast_im2col
+from .blocks import Block, plan_blocks
 from .functional import CONV_FUNCS, KWGeometry, strided_input
 
-#: Largest size of the kernels of one block on the CPU (bytes). Blocks of 2-5 MB were fastest
-#: for the ResNet layers on the 2-core test machines (shared 32 MB last-level cache).
-BLOCK_BYTES = 4 * 2**20
-#: Rows per block are a multiple of this: the convolution's fast kernels work on channel
-#: blocks of 8 or 16, an odd count (27 rows) sends it to a path 10x slower.
-ROW_ALIGN = 16
 #: Keep the assembled kernels for the backward instead of re-assembling them there.
 SAVE_KERNELS = False
-
-#: A block: rows ``p0:p1`` of every cell. Its kernels are those rows of every mixture, i.e. the
-#: output channels ``o * co + p`` (``p0 <= p < p1``) of every output group ``o``, all input
-#: channels; one product ``alpha @ cells[:, p0:p1]`` reads those rows of the warehouse once.
-Block = Tuple[int, int]
-
-
-def plan_blocks(geo: KWGeometry, batch: int, itemsize: int, device: torch.device,
-                block_bytes: Optional[int] = None) -> List[Block]:
-    """The blocks of cell rows a layer is assembled and convolved in.
-
-    Args:
-        geo (KWGeometry): The layer.
-        batch (int): Number of samples.
-        itemsize (int): Bytes per kernel element.
-        device (torch.device): Only the CPU is blocked (by default).
-        block_bytes (int, optional): Kernel bytes per block. Defaults to :data:`BLOCK_BYTES`
-            on the CPU, no blocking elsewhere.
-    """
-    co = geo.cell_out
-    if block_bytes is None:
-        if device.type != 'cpu':
-            return [(0, co)]
-        block_bytes = BLOCK_BYTES
-    # bytes of one row of every cell of every mixture of every sample
-    row_bytes = batch * geo.num_mixtures * geo.cell_in * itemsize
-    if geo.groups > 1 or row_bytes * co <= block_bytes:
-        return [(0, co)]  # small kernels; grouped layers (depth-wise) have small kernels anyway
-    rows = max(1, block_bytes // row_bytes)
-    count = math.ceil(co / rows)
-    size = math.ceil(co / count)  # about equal blocks ...
-    if co >= ROW_ALIGN:
-        size = math.ceil(size / ROW_ALIGN) * ROW_ALIGN  # ... of a multiple of ROW_ALIGN rows
-    return [(p, min(co, p + size)) for p in range(0, co, size)]
 
 
 # ------------------------------------------------------------------------------ assembly
@@ -352,8 +312,8 @@ def kw_conv(x: torch.Tensor,
     needs_grad = torch.is_grad_enabled() and any(
         t is not None and t.requires_grad for t in (x, alpha, cells, bias))
     if fast_im2col.use_im2col(geo, x):
-        blocks = fast_im2col.plan_row_blocks(geo, x.shape[0], cells.element_size(),
-                                             cells.device, block_bytes)
+        blocks = plan_blocks(geo, x.shape[0], cells.element_size(), cells.device, block_bytes,
+                             path='im2col')
         if not needs_grad:
             return fast_im2col.forward(x, alpha, cells, bias, geo, blocks)
         return fast_im2col.KWIm2colFunction.apply(x, alpha, cells, bias, geo, blocks)

@@ -13,7 +13,7 @@ the convolution library reorders them again into its own. This path needs neithe
 * **im2col columns in (spatial position, channel) order**, ``[B, kh * kw * Cin, Ho * Wo]``,
   gathered once per layer (cheap for small maps; this path is only used for those, see
   :func:`use_im2col`), and one ``bmm`` over the batch per block and output group.
-* **Blocks of output rows** (:data:`BLOCK_BYTES`): the kernels of a block are assembled and
+* **Blocks of output rows** (:func:`~kw_mm.cnn.blocks.plan_blocks`, ``path='im2col'``): the kernels of a block are assembled and
   used while they are in the cache, the buffers stay small and are reused.
 * **Backward** walks the same blocks: the column gradient ``W^T @ grad`` (folded back by
   col2im), the kernel gradient ``grad @ cols^T`` written straight into the same
@@ -29,13 +29,9 @@ from typing import List, Optional, Tuple
 import torch
 import torch.nn.functional as F
 
+from .blocks import Block
 from .functional import KWGeometry, strided_input
 
-#: Largest size of one block of assembled kernels (bytes). 8 MB blocks were fastest for the
-#: 256- and 512-channel ResNet layers on the 2-core test machines.
-BLOCK_BYTES = 8 * 2**20
-#: Rows per block are a multiple of this (the matrix-product kernels work on 16 rows).
-ROW_ALIGN = 16
 #: Spatial layers use this path when the output map has at most this many pixels per output
 #: channel: there the kernels dominate and the im2col columns are cheap (512 channels at 7x7,
 #: 256 at 14x14); for larger maps the grouped convolution, which needs no columns, is faster.
@@ -44,8 +40,6 @@ MAX_PIXELS_PER_CHANNEL = 1.0
 #: Cells with fewer output rows (MobileNetV2's 8- and 32-row cells) make the per-block
 #: products too small; the grouped / batched paths of :mod:`kw_mm.cnn.fast` are faster there.
 MIN_CELL_OUT = 64
-
-Block = Tuple[int, int]
 
 
 def use_im2col(geo: KWGeometry, x: torch.Tensor) -> bool:
@@ -60,25 +54,6 @@ def use_im2col(geo: KWGeometry, x: torch.Tensor) -> bool:
         return False
     pixels = math.prod(geo.output_size(tuple(x.shape[2:])))
     return pixels <= MAX_PIXELS_PER_CHANNEL * geo.out_channels
-
-
-def plan_row_blocks(geo: KWGeometry, batch: int, itemsize: int, device: torch.device,
-                    block_bytes: Optional[int] = None) -> List[Block]:
-    """Blocks of cell output rows ``p`` whose kernels take at most ``block_bytes``.
-
-    Defaults to :data:`BLOCK_BYTES` on the CPU and to a single block on other devices.
-    """
-    co = geo.cell_out
-    if block_bytes is None and device.type != 'cpu':
-        return [(0, co)]
-    row_bytes = batch * geo.num_mixtures * geo.cell_in * itemsize
-    budget = BLOCK_BYTES if block_bytes is None else block_bytes
-    if row_bytes * co <= budget:
-        return [(0, co)]
-    size = max(ROW_ALIGN, budget // row_bytes // ROW_ALIGN * ROW_ALIGN)
-    count = math.ceil(co / size)
-    size = math.ceil(math.ceil(co / count) / ROW_ALIGN) * ROW_ALIGN  # about equal blocks
-    return [(p, min(co, p + size)) for p in range(0, co, size)]
 
 
 # ------------------------------------------------------------------------------ layouts

@@ -15,8 +15,9 @@ import ast
 import copy
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
-from .hooks.kw_temperature_hook import (checkpoint_temperature, temperature_hook_cfg_in)
-from .schedule_check import TEMPERATURE_HOOKS
+from kw_mm.registry import HOOKS
+from .hooks.base import BaseTemperatureHook
+from .hooks.kw_temperature_hook import checkpoint_temperature, temperature_hook_cfg_in
 
 #: Top-level config entries read from a checkpoint's stored config.
 SCHEDULE_KEYS = ('custom_hooks', 'train_cfg')
@@ -63,9 +64,13 @@ def stored_config(checkpoint: Any, keys: Sequence[str] = SCHEDULE_KEYS) -> Optio
 
 def temperature_hooks(cfg: Mapping) -> List[Mapping]:
     """The entries of ``cfg['custom_hooks']`` that set the KW temperature, in order."""
-    return [h for h in cfg.get('custom_hooks') or []
-            if isinstance(h, Mapping) and isinstance(h.get('type'), str)
-            and h['type'].split('.')[-1] in TEMPERATURE_HOOKS]
+    found = []
+    for hook in cfg.get('custom_hooks') or []:
+        kind = hook.get('type') if isinstance(hook, Mapping) else None
+        hook_class = HOOKS.get(kind) if isinstance(kind, str) else kind
+        if isinstance(hook_class, type) and issubclass(hook_class, BaseTemperatureHook):
+            found.append(hook)
+    return found
 
 
 def describe_schedule(hooks: Sequence[Mapping]) -> str:
@@ -77,13 +82,18 @@ def describe_schedule(hooks: Sequence[Mapping]) -> str:
         names = sorted((k for k in hook if k not in ('type', 'priority')),
                        key=lambda k: (k != 'anneal_epochs', k))  # T first
         args = ', '.join(f'{k}={hook[k]!r}' for k in names)
-        parts.append(f"{hook['type'].split('.')[-1]}({args})")
+        parts.append(f'{_name(hook)}({args})')
     return ', '.join(parts)
 
 
+def _name(hook: Mapping) -> str:
+    kind = hook['type']
+    return kind.split('.')[-1] if isinstance(kind, str) else kind.__name__
+
+
 def _schedule_key(hooks: Sequence[Mapping]) -> List[tuple]:
-    return [(h['type'].split('.')[-1], float(h['anneal_epochs']) if 'anneal_epochs' in h
-             else None) for h in hooks]
+    return [(_name(h), float(h['anneal_epochs']) if 'anneal_epochs' in h else None)
+            for h in hooks]
 
 
 def follow_checkpoint_schedule(cfg: Any, checkpoint: Any, name: str) -> Optional[str]:

@@ -4,21 +4,12 @@ A hook cannot warn about its own absence, so the check runs on a built Runner
 (``tools/train.py`` calls it before ``runner.train()``; a custom training script can too).
 """
 import logging
-from typing import Any, Iterable, List
+from typing import Any
 
-from mmengine.hooks import Hook
 from mmengine.logging import print_log
-from mmengine.model import is_model_wrapper
 
 from kw_mm.cnn import KWAttention
-
-#: Hooks that take charge of the KW temperature (pretraining schedule or fine-tuning).
-TEMPERATURE_HOOKS = ('KWTemperatureHook', 'KWFinetuneHook')
-
-
-def find_temperature_hooks(hooks: Iterable[Hook]) -> List[Hook]:
-    """The hooks among ``hooks`` that set the KW temperature."""
-    return [h for h in hooks if type(h).__name__ in TEMPERATURE_HOOKS]
+from .hooks.base import find_temperature_hooks, unwrap_model
 
 
 def _has_pretrained_init(cfg: Any) -> bool:
@@ -46,7 +37,7 @@ def check_temperature_schedule(runner) -> bool:
     Returns:
         bool: True if the warning was logged.
     """
-    model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+    model = unwrap_model(runner.model)
     if not any(isinstance(m, KWAttention) for m in model.modules()):
         return False
     if find_temperature_hooks(runner.hooks):

@@ -6,7 +6,6 @@ jobs on CPUs with gloo, point every dataset at one ``data_root``, and fail early
 messages for missing data or checkpoints.
 """
 import argparse
-import importlib
 import os
 import os.path as osp
 from datetime import timedelta
@@ -14,31 +13,14 @@ from typing import Any, Iterator, Mapping, Optional, Sequence
 
 import torch
 
+from kw_mm.apis import build_model, register_toolbox  # noqa: F401 (the tools' entry points)
 from kw_mm.utils.checkpoint import allow_mmengine_checkpoints, load_file
 
 from .config_checks import check_cfg_options
 
-#: default_scope -> the module whose ``register_all_modules`` sets the toolbox up.
-TOOLBOXES = {'mmpretrain': 'mmpretrain.utils', 'mmdet': 'mmdet.utils'}
 DATALOADERS = ('train_dataloader', 'val_dataloader', 'test_dataloader')
 EVALUATORS = ('val_evaluator', 'test_evaluator')
 LAUNCHERS = ('none', 'pytorch', 'slurm', 'mpi')
-
-
-def register_toolbox(cfg: Mapping) -> str:
-    """Register the modules of the toolbox named by ``cfg.default_scope`` and of kw_mm.
-
-    Returns:
-        str: The toolbox (``'mmpretrain'`` or ``'mmdet'``).
-    """
-    scope = cfg.get('default_scope')
-    if scope not in TOOLBOXES:
-        name = getattr(cfg, 'filename', None) or 'the config'
-        raise ValueError(f'{name} has default_scope={scope!r}; kw_mm tools support '
-                         f'{sorted(TOOLBOXES)}')
-    importlib.import_module(TOOLBOXES[scope]).register_all_modules(init_default_scope=False)
-    importlib.import_module('kw_mm')  # registers kw_mm's models and hooks
-    return scope
 
 
 def _load_local_checkpoint(filename: str, map_location: Any = 'cpu') -> Mapping:
@@ -250,15 +232,3 @@ def apply_runner_args(cfg: Any, args: argparse.Namespace) -> Any:
 def set_local_rank_env(local_rank: int) -> None:
     """Older launchers pass ``--local-rank``; mmengine reads the LOCAL_RANK variable."""
     os.environ.setdefault('LOCAL_RANK', str(local_rank))
-
-
-def build_model(cfg: Any):
-    """Build ``cfg.model`` in its toolbox's registry, with the top-level ``data_preprocessor``
-    merged in as the Runner does (for tools that work without a Runner)."""
-    from mmengine.registry import init_default_scope
-    scope = register_toolbox(cfg)
-    init_default_scope(scope)
-    model_cfg = dict(cfg.model)
-    if cfg.get('data_preprocessor') is not None:
-        model_cfg.setdefault('data_preprocessor', cfg.data_preprocessor)
-    return importlib.import_module(f'{scope}.registry').MODELS.build(model_cfg)

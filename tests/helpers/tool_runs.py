@@ -82,7 +82,7 @@ def evaluate_top1(config: str, checkpoint: str, temperature: float) -> float:
     from mmengine.runner import Runner, load_checkpoint
 
     from kw_mm import set_temperature
-    from kw_mm.runner.launch import build_model
+    from kw_mm.apis import build_model
     cfg = Config.fromfile(config)
     model = build_model(cfg).eval()
     load_checkpoint(model, checkpoint, map_location='cpu', strict=True)

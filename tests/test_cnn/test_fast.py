@@ -16,7 +16,9 @@ import kw_mm.cnn.fast as fast
 import kw_mm.cnn.fast_im2col as fast_im2col
 from kw_mm.cnn import (KWAttention, KWConvNd, KWLinear, WarehouseManager, kw_conv_reference,
                        set_temperature)
-from kw_mm.cnn.fast import (get_kw_impl, kw_conv, plan_blocks, set_kw_impl, use_kw_impl)
+import kw_mm.cnn.blocks as blocks_module
+from kw_mm.cnn.blocks import plan_blocks
+from kw_mm.cnn.fast import get_kw_impl, kw_conv, set_kw_impl, use_kw_impl
 from kw_mm.cnn.functional import kw_attention_reference
 
 TOL = 1e-5
@@ -121,18 +123,13 @@ def _check(net, x, batch_norm_mode='train'):
     assert rel_err(y_fast, y_ref) < TOL
 
 
-def two_blocks(geo, batch, itemsize, device, block_bytes=None):
-    """Two blocks of cell rows (one for grouped layers, which are never blocked)."""
+def two_blocks(geo, batch, itemsize, device, block_bytes=None, path='grouped'):
+    """Two blocks of cell rows (one for grouped layers, which are never blocked), on either
+    fast path."""
     co = geo.cell_out
     if geo.groups > 1 or co < 2:
         return [(0, co)]
     return [(0, co // 2), (co // 2, co)]
-
-
-def two_row_blocks(geo, batch, itemsize, device, block_bytes=None):
-    """Two blocks of cell rows for the im2col path."""
-    co = geo.cell_out
-    return [(0, co)] if co < 2 else [(0, co // 2), (co // 2, co)]
 
 
 def force_path(monkeypatch, path: str, blocked: bool) -> list:
@@ -153,7 +150,6 @@ def force_path(monkeypatch, path: str, blocked: bool) -> list:
     monkeypatch.setattr(fast_im2col, 'forward', recording_forward)
     if blocked:
         monkeypatch.setattr(fast, 'plan_blocks', two_blocks)
-        monkeypatch.setattr(fast_im2col, 'plan_row_blocks', two_row_blocks)
     return calls
 
 
@@ -208,12 +204,12 @@ def test_plan_row_blocks():
     geo = build([conv(512, 512)]).layers[0].geometry
     row_bytes = 4 * geo.num_mixtures * geo.cell_in * 4
     cpu = torch.device('cpu')
-    assert fast_im2col.plan_row_blocks(geo, 4, 4, cpu, 10**12) == [(0, 512)]
-    blocks = fast_im2col.plan_row_blocks(geo, 4, 4, cpu, 100 * row_bytes)
+    assert plan_blocks(geo, 4, 4, cpu, 10**12, path='im2col') == [(0, 512)]
+    blocks = plan_blocks(geo, 4, 4, cpu, 100 * row_bytes, path='im2col')
     assert blocks[0][0] == 0 and blocks[-1][1] == 512
     assert all(a[1] == b[0] for a, b in zip(blocks, blocks[1:]))
     assert all((b - a) % 16 == 0 and b - a <= 100 for a, b in blocks[:-1])
-    assert fast_im2col.plan_row_blocks(geo, 4, 4, torch.device('meta')) == [(0, 512)]
+    assert plan_blocks(geo, 4, 4, torch.device('meta'), path='im2col') == [(0, 512)]
 
 
 def test_plan_blocks(monkeypatch):
@@ -227,7 +223,7 @@ def test_plan_blocks(monkeypatch):
     assert plan_blocks(geo, 4, 4, torch.device('cpu'), 24 * row_bytes) == [(0, 32), (32, 64)]
     assert plan_blocks(geo, 4, 4, torch.device('cpu'), 16 * row_bytes) == [
         (0, 16), (16, 32), (32, 48), (48, 64)]
-    monkeypatch.setattr(fast, 'ROW_ALIGN', 1)
+    monkeypatch.setattr(blocks_module, 'ROW_ALIGN', 1)
     assert plan_blocks(geo, 4, 4, torch.device('cpu'), 24 * row_bytes) == [
         (0, 22), (22, 44), (44, 64)]
     assert plan_blocks(geo, 4, 4, torch.device('meta'), None) == [(0, 64)]

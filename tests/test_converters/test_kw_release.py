@@ -14,11 +14,10 @@ import pytest
 import torch
 
 from kw_mm import set_temperature
-from kw_mm.models.paper_variants import PAPER_VARIANTS
+from kw_mm.apis import build_model, list_variants
 from kw_mm.utils.checkpoint import load_state_dict_strict
-from kw_mm.converters.kw_release import (OfficialCheckpointError, build_model, convert_checkpoint,
-                                  convert_state_dict, detect_variant, find_configs,
-                                  unwrap_state_dict, variant_label)
+from kw_mm.converters.kw_release import (OfficialCheckpointError, convert_checkpoint,
+                                         convert_state_dict, detect_variant, unwrap_official)
 from tests.helpers.reference_kw import (calibrate, kw_layers, random_state_dict, reference_logits,
                           released_names, statedict_shapes)
 
@@ -98,7 +97,7 @@ def test_reference_oracle_kw1x_at_t1_is_the_plain_network_of_assigned_cells():
 @pytest.mark.parametrize('name', RELEASED)
 def test_detects_every_released_variant(name):
     detection = detect_variant(meta_state_dict(name))
-    assert [variant_label(v) for v in detection.fits] == [name]
+    assert [v.label for v in detection.fits] == [name]
     result = convert_state_dict(meta_state_dict(name))
     assert result.variant.official == name
     # Every source key is consumed and every model key filled.
@@ -107,10 +106,10 @@ def test_detects_every_released_variant(name):
 
 def test_every_released_variant_has_a_config_it_fits():
     """What the README tells users: the converted checkpoint loads into configs/<variant>_*."""
-    released = [v for v in PAPER_VARIANTS if v.official]
+    released = [v for v in list_variants() if v.official]
     assert sorted(v.official for v in released) == RELEASED
     for variant in released:
-        configs = find_configs(variant)
+        configs = [model.config_path for model in variant.models]
         assert configs, f'no config for {variant.name}'
         result = convert_state_dict(meta_state_dict(variant.official), config=configs[-1])
         assert result.variant is variant
@@ -138,7 +137,7 @@ def test_converted_checkpoint_gives_the_reference_logits(name):
         # BatchNorm statistics fitted at this temperature (on x itself), and the logits.
         ref_sd, expected = calibrate(name, base, x, temperature=t, return_logits=True)
         result = convert_state_dict(ref_sd)
-        assert variant_label(result.variant) == name
+        assert result.variant.label == name
         if model is None:
             model = build_model(result.target.model_cfg).double().eval()
         load_state_dict_strict(model, result.state_dict, f'converted {name}', 'model')
@@ -270,9 +269,9 @@ def test_choosing_the_ema_weights(tmp_path):
                            source['warehouse_manager.weights.0'])
     with pytest.raises(OfficialCheckpointError, match=r"no state dict under 'state_dict'; state "
                        r"dicts found under: \['model', 'model_ema'\]"):
-        unwrap_state_dict({'model': sd, 'model_ema': ema}, key='state_dict')
+        unwrap_official({'model': sd, 'model_ema': ema}, key='state_dict')
     with pytest.raises(OfficialCheckpointError, match='neither a state dict nor a dict holding'):
-        unwrap_state_dict({'epoch': 3})
+        unwrap_official({'epoch': 3})
 
 
 def test_command_line_end_to_end(tmp_path):

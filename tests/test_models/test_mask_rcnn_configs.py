@@ -13,7 +13,7 @@ import torch
 from mmengine.config import Config
 
 from kw_mm.cnn import KWAttention
-from kw_mm.models.paper_variants import get_variant
+from kw_mm.apis import get_variant
 from kw_mm.utils.checkpoint import CheckpointMismatchError
 
 from tests.helpers import REPO_ROOT as ROOT

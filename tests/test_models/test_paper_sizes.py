@@ -1,7 +1,7 @@
 """The paper's figures (paper Tables 1, 2, 4 and 14) and the model-zoo table of ``make demo``.
 
 The expected numbers are copied here from the method notes and the paper, independently of
-``kw_mm.models.paper_variants``: every variant's total parameters (1000-class classifier) to
+the model index (``configs/metafile.yml``): every variant's total parameters (1000-class classifier) to
 0.01M and m and n per warehouse. Models are built on the meta device (shapes only).
 """
 import os.path as osp
@@ -12,8 +12,7 @@ import sys
 import pytest
 
 from kw_mm.cnn import WarehouseManager
-from kw_mm.models.paper_variants import PAPER_VARIANTS, get_variant
-from kw_mm.converters.kw_release.convert import build_model
+from kw_mm.apis import build_model, get_variant, list_variants
 
 from tests.helpers import REPO_ROOT as ROOT
 
@@ -71,7 +70,7 @@ def meta_classifier(name: str):
 
 
 def test_every_paper_row_is_covered():
-    assert sorted(v.name for v in PAPER_VARIANTS) == sorted(PAPER_PARAMS)
+    assert sorted(v.name for v in list_variants()) == sorted(PAPER_PARAMS)
 
 
 @pytest.mark.parametrize('name', sorted(PAPER_PARAMS))

@@ -14,7 +14,7 @@ import torch.nn as nn
 from mmengine.config import Config, DictAction
 
 from kw_mm.analysis.flops import count_params_and_flops, format_count
-from kw_mm.runner.launch import build_model, register_toolbox
+from kw_mm.apis import build_model, register_toolbox
 
 
 class FeatureExtractor(nn.Module):

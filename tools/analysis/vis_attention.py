@@ -20,11 +20,11 @@ from mmengine.runner import Runner, load_checkpoint
 
 from kw_mm import set_temperature
 from kw_mm.analysis.attention_maps import AttentionRecorder, plot_warehouse
+from kw_mm.apis import build_model, register_toolbox
 from kw_mm.engine import follow_checkpoint_schedule
 from kw_mm.engine.hooks.kw_temperature_hook import temperature_hook_in
 from kw_mm.runner.config_checks import check_cfg_options
-from kw_mm.runner.launch import (build_model, check_checkpoint_file, check_data_roots,
-                                override_data_root, register_toolbox,
+from kw_mm.runner.launch import (check_checkpoint_file, check_data_roots, override_data_root,
                                 use_safe_checkpoint_loader)
 
 

@@ -16,8 +16,7 @@ import argparse
 import os
 import sys
 
-from kw_mm.converters.kw_release import (WRAPPER_KEYS, OfficialCheckpointError, convert_checkpoint,
-                                  find_configs)
+from kw_mm.converters.kw_release import WRAPPER_KEYS, OfficialCheckpointError, convert_checkpoint
 
 
 def parse_args() -> argparse.Namespace:
@@ -47,7 +46,8 @@ def main() -> int:
     print(f'{args.src}: {result.checkpoint_name} ({len(result.state_dict)} tensors) -> '
           f'{args.dst}, fits {result.target.label}')
     if args.config is None and result.variant is not None:
-        for config in find_configs(result.variant):
+        for model in result.variant.models:
+            config = model.config_path
             shown = os.path.relpath(config)
             print(f'evaluate with: python tools/test.py '
                   f'{config if shown.startswith("..") else shown} {args.dst}')

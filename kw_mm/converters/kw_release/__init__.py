@@ -10,16 +10,14 @@ Example:
     >>> result.variant.name
     'kw1x_resnet50'
 """
-from .convert import (WRAPPER_KEYS, Conversion, Detection, Family, Mismatch,
-                      OfficialCheckpointError, build_model, candidates, config_stem,
-                      convert_checkpoint, convert_keys, convert_state_dict, detect_family,
-                      detect_variant, find_configs, load_official_checkpoint, model_shapes,
-                      resolve_variant, unwrap_state_dict, variant_label, variant_shapes)
+from .convert import (WRAPPER_KEYS, Conversion, Detection, Family, OfficialCheckpointError,
+                      candidates, convert_checkpoint, convert_keys, convert_state_dict,
+                      detect_family, detect_variant, load_official_checkpoint, model_shapes,
+                      resolve_variant, unwrap_official, variant_shapes)
 
 __all__ = [
-    'WRAPPER_KEYS', 'Conversion', 'Detection', 'Family', 'Mismatch', 'OfficialCheckpointError',
-    'build_model', 'candidates', 'config_stem', 'convert_checkpoint', 'convert_keys',
-    'convert_state_dict', 'detect_family', 'detect_variant', 'find_configs',
-    'load_official_checkpoint', 'model_shapes', 'resolve_variant', 'unwrap_state_dict',
-    'variant_label', 'variant_shapes'
+    'WRAPPER_KEYS', 'Conversion', 'Detection', 'Family', 'OfficialCheckpointError', 'candidates',
+    'convert_checkpoint', 'convert_keys', 'convert_state_dict', 'detect_family', 'detect_variant',
+    'load_official_checkpoint', 'model_shapes', 'resolve_variant', 'unwrap_official',
+    'variant_shapes'
 ]

@@ -3,7 +3,7 @@
 A reference checkpoint (OSVAI/KernelWarehouse: a state dict, or a dict holding it under
 ``'model'``, ``'model_ema'`` or ``'state_dict'``) becomes a state-dict-only checkpoint
 ``{'state_dict': ..., 'meta': {...}}`` for an mmpretrain ``ImageClassifier`` built from
-:mod:`kw_mm.models.paper_variants` or from a config file.
+:mod:`the model index <kw_mm.apis.model_index>` or from a config file.
 
 Steps (each refuses with a message that names both sides):
 
@@ -25,21 +25,19 @@ import argparse
 import os
 import re
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
-import torch.nn as nn
-from torch.overrides import TorchFunctionMode
 
-from kw_mm.models.paper_variants import PAPER_VARIANTS, VARIANTS_BY_NAME, PaperVariant
-from kw_mm.utils.checkpoint import load_file
+from kw_mm.apis import Variant, build_model, get_model_index, model_config
+from kw_mm.utils.checkpoint import (Mismatch, Shapes, compare_state_dict, describe, first_keys,
+                                    load_file, mismatch_message, state_dict_shapes,
+                                    unwrap_state_dict)
 from . import convnext, mobilenet_v2, resnet
 
 #: Where a reference training checkpoint keeps the weights, in the order they are looked for.
 WRAPPER_KEYS = ('model', 'model_ema', 'state_dict')
-
-Shapes = Dict[str, Tuple[int, ...]]
 
 
 class OfficialCheckpointError(ValueError):
@@ -64,44 +62,17 @@ def load_official_checkpoint(path: str, key: str = 'auto') -> Tuple[Dict[str, to
         tuple: ``(state_dict, where)``; ``where`` is ``'state dict'`` or ``"['model']"`` etc.
     """
     torch.serialization.add_safe_globals([argparse.Namespace])
-    return unwrap_state_dict(load_file(path), key=key, source=path)
+    return unwrap_official(load_file(path), key=key, source=path)
 
 
-def _is_state_dict(obj: object) -> bool:
-    return isinstance(obj, Mapping) and bool(obj) and all(
-        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
-
-
-def unwrap_state_dict(obj: object, key: str = 'auto',
-                      source: str = 'checkpoint') -> Tuple[Dict[str, torch.Tensor], str]:
-    """The state dict inside a loaded checkpoint (see :func:`load_official_checkpoint`)."""
-    allowed = ('auto', ) + WRAPPER_KEYS
-    if key not in allowed:
-        raise OfficialCheckpointError(f'key must be one of {list(allowed)}, got {key!r}')
-    if not isinstance(obj, Mapping):
-        raise OfficialCheckpointError(f'{source} holds a {type(obj).__name__}, not a state dict '
-                                      'or a dict holding one')
-    if key == 'auto':
-        if _is_state_dict(obj):
-            return _strip_module_prefix(OrderedDict(obj)), 'state dict'
-        for candidate in WRAPPER_KEYS:
-            if _is_state_dict(obj.get(candidate)):
-                return _strip_module_prefix(OrderedDict(obj[candidate])), f'[{candidate!r}]'
-        raise OfficialCheckpointError(
-            f'{source} is neither a state dict nor a dict holding one under '
-            f'{list(WRAPPER_KEYS)}; its top-level keys: {sorted(map(str, obj))[:12]}')
-    if not _is_state_dict(obj.get(key)):
-        present = [k for k in WRAPPER_KEYS if _is_state_dict(obj.get(k))]
-        raise OfficialCheckpointError(f'{source} has no state dict under {key!r}; state dicts '
-                                      f'found under: {present or "none"}')
-    return _strip_module_prefix(OrderedDict(obj[key])), f'[{key!r}]'
-
-
-def _strip_module_prefix(state_dict: 'OrderedDict') -> 'OrderedDict':
-    # A state dict saved from a DistributedDataParallel wrapper prefixes every key.
-    if state_dict and all(k.startswith('module.') for k in state_dict):
-        return OrderedDict((k[len('module.'):], v) for k, v in state_dict.items())
-    return state_dict
+def unwrap_official(obj: object, key: str = 'auto',
+                    source: str = 'checkpoint') -> Tuple[Dict[str, torch.Tensor], str]:
+    """The state dict inside a loaded reference checkpoint (see
+    :func:`load_official_checkpoint`), refused with :class:`OfficialCheckpointError`."""
+    try:
+        return unwrap_state_dict(obj, key=key, source=source, keys=WRAPPER_KEYS)
+    except ValueError as err:
+        raise OfficialCheckpointError(str(err)) from None
 
 
 # --------------------------------------------------------------------------- family
@@ -109,7 +80,7 @@ def _strip_module_prefix(state_dict: 'OrderedDict') -> 'OrderedDict':
 class Family:
     """What the key patterns say about a reference checkpoint."""
 
-    name: str  # PaperVariant.family
+    name: str  # the family of the model index (Variant.family)
     kw: bool  # KernelWarehouse (has warehouses) or the plain baseline
 
 
@@ -214,7 +185,7 @@ def convert_keys(state_dict: Mapping[str, torch.Tensor],
     problems = []
     if unknown:
         problems.append(f'{len(unknown)} keys are not keys of a reference {family.name}: '
-                        f'{_first(unknown)}')
+                        f'{first_keys(unknown)}')
     if collisions:
         problems.append('keys that map to the same model key: ' + '; '.join(collisions[:5]))
     if problems:
@@ -222,51 +193,7 @@ def convert_keys(state_dict: Mapping[str, torch.Tensor],
     return out
 
 
-def _first(items: Sequence[str], limit: int = 5) -> str:
-    shown = ', '.join(items[:limit])
-    return shown + (f', ... ({len(items)} in all)' if len(items) > limit else '')
-
-
 # --------------------------------------------------------------------------- candidate models
-# Tensor constructors sent to the meta device while a candidate model is built. Ranges
-# (arange / linspace) stay on the CPU: constructors turn them into Python numbers (drop-path
-# rates, with .item()), which a meta tensor cannot give; they never become parameters.
-_META_CONSTRUCTORS = {
-    torch.empty, torch.empty_strided, torch.zeros, torch.ones, torch.full, torch.rand,
-    torch.randn, torch.randint, torch.tensor, torch.as_tensor, torch.eye
-}
-
-
-class _MetaConstructors(TorchFunctionMode):
-    """Creates parameters and buffers on the meta device: shapes without memory or init."""
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        if func in _META_CONSTRUCTORS and kwargs.get('device') is None:
-            kwargs['device'] = 'meta'
-        return func(*args, **kwargs)
-
-
-def build_model(model_cfg: dict, device: str = 'cpu') -> nn.Module:
-    """Build an mmpretrain model config through the real registry.
-
-    Args:
-        model_cfg (dict): A model config (``type`` with or without scope prefix).
-        device (str): ``'cpu'`` for a real model, ``'meta'`` for shapes only. Defaults to
-            ``'cpu'``.
-    """
-    if device not in ('cpu', 'meta'):
-        raise ValueError(f"device must be 'cpu' or 'meta', got {device!r}")
-    from mmpretrain.registry import MODELS
-    from mmpretrain.utils import register_all_modules
-    register_all_modules(init_default_scope=False)
-    import kw_mm  # noqa: F401  (registers the kw_mm modules)
-    if device != 'meta':
-        return MODELS.build(model_cfg)
-    with _MetaConstructors():
-        return MODELS.build(model_cfg)
-
-
 def model_shapes(model_cfg: dict) -> Shapes:
     """Key -> shape of the state dict of the model ``model_cfg`` (built on the meta device)."""
     try:
@@ -274,119 +201,33 @@ def model_shapes(model_cfg: dict) -> Shapes:
     except (RuntimeError, NotImplementedError):
         # A constructor that needs real numbers (e.g. .item() of a parameter): build for real.
         model = build_model(model_cfg)
-    return OrderedDict((k, tuple(v.shape)) for k, v in model.state_dict().items())
+    return state_dict_shapes(model)
 
 
 _SHAPE_CACHE: Dict[str, Shapes] = {}
 
 
-def variant_shapes(variant: PaperVariant) -> Shapes:
+def variant_shapes(variant: Variant) -> Shapes:
     """:func:`model_shapes` of a paper variant (1000 classes), cached per process."""
     if variant.name not in _SHAPE_CACHE:
         _SHAPE_CACHE[variant.name] = model_shapes(variant.model_cfg())
     return _SHAPE_CACHE[variant.name]
 
 
-# --------------------------------------------------------------------------- comparison
-@dataclass
-class Mismatch:
-    """How a converted checkpoint differs from a model's state dict."""
-
-    shapes: List[Tuple[str, tuple, tuple]] = field(default_factory=list)  # key, ckpt, model
-    missing: List[str] = field(default_factory=list)  # in the model, not in the checkpoint
-    unexpected: List[str] = field(default_factory=list)  # in the checkpoint, not in the model
-
-    def __bool__(self) -> bool:
-        return bool(self.shapes or self.missing or self.unexpected)
-
-    @property
-    def size(self) -> int:
-        return len(self.shapes) + len(self.missing) + len(self.unexpected)
-
-
-def compare(converted: Mapping[str, torch.Tensor], shapes: Shapes) -> Mismatch:
-    """Every difference between converted tensors and a model's key -> shape."""
-    mismatch = Mismatch()
-    for key, shape in shapes.items():
-        if key not in converted:
-            mismatch.missing.append(key)
-        elif tuple(converted[key].shape) != tuple(shape):
-            mismatch.shapes.append((key, tuple(converted[key].shape), tuple(shape)))
-    mismatch.unexpected = [k for k in converted if k not in shapes]
-    return mismatch
-
-
-_WAREHOUSE_KEY = re.compile(r'^(?:(\w+)\.)?warehouse_manager\.weights\.(\d+)$')
-
-
-def _warehouse_label(key: str) -> Optional[str]:
-    m = _WAREHOUSE_KEY.match(key)
-    if not m:
-        return None
-    owner = '' if m.group(1) in (None, 'backbone') else f'{m.group(1)} '
-    return f'{owner}warehouse {m.group(2)}'
-
-
-def _shape_text(shape: tuple) -> str:
-    return '[' + ', '.join(map(str, shape)) + ']'
-
-
-def headline(mismatch: Mismatch) -> Tuple[str, str]:
-    """The most telling difference: (what the checkpoint has, what the model expects).
-
-    A warehouse that differs is the clearest sign of another budget or layout, so it comes
-    first, said in cells (``warehouse 0: 348 cells`` vs ``87``).
-    """
-    ordered = sorted(mismatch.shapes, key=lambda s: _warehouse_label(s[0]) is None)
-    if ordered:
-        key, have, want = ordered[0]
-        label = _warehouse_label(key)
-        if label and have[1:] == want[1:]:
-            return f'{label}: {have[0]} cells', f'{want[0]}'
-        if label:
-            return (f'{label}: {have[0]} cells of {_shape_text(have[1:])}',
-                    f'{want[0]} cells of {_shape_text(want[1:])}')
-        return f'{key}: {_shape_text(have)}', _shape_text(want)
-    have = (f'{len(mismatch.unexpected)} keys the model does not have, e.g. '
-            f'{mismatch.unexpected[0]}' if mismatch.unexpected else 'no other keys')
-    want = (f'{len(mismatch.missing)} keys the checkpoint does not have, e.g. '
-            f'{mismatch.missing[0]}' if mismatch.missing else 'no other keys')
-    return have, want
-
-
-def describe(mismatch: Mismatch, limit: int = 8) -> str:
-    """Every difference, a few of each kind."""
-    lines = []
-    if mismatch.shapes:
-        shown = [f'{k}: checkpoint {_shape_text(h)} vs model {_shape_text(w)}'
-                 for k, h, w in mismatch.shapes[:limit]]
-        more = f' ... ({len(mismatch.shapes)} in all)' if len(mismatch.shapes) > limit else ''
-        lines.append('shape mismatches: ' + '; '.join(shown) + more)
-    if mismatch.missing:
-        lines.append('missing in checkpoint: ' + _first(mismatch.missing, limit))
-    if mismatch.unexpected:
-        lines.append('not in model: ' + _first(mismatch.unexpected, limit))
-    return '\n  '.join(lines)
-
-
-def variant_label(variant: PaperVariant) -> str:
-    """The reference release's name of a variant if it was released, else kw_mm's name."""
-    return variant.official or variant.name
-
-
+# --------------------------------------------------------------------------- detection
 @dataclass
 class Detection:
     """Which candidate variants of a family fit a converted checkpoint."""
 
     family: Family
-    fits: List[PaperVariant]
-    closest: List[Tuple[PaperVariant, Mismatch]]  # every candidate, best first
+    fits: List[Variant]
+    closest: List[Tuple[Variant, Mismatch]]  # every candidate, best first
 
 
-def candidates(family: Family) -> List[PaperVariant]:
+def candidates(family: Family) -> List[Variant]:
     """Paper variants of the family, KW ones for a KW checkpoint, the baseline otherwise."""
-    return [v for v in PAPER_VARIANTS
-            if v.family == family.name and (v.budget is not None) == family.kw]
+    return [v for v in get_model_index().variants.values()
+            if v.family == family.name and v.is_kw == family.kw]
 
 
 def detect_variant(state_dict: Mapping[str, torch.Tensor],
@@ -398,14 +239,14 @@ def detect_variant(state_dict: Mapping[str, torch.Tensor],
     family = detect_family(state_dict)
     if converted is None:
         converted = convert_keys(state_dict, family)
-    results = [(v, compare(converted, variant_shapes(v))) for v in candidates(family)]
+    results = [(v, compare_state_dict(converted, variant_shapes(v))) for v in candidates(family)]
     results.sort(key=lambda r: r[1].size)
     return Detection(family, [v for v, m in results if not m], results)
 
 
 def _checkpoint_name(detection: Detection) -> str:
     if len(detection.fits) == 1:
-        return variant_label(detection.fits[0])
+        return detection.fits[0].label
     return f'an unknown {"KW " if detection.family.kw else ""}{detection.family.name}'
 
 
@@ -418,12 +259,11 @@ def _no_fit_error(detection: Detection) -> OfficialCheckpointError:
         return OfficialCheckpointError(f'no paper variant of family {detection.family.name} '
                                        f'(kw={detection.family.kw}) to compare with')
     variant, mismatch = detection.closest[0]
-    have, want = headline(mismatch)
-    tried = ', '.join(variant_label(v) for v, _ in detection.closest)
+    tried = ', '.join(v.label for v, _ in detection.closest)
     return OfficialCheckpointError(
         f'the checkpoint is {_checkpoint_name(detection)} that fits no released variant '
-        f'(tried {tried}); closest is {variant_label(variant)}: the checkpoint has ({have}) '
-        f'but {variant_label(variant)} expects {want}\n  {describe(mismatch)}')
+        f'(tried {tried}); closest is {variant.label}: '
+        + mismatch_message(mismatch, 'the checkpoint has', variant.label))
 
 
 # --------------------------------------------------------------------------- the target model
@@ -433,7 +273,7 @@ class Target:
 
     label: str  # e.g. "variant kw1x_resnet50" or "config kw1x-resnet50_8xb512-300e_in1k"
     model_cfg: dict
-    variant: Optional[PaperVariant] = None
+    variant: Optional[Variant] = None
     config_path: Optional[str] = None
 
     def shapes(self) -> Shapes:
@@ -442,43 +282,12 @@ class Target:
         return model_shapes(self.model_cfg)
 
 
-def resolve_variant(name: str) -> PaperVariant:
+def resolve_variant(name: str) -> Variant:
     """A paper variant by kw_mm name or by the reference release's name."""
-    if name in VARIANTS_BY_NAME:
-        return VARIANTS_BY_NAME[name]
-    released = [v for v in PAPER_VARIANTS if v.official == name]
-    if len(released) == 1:
-        return released[0]
-    raise OfficialCheckpointError(
-        f'unknown variant {name!r}; choose from {sorted(VARIANTS_BY_NAME)} (or a released name: '
-        f'{sorted(v.official for v in PAPER_VARIANTS if v.official)})')
-
-
-_CONFIG_FAMILY = {'resnet18': 'resnet18', 'resnet50': 'resnet50', 'mobilenet-v2': 'mobilenet-v2',
-                  'mobilenet-v2-w0.5': 'mobilenet-v2-w0.5', 'convnext-tiny': 'convnext-tiny'}
-#: The repository's configs (present in a source checkout).
-CONFIG_DIR = os.path.join(os.path.dirname(__file__), '..', '..', '..', 'configs')
-
-
-def config_stem(variant: PaperVariant) -> str:
-    """The config-name prefix of a variant, e.g. ``kw1x-resnet50`` or ``mobilenet-v2-w0.5``.
-
-    The configs are named ``{stem}_{N}xb{bs}-{recipe}_in1k.py`` (mmpretrain's convention).
-    """
-    model = _CONFIG_FAMILY[variant.family]
-    if variant.budget is None:
-        return model
-    stem = f'{variant.name.split("_")[0]}-{model}'
-    if variant.backbone.get('layout') == 'release':
-        stem += '-release'
-    return stem
-
-
-def find_configs(variant: PaperVariant, config_dir: str = CONFIG_DIR) -> List[str]:
-    """The ImageNet configs of ``variant`` in ``config_dir`` (sorted paths; may be empty)."""
-    import glob
-    pattern = os.path.join(config_dir, f'{config_stem(variant)}_*in1k.py')
-    return sorted(os.path.normpath(p) for p in glob.glob(pattern))
+    try:
+        return get_model_index().variant(name)
+    except KeyError as err:
+        raise OfficialCheckpointError(err.args[0]) from None
 
 
 def target_from_variant(name: str) -> Target:
@@ -488,17 +297,12 @@ def target_from_variant(name: str) -> Target:
 
 def target_from_config(path: str) -> Target:
     """The model of an mmpretrain config file."""
-    from mmengine.config import Config
     if not os.path.isfile(path):
         raise OfficialCheckpointError(f'config file not found: {path}')
-    cfg = Config.fromfile(path)
-    if 'model' not in cfg:
-        raise OfficialCheckpointError(f'config {path} has no model')
-    model_cfg = cfg.model.to_dict() if hasattr(cfg.model, 'to_dict') else dict(cfg.model)
-    if '.' not in str(model_cfg.get('type', '')):
-        # Unprefixed types resolve in the config's default scope (mmpretrain for our configs).
-        scope = cfg.get('default_scope', 'mmpretrain')
-        model_cfg['type'] = f'{scope}.{model_cfg["type"]}'
+    try:
+        model_cfg = model_config(path)
+    except ValueError as err:
+        raise OfficialCheckpointError(str(err)) from None
     name = os.path.splitext(os.path.basename(path))[0]
     return Target(f'config {name}', model_cfg, config_path=path)
 
@@ -510,12 +314,12 @@ class Conversion:
 
     state_dict: 'OrderedDict[str, torch.Tensor]'
     family: Family
-    variant: Optional[PaperVariant]  # the detected variant (None if only a config fit)
+    variant: Optional[Variant]  # the detected variant (None if only a config fit)
     target: Target
 
     @property
     def checkpoint_name(self) -> str:
-        return variant_label(self.variant) if self.variant else f'a {self.family.name}'
+        return self.variant.label if self.variant else f'a {self.family.name}'
 
 
 def convert_state_dict(state_dict: Mapping[str, torch.Tensor],
@@ -550,7 +354,7 @@ def convert_state_dict(state_dict: Mapping[str, torch.Tensor],
                           target)
     target = target_from_variant(variant) if variant is not None else target_from_config(config)
     shapes = target.shapes()
-    mismatch = compare(converted, shapes)
+    mismatch = compare_state_dict(converted, shapes)
     detection = detect_variant(state_dict, converted)
     detected = detection.fits[0] if len(detection.fits) == 1 else None
     if mismatch and target.variant is not None and target.variant.family != family.name:
@@ -558,10 +362,8 @@ def convert_state_dict(state_dict: Mapping[str, torch.Tensor],
             f'checkpoint is {_checkpoint_name(detection)} (a {family.name}) but '
             f'{target.label} is a {target.variant.family}\n  {describe(mismatch)}')
     if mismatch:
-        have, want = headline(mismatch)
-        raise OfficialCheckpointError(
-            f'checkpoint is {_checkpoint_name(detection)} ({have}) but {target.label} expects '
-            f'{want}\n  {describe(mismatch)}')
+        raise OfficialCheckpointError(mismatch_message(
+            mismatch, f'checkpoint is {_checkpoint_name(detection)}', target.label))
     return Conversion(_ordered(converted, shapes), family, detected, target)
 
 

@@ -22,8 +22,6 @@ mmpretrain's ``linear_pw_conv=True`` as they are. KW attentions (``.attention.fc
 and the cells (``warehouse_manager.weights.<i>``, ``[n, co, ci, 1, 1]``) keep names and shapes.
 """
 import re
-from collections import OrderedDict
-from typing import Dict, Mapping
 
 import torch
 
@@ -92,16 +90,3 @@ def convert_tensor(key: str, tensor: torch.Tensor) -> torch.Tensor:
     if key.endswith('.gamma'):
         return tensor.reshape(-1)
     return tensor
-
-
-def convert_state_dict(state_dict: Mapping[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-    """A whole reference state dict converted for an mmpretrain ``ImageClassifier``.
-
-    Args:
-        state_dict (Mapping[str, torch.Tensor]): The reference model's state dict.
-
-    Returns:
-        dict: Keys from :func:`to_mmpretrain_key`, tensors from :func:`convert_tensor`.
-    """
-    return OrderedDict((to_mmpretrain_key(k), convert_tensor(k, v))
-                       for k, v in state_dict.items())

@@ -26,8 +26,7 @@ conv.1.conv / conv.1.bn``. KW attentions (``.attention.fc1/norm1/fc2``) keep the
 no tensor changes shape.
 """
 import re
-from collections import OrderedDict
-from typing import Iterable, List, Mapping, Optional, Tuple
+from typing import Iterable, List, Optional, Tuple
 
 #: Blocks per channel group of MobileNetV2 (``layer1`` .. ``layer7``).
 BLOCKS_PER_LAYER = (1, 2, 3, 4, 3, 3, 1)
@@ -133,23 +132,10 @@ def find_classifier_warehouse(keys: Iterable[str]) -> Optional[int]:
     return max(indices)
 
 
-def convert_state_dict(state_dict: Mapping) -> 'OrderedDict':
-    """A reference MobileNetV2 state dict with mmpretrain ``ImageClassifier`` keys.
-
-    Finds the KW classifier's warehouse by itself (:func:`find_classifier_warehouse`).
-
-    Args:
-        state_dict (Mapping): The reference state dict (name -> tensor).
-
-    Returns:
-        OrderedDict: The same tensors under the keys of :func:`to_mmpretrain_key`.
-    """
-    classifier = find_classifier_warehouse(state_dict)
-    return OrderedDict((to_mmpretrain_key(k, classifier), v) for k, v in state_dict.items())
-
-
-def convert_keys(keys: Iterable[str]) -> List[str]:
-    """:func:`convert_state_dict` for key names only (e.g. the layout data of the tests)."""
+def mmpretrain_keys(keys: Iterable[str]) -> List[str]:
+    """:func:`to_mmpretrain_key` of every key name, the KW classifier's warehouse found among
+    them (e.g. for the layout data of the tests; whole state dicts go through
+    :func:`kw_mm.converters.kw_release.convert_keys`)."""
     keys = list(keys)
     classifier = find_classifier_warehouse(keys)
     return [to_mmpretrain_key(k, classifier) for k in keys]

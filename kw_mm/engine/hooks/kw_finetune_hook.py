@@ -7,21 +7,18 @@ one-hot ``beta`` never enters the attention.
 """
 from typing import Optional, Union
 
-import torch.nn as nn
-from mmengine.hooks import Hook
-from mmengine.model import is_model_wrapper
-
-from kw_mm.cnn import set_temperature
 from kw_mm.registry import HOOKS
+from .base import BaseTemperatureHook
+from .kw_temperature_hook import KWTemperatureHook
 
 DataBatch = Optional[Union[dict, tuple, list]]
 
 #: Hooks that change the temperature and therefore cannot run beside this one.
-CONFLICTING_HOOKS = ('KWTemperatureHook', )
+CONFLICTING_HOOKS = (KWTemperatureHook, )
 
 
 @HOOKS.register_module()
-class KWFinetuneHook(Hook):
+class KWFinetuneHook(BaseTemperatureHook):
     """Keep every KW attention at temperature ``t = 0`` for a whole fine-tuning run.
 
     Before training, before every training iteration, and before validation and testing, the
@@ -43,14 +40,10 @@ class KWFinetuneHook(Hook):
     def __init__(self) -> None:
         self._announced = False
 
-    @staticmethod
-    def _unwrap(model: nn.Module) -> nn.Module:
-        return model.module if is_model_wrapper(model) else model
-
     def _disable_init(self, runner, stage: str) -> int:
         """Set t = 0 on every KW attention; log once per run what was done."""
-        model = self._unwrap(runner.model)
-        count = set_temperature(model, 0.0)
+        model = self.unwrapped_model(runner)
+        count = self.apply_temperature(runner, 0.0)
         if not self._announced:
             self._announced = True
             if count:
@@ -65,7 +58,7 @@ class KWFinetuneHook(Hook):
 
     def before_run(self, runner) -> None:
         others = [type(h).__name__ for h in getattr(runner, 'hooks', ())
-                  if type(h).__name__ in CONFLICTING_HOOKS]
+                  if isinstance(h, CONFLICTING_HOOKS)]
         if others:
             raise ValueError(f'KWFinetuneHook keeps the temperature at 0 for fine-tuning, but the '
                              f'config also has {others}, which anneals it; remove one of them '

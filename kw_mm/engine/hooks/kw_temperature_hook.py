@@ -9,12 +9,10 @@ import logging
 import math
 from typing import Any, Mapping, Optional, Union
 
-from mmengine.hooks import Hook
 from mmengine.logging import print_log
-from mmengine.model import is_model_wrapper
 
-from kw_mm.cnn import set_temperature
 from kw_mm.registry import HOOKS
+from .base import BaseTemperatureHook
 
 DATA_BATCH = Optional[Union[dict, tuple, list]]
 #: Key of the temperature in the run's scalars (``train/`` is dropped in the log and scalars.json).
@@ -87,8 +85,8 @@ def temperature_hook_cfg_in(cfg: Mapping) -> Optional[Mapping]:
     """The config entry of the KWTemperatureHook in ``cfg.custom_hooks``, or None."""
     for hook in cfg.get('custom_hooks') or []:
         kind = hook.get('type') if isinstance(hook, Mapping) else None
-        if kind is KWTemperatureHook or (isinstance(kind, str)
-                                         and kind.split('.')[-1] == 'KWTemperatureHook'):
+        hook_class = HOOKS.get(kind) if isinstance(kind, str) else kind
+        if isinstance(hook_class, type) and issubclass(hook_class, KWTemperatureHook):
             return hook
     return None
 
@@ -105,7 +103,7 @@ def temperature_hook_in(cfg: Mapping) -> Optional['KWTemperatureHook']:
 
 
 @HOOKS.register_module()
-class KWTemperatureHook(Hook):
+class KWTemperatureHook(BaseTemperatureHook):
     """Anneal the temperature ``t`` of every KW attention from 1 to 0 over the first epochs.
 
     The hook keeps no schedule state: before every training iteration it computes
@@ -157,13 +155,6 @@ class KWTemperatureHook(Hook):
         self._loaded_temperature: Optional[float] = None  # of a loaded checkpoint
 
     # ------------------------------------------------------------------ helpers
-    @staticmethod
-    def _model(runner):
-        return runner.model.module if is_model_wrapper(runner.model) else runner.model
-
-    def _apply(self, runner, t: float) -> None:
-        set_temperature(self._model(runner), t)
-
     def current_temperature(self, runner) -> float:
         """Temperature of the last training iteration run so far (1 before the first)."""
         if not runner.iter:
@@ -183,7 +174,7 @@ class KWTemperatureHook(Hook):
         if problem:
             print_log(f'{problem} (allowed)', logger='current', level=logging.WARNING)
         self._iters_per_epoch = iters
-        if set_temperature(self._model(runner), self.current_temperature(runner)) == 0:
+        if self.apply_temperature(runner, self.current_temperature(runner)) == 0:
             print_log('KWTemperatureHook: the model has no KernelWarehouse layer; the hook '
                       'does nothing', logger='current', level=logging.WARNING)
         print_log(f'KWTemperatureHook: t falls from 1 to 0 over {self.anneal_epochs:g} epochs '
@@ -198,7 +189,7 @@ class KWTemperatureHook(Hook):
 
     def before_train_iter(self, runner, batch_idx: int, data_batch: DATA_BATCH = None) -> None:
         t = temperature_at(runner.iter, self.anneal_epochs, self._iters_per_epoch)
-        self._apply(runner, t)
+        self.apply_temperature(runner, t)
         runner.message_hub.update_scalar(SCALAR_KEY, t)
 
     def after_train(self, runner) -> None:
@@ -217,10 +208,10 @@ class KWTemperatureHook(Hook):
         return t
 
     def before_val(self, runner) -> None:
-        self._apply(runner, self._evaluation_temperature(runner))
+        self.apply_temperature(runner, self._evaluation_temperature(runner))
 
     def before_test(self, runner) -> None:
-        self._apply(runner, self._evaluation_temperature(runner))
+        self.apply_temperature(runner, self._evaluation_temperature(runner))
 
     # ------------------------------------------------------------------ checkpoints
     def checkpoint_temperature(self, checkpoint: Any) -> Optional[float]:

@@ -7,10 +7,11 @@ import torch.nn as nn
 from mmengine.model import BaseModule
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from kw_mm.cnn import KWConvNd, WarehouseManager
+from kw_mm.cnn import KWConvNd
 from kw_mm.cnn.warehouse import PerWarehouse
-from kw_mm.utils.checkpoint import (describe_mismatch, extract_state_dict, load_file,
-                                    select_prefix, CheckpointMismatchError)
+from kw_mm.utils.checkpoint import (CheckpointMismatchError, WarehouseInfo, compare_state_dict,
+                                    load_file, mismatch_message, select_prefix,
+                                    state_dict_shapes, unwrap_state_dict)
 
 
 def check_choice(name: str, value, choices) -> None:
@@ -210,14 +211,13 @@ class BaseKWBackbone(BaseModule):
 
     def load_pretrained(self, checkpoint: str, prefix: Optional[str] = None) -> None:
         """Load the backbone tensors of ``checkpoint`` (under ``prefix``, if given) strictly."""
-        state = select_prefix(extract_state_dict(load_file(checkpoint), checkpoint), prefix)
-        state = self.adapt_pretrained_state(state)
-        problem = describe_mismatch(self, state)
-        if problem is not None:
-            hint = self._layout_hint(state)
+        state, _ = unwrap_state_dict(load_file(checkpoint), source=checkpoint)
+        state = self.adapt_pretrained_state(select_prefix(state, prefix))
+        mismatch = compare_state_dict(state, state_dict_shapes(self))
+        if mismatch:
+            source = f'checkpoint {checkpoint}' + (f' under prefix {prefix!r}' if prefix else '')
             raise CheckpointMismatchError(
-                f'checkpoint {checkpoint} (prefix {prefix!r}) does not match '
-                f'{self.variant_name()}:{hint}\n  {problem}')
+                mismatch_message(mismatch, source, self.variant_name(), self._warehouse_info()))
         self.load_state_dict(state, strict=True)
 
     def adapt_pretrained_state(self, state: Dict) -> Dict:
@@ -225,19 +225,8 @@ class BaseKWBackbone(BaseModule):
         (e.g. ConvNeXt's per-output norms); by default none."""
         return state
 
-    def _layout_hint(self, state: Dict) -> str:
-        """Name the KW layouts on both sides when the warehouses differ."""
-        rows = []
-        for i, spec in enumerate(self.warehouse_manager.specs):
-            key = f'warehouse_manager.weights.{i}'
-            expected = (spec.num_cells, *spec.cell_shape)
-            if key not in state:
-                rows.append(f'{spec.name}: not in checkpoint')
-            elif tuple(state[key].shape) != expected:
-                found = tuple(state[key].shape)
-                budget = ''
-                if found[1:] == expected[1:]:
-                    budget = f' (b~{found[0] / spec.num_mixtures:g})'
-                rows.append(f'{spec.name}: checkpoint cells {list(found)}{budget} vs model '
-                            f'{list(expected)} (b={spec.cell_num_ratio:g})')
-        return ('\n  warehouses: ' + '; '.join(rows)) if rows else ''
+    def _warehouse_info(self) -> Dict[str, WarehouseInfo]:
+        """State-dict key -> name, m and b of every warehouse (for mismatch reports)."""
+        return {f'warehouse_manager.weights.{i}': WarehouseInfo(spec.name, spec.num_mixtures,
+                                                                spec.cell_num_ratio)
+                for i, spec in enumerate(self.warehouse_manager.specs)}

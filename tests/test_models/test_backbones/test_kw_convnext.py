@@ -9,7 +9,7 @@ from mmpretrain.registry import MODELS as PRETRAIN_MODELS
 
 from kw_mm.cnn import AttentionBatchNorm1d, KWAttention, KWConvNd, set_temperature
 from kw_mm.models import KWConvNeXt
-from kw_mm.models.paper_variants import TABLE14_CONVNEXT
+from kw_mm.apis import get_variant
 from kw_mm.utils.checkpoint import CheckpointMismatchError
 from kw_mm.converters.kw_release.convnext import convert_tensor, to_mmpretrain_key
 from tests.helpers.kw_checks import assert_layer_matches_layout, copy_into_plain_twin
@@ -108,6 +108,11 @@ def test_convert_tensor_gamma_and_bad_key():
 
 
 # --------------------------------------------------------------------------- paper layouts
+#: Table 14's m and n per warehouse as the model index records them, by budget.
+TABLE14_CONVNEXT = {1.0: get_variant('kw1x_convnext_tiny').table14,
+                    0.75: get_variant('kw3d4x_convnext_tiny').table14}
+
+
 @pytest.mark.parametrize('budget', [1.0, 0.75])
 def test_paper_layout_matches_table14(budget):
     model = KWConvNeXt(arch='tiny', budget=budget, layout='paper')

@@ -13,17 +13,18 @@ from mmpretrain.structures import DataSample
 from kw_mm import get_temperature, set_temperature
 from kw_mm.cnn import KWAttention, KWConvNd, WarehouseManager, assemble_kernels_reference
 from kw_mm.models import KWLinearClsHead, KWMobileNetV2
-from kw_mm.models.paper_variants import PAPER_VARIANTS
+from kw_mm.apis import list_variants
 from kw_mm.utils.checkpoint import CheckpointMismatchError
-from kw_mm.converters.kw_release.mobilenet_v2 import (convert_keys, convert_state_dict,
-                                               find_classifier_warehouse, to_mmpretrain_key)
+from kw_mm.converters.kw_release import convert_keys
+from kw_mm.converters.kw_release.mobilenet_v2 import (find_classifier_warehouse, mmpretrain_keys,
+                                                     to_mmpretrain_key)
 from tests.helpers.kw_checks import assert_layer_matches_layout, copy_into_plain_twin
 from tests.helpers.reference_kw import (ReferenceForward, calibrate, kw_layers, layouts, random_state_dict,
                           statedict_shapes)
 
 from tests.helpers import REPO_ROOT as ROOT
 CONFIGS = os.path.join(ROOT, 'configs')
-VARIANTS = {v.name: v for v in PAPER_VARIANTS if v.family.startswith('mobilenet-v2')}
+VARIANTS = {v.name: v for v in list_variants() if v.family.startswith('mobilenet-v2')}
 KW_RELEASES = sorted(name for name, v in VARIANTS.items() if v.budget is not None)
 # config -> (released model it must equal, widen factor, budget or None for the baseline)
 CONFIG_RELEASES = {
@@ -110,7 +111,7 @@ def test_state_dict_keys_and_shapes_equal_release(name):
         assert num_params(model) == layouts()[name]['params_total']
     ours = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     ref = statedict_shapes(name)
-    converted = dict(zip(convert_keys(k for k, _ in ref), (tuple(s) for _, s in ref)))
+    converted = dict(zip(mmpretrain_keys(k for k, _ in ref), (tuple(s) for _, s in ref)))
     assert len(converted) == len(ref)
     assert converted == ours
 
@@ -130,7 +131,7 @@ def test_converted_release_matches_reference_forward(name, temperature):
     x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     ref_sd = calibrate(name, random_state_dict(name, seed=3), x, temperature=temperature)
     ref_sd = {k: v.double() if v.is_floating_point() else v for k, v in ref_sd.items()}
-    model.load_state_dict(convert_state_dict(ref_sd), strict=True)
+    model.load_state_dict(convert_keys(ref_sd), strict=True)
     if VARIANTS[name].budget is not None:
         set_temperature(model, temperature)
     x = x.double()

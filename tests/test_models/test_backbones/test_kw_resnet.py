@@ -12,7 +12,7 @@ from mmpretrain.registry import MODELS as PRETRAIN_MODELS
 
 from kw_mm.cnn import AttentionBatchNorm1d, KWConvNd, set_temperature
 from kw_mm.models import KWResNet
-from kw_mm.models.paper_variants import PAPER_VARIANTS
+from kw_mm.apis import list_variants
 from kw_mm.converters.kw_release.resnet import to_mmpretrain_key
 from tests.helpers.kw_checks import assert_layer_matches_layout
 from tests.helpers.reference_kw import (calibrate, kw_layers, layouts, random_state_dict, reference_logits,
@@ -20,7 +20,7 @@ from tests.helpers.reference_kw import (calibrate, kw_layers, layouts, random_st
 
 from tests.helpers import REPO_ROOT as ROOT
 CONFIG_DIR = os.path.join(ROOT, 'configs')
-RESNET_VARIANTS = [v for v in PAPER_VARIANTS if v.family in ('resnet18', 'resnet50')]
+RESNET_VARIANTS = [v for v in list_variants() if v.family in ('resnet18', 'resnet50')]
 RESNET_CONFIGS = sorted(os.path.basename(p)
                         for p in glob.glob(os.path.join(CONFIG_DIR, '*resnet*_in1k.py')))
 

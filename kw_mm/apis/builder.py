@@ -1,0 +1,94 @@
+"""One way to build a model: from an index name, a config file, a loaded config or a model dict.
+
+Models are built through the real registries of the toolbox their config names
+(``default_scope``: mmpretrain or mmdet); ``kw_mm.`` types resolve through kw_mm's scope.
+"""
+import importlib
+import os.path as osp
+from typing import Any, Mapping, Union
+
+import torch.nn as nn
+
+#: default_scope -> the module whose ``register_all_modules`` sets the toolbox up.
+TOOLBOXES = {'mmpretrain': 'mmpretrain.utils', 'mmdet': 'mmdet.utils'}
+DEVICES = ('cpu', 'meta')
+
+
+def register_toolbox(cfg: Mapping) -> str:
+    """Register the modules of the toolbox named by ``cfg.default_scope`` and of kw_mm.
+
+    Returns:
+        str: The toolbox (``'mmpretrain'`` or ``'mmdet'``).
+    """
+    scope = cfg.get('default_scope')
+    if scope not in TOOLBOXES:
+        name = getattr(cfg, 'filename', None) or 'the config'
+        raise ValueError(f'{name} has default_scope={scope!r}; kw_mm tools support '
+                         f'{sorted(TOOLBOXES)}')
+    _register(scope)
+    return scope
+
+
+def _register(scope: str) -> None:
+    importlib.import_module(TOOLBOXES[scope]).register_all_modules(init_default_scope=False)
+    importlib.import_module('kw_mm')  # registers kw_mm's models and hooks
+
+
+def load_config(config: str) -> Any:
+    """An mmengine ``Config`` from a config file or the name of a model of the index."""
+    from mmengine.config import Config
+    if not config.endswith('.py'):
+        from .model_index import get_config_path
+        config = get_config_path(config)
+    if not osp.isfile(config):
+        raise FileNotFoundError(f'config file not found: {config}')
+    return Config.fromfile(config)
+
+
+def model_config(config: Union[str, Mapping]) -> dict:
+    """The ``model`` of a config (file, index name or loaded), as a plain dict whose top-level
+    type carries the config's scope (``mmpretrain.ImageClassifier``), with the config's
+    top-level ``data_preprocessor`` merged in as the Runner does."""
+    cfg = load_config(config) if isinstance(config, str) else config
+    if cfg.get('model') is None:
+        raise ValueError(f'config {getattr(cfg, "filename", "?")} has no model')
+    model_cfg = cfg.model.to_dict() if hasattr(cfg.model, 'to_dict') else dict(cfg.model)
+    if '.' not in str(model_cfg.get('type', '')):
+        # Unprefixed types resolve in the config's default scope.
+        model_cfg['type'] = f'{cfg.get("default_scope", "mmpretrain")}.{model_cfg["type"]}'
+    preprocessor = cfg.get('data_preprocessor')
+    if preprocessor is not None:
+        model_cfg.setdefault('data_preprocessor', dict(preprocessor))
+    return model_cfg
+
+
+def build_model(model: Union[str, Mapping], device: str = 'cpu') -> nn.Module:
+    """Build a model through the real registries.
+
+    Args:
+        model (str | Mapping): The name of a model of the index, a config file (``*.py``), a
+            loaded config (with ``model`` and ``default_scope``) or a model config dict (its
+            ``type`` prefixed by its toolbox, e.g. ``mmpretrain.ImageClassifier``; mmpretrain
+            if not).
+        device (str): ``'cpu'`` for a real model, ``'meta'`` for shapes only (parameters and
+            buffers without memory or initialization). Defaults to ``'cpu'``.
+    """
+    if device not in DEVICES:
+        raise ValueError(f'device must be one of {list(DEVICES)}, got {device!r}')
+    if isinstance(model, str) or 'model' in model:
+        cfg = load_config(model) if isinstance(model, str) else model
+        scope = register_toolbox(cfg)
+        from mmengine.registry import init_default_scope
+        init_default_scope(scope)
+        model_cfg = model_config(cfg)
+    else:
+        model_cfg = dict(model)
+        prefix = str(model_cfg.get('type', '')).split('.')[0]
+        scope = prefix if prefix in TOOLBOXES else 'mmpretrain'
+        _register(scope)
+    registry = importlib.import_module(f'{scope}.registry').MODELS
+    if device == 'meta':
+        from .meta import meta_device
+        with meta_device():
+            return registry.build(model_cfg)
+    return registry.build(model_cfg)
