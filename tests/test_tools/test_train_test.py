@@ -67,6 +67,9 @@ def test_dist_train_two_processes_and_reload(tiny, dist_run):
     # No temperature is stored; it follows from the iteration and the schedule, with the
     # epoch length of the 2-process run (2 iterations), not of a later 1-process evaluation.
     assert not any('temperature' in key for key in checkpoint['meta'])
+    # the random states of both processes, gathered at the end of the epoch (rank 0 saves)
+    states = checkpoint['random_states']
+    assert states['at_epoch_end'] and len(states['per_rank']) == 2
     assert checkpoint_temperature(checkpoint, 1) == 0.0
     assert checkpoint_temperature(checkpoint, 4) == pytest.approx(1 - 4 / 8)
     for key, value in model.state_dict().items():

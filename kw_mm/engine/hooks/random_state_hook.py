@@ -105,16 +105,22 @@ class RandomStateHook(Hook):
 
     def __init__(self) -> None:
         self._epoch_end_states: Optional[Dict[str, Any]] = None  # of this process
+        self._gathered: Optional[List[Dict[str, Any]]] = None  # of every process, rank order
         self._warned_persistent = False
 
     # ------------------------------------------------------------------ training
     def before_train_epoch(self, runner) -> None:
+        self._gathered = None  # the states of an epoch end are stored by that epoch's saves
         if self._epoch_end_states is not None:
             restore_random_states(self._epoch_end_states)
         self._seed_workers(runner)
 
     def after_train_epoch(self, runner) -> None:
         self._epoch_end_states = capture_random_states()
+        # Every process runs this hook, but only rank 0 saves checkpoints (and runs
+        # before_save_checkpoint): gather all ranks' states here, where all take part.
+        self._gathered = all_gather_object(self._epoch_end_states) if get_world_size() > 1 \
+            else [self._epoch_end_states]
 
     def _seed_workers(self, runner) -> None:
         loader = runner.train_dataloader
@@ -136,12 +142,11 @@ class RandomStateHook(Hook):
 
     # ------------------------------------------------------------------ checkpoints
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
+        # Runner.save_checkpoint runs on rank 0 only: no collective may happen here.
         at_epoch_end = checkpoint.get('meta', {}).get('epoch') == runner.epoch + 1 and \
-            self._epoch_end_states is not None
-        own = self._epoch_end_states if at_epoch_end else capture_random_states()
-        # Every process runs this hook; only rank 0 writes the file: gather all ranks' states.
-        per_rank: List[Dict[str, Any]] = all_gather_object(own) if get_world_size() > 1 \
-            else [own]
+            self._gathered is not None
+        per_rank: List[Dict[str, Any]] = self._gathered if at_epoch_end \
+            else [capture_random_states()]  # inside an epoch: rank 0's own (not exact anyway)
         checkpoint[CHECKPOINT_KEY] = dict(at_epoch_end=at_epoch_end, per_rank=per_rank)
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
