@@ -18,11 +18,6 @@ from tests.helpers.tool_runs import (DEMO_CLS, check, evaluate_top1, printed_top
 
 
 @pytest.fixture(scope='module')
-def tiny(tmp_path_factory):
-    return tiny_cls(tmp_path_factory.mktemp('guards'))
-
-
-@pytest.fixture(scope='module')
 def unfinished(tiny):
     """The tiny config trained with T = 4 epochs in its 2 epochs (allowed on purpose): the run
     ends at t = 1 - 8 / 16 = 0.5."""

@@ -18,14 +18,7 @@ from kw_mm.demo_data.classification import write_classification_set
 from kw_mm.runner.launch import (build_model, check_checkpoint_file, check_data_roots,
                                 override_data_root, use_safe_checkpoint_loader)
 
-from tests.helpers.tool_runs import (ROOT, check, evaluate_top1, free_port, printed_top1, run,
-                                     tiny_cls)
-
-@pytest.fixture(scope='module')
-def tiny(tmp_path_factory):
-    """Two demo classes (4 train / 6 val images each) and a config training KW ResNet18 on them."""
-    return tiny_cls(tmp_path_factory.mktemp('tools'))
-
+from tests.helpers.tool_runs import ROOT, check, evaluate_top1, free_port, printed_top1, run
 
 @pytest.fixture(scope='module')
 def dist_run(tiny):
