@@ -13,8 +13,8 @@ from kw_mm.runner.data_check import check_images
 from kw_mm.runner.launch import register_toolbox
 from kw_mm.runner.work_dir import check_work_dir
 
-from tests.helpers.tool_runs import (DEMO_CLS, check, evaluate_top1, printed_top1, run,
-                                     tiny_cls)
+from tests.helpers.tool_runs import (DEMO_CLS, check, evaluate_top1, free_port, printed_top1,
+                                     run, tiny_cls)
 
 
 @pytest.fixture(scope='module')
@@ -209,3 +209,17 @@ def test_corrupt_image_is_named_before_training(tmp_path):
     refused(proc, 'train_dataloader: 1 of 8 images cannot be read', f'{bad} (0 bytes)',
             '--skip-data-check')
     assert 'checking the 8 images of train_dataloader' in proc.stdout
+
+
+@pytest.mark.slow
+def test_a_failure_fails_the_two_process_launch(tmp_path):
+    """The processes destroy their process group in a ``finally``: an error still ends the
+    torchrun launch with a failure (and names its cause)."""
+    data = tiny_cls(tmp_path)
+    bad = osp.join(data['data_root'], 'val', 'circle', 'circle_0001.png')
+    open(bad, 'wb').close()
+    proc = run(['bash', 'tools/dist_train.sh', data['cfg'], '2', '--work-dir',
+                str(tmp_path / 'work')], PORT=str(free_port()))
+    assert proc.returncode != 0
+    assert f'val_dataloader: 1 of 12 images cannot be read: {bad} (0 bytes)' in proc.stderr
+    assert 'Epoch(train)' not in proc.stdout + proc.stderr
