@@ -5,7 +5,7 @@ from typing import Iterable, List, Optional
 import torch
 import torch.nn as nn
 
-from kw_mm.apis import Variant, build_model, get_variant, list_variants
+from kw_mm.apis import Variant, build_model, get_variant, list_ablations, list_variants
 from kw_mm.cnn import WarehouseManager
 from .flops import count_params, count_params_and_flops
 
@@ -29,7 +29,8 @@ def zoo_row(variant: Variant, with_flops: bool = True, input_size: int = 224) ->
     torch.manual_seed(0)
     model = build_classifier(variant).eval()
     row = dict(name=variant.name, family=variant.family, budget=variant.budget,
-               budget_label=variant.budget_label, params=count_params(model)['params'],
+               budget_label=' '.join(filter(None, (variant.budget_label, variant.setting))),
+               params=count_params(model)['params'],
                paper_params_m=variant.paper_params_m, release_params=variant.release_params,
                warehouses=warehouse_rows(model), note=variant.note)
     if with_flops:
@@ -55,7 +56,7 @@ def format_table(rows: Iterable[dict]) -> str:
 
 
 def variants(names: Optional[Iterable[str]] = None) -> List[Variant]:
-    """All paper variants of the model index, or those named."""
+    """All paper variants and ablation rows of the model index, or those named."""
     if not names:
-        return list_variants()
+        return list_variants() + list_ablations()
     return [get_variant(n) for n in names]

@@ -161,6 +161,11 @@ class Variant:
         return self._meta.get('Note', '')
 
     @property
+    def setting(self) -> str:
+        """The ablation setting (``'attn-softmax'``) of an ablation row, '' otherwise."""
+        return self._meta.get('Setting', '')
+
+    @property
     def config_path(self) -> str:
         """The config file that builds this variant (the first of :attr:`models`)."""
         return self.models[0].config_path
@@ -200,6 +205,11 @@ class ModelIndex:
             if info.variant:
                 grouped.setdefault(info.variant, []).append(info)
         self.variants: Dict[str, Variant] = {n: Variant(n, m) for n, m in grouped.items()}
+        # The ablation rows (Tables 5-9, 13): one config each, kept apart from the variants so
+        # that the converter's detection and the per-family lists see only the paper's models.
+        self.ablations: Dict[str, Variant] = {
+            info.metadata['Ablation']: Variant(info.metadata['Ablation'], [info])
+            for info in models if info.metadata.get('Ablation')}
 
     def get(self, name: str) -> ModelInfo:
         """The model called ``name`` (its config name without ``.py``)."""
@@ -216,6 +226,8 @@ class ModelIndex:
         """A paper variant by kw_mm name (``kw1x_convnext_tiny_release``) or released name."""
         if name in self.variants:
             return self.variants[name]
+        if name in self.ablations:
+            return self.ablations[name]
         released = [v for v in self.variants.values() if v.official == name]
         if len(released) == 1:
             return released[0]
@@ -290,6 +302,11 @@ def get_config_path(name: str) -> str:
 def list_variants() -> List[Variant]:
     """The paper's ImageNet variants, in the index's order."""
     return list(get_model_index().variants.values())
+
+
+def list_ablations() -> List[Variant]:
+    """The ablation rows of the paper (Tables 5-9 and 13), in the index's order."""
+    return list(get_model_index().ablations.values())
 
 
 def get_variant(name: str) -> Variant:

@@ -109,7 +109,8 @@ class KWConvNd(nn.Module):
         cells = self.cells
         if fast.get_kw_impl() == 'reference':
             att = self.attention
-            alpha = kw_attention_reference(att.logits(x), att.beta, att.temperature)
+            alpha = att.expand(kw_attention_reference(att.logits(x), att.beta, att.mix_temperature,
+                                                      att.attention_function))
             return kw_conv_reference(x, alpha, cells, self.bias, self.geometry)
         return fast.kw_conv(x, self.attention(x), cells, self.bias, self.geometry)
 

@@ -18,7 +18,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Union
 import torch
 import torch.nn as nn
 
-from .attention import NORM_LAYERS, KWAttention
+from .attention import NORM_LAYERS, KWAttention, check_attention_options
 from .kw_conv import KW_LAYERS, KWConvNd, KWLinear
 
 PLAIN_LAYERS = {'conv1d': nn.Conv1d, 'conv2d': nn.Conv2d, 'conv3d': nn.Conv3d, 'linear': nn.Linear}
@@ -61,6 +61,18 @@ class WarehouseManager(nn.Module):
         nonlocal_basis_ratio (float): Below 1, attentions use the non-local basis.
             Defaults to 1.
         norm (str): Attention norm, ``'BN'`` or ``'LN'``. Defaults to ``'BN'``.
+        attention_function (str): ``'caf'`` (the paper's), ``'softmax'``, ``'sigmoid'`` or
+            ``'relu-l1'`` (paper Table 8). Defaults to ``'caf'``.
+        init_strategy (str): The attention initialization, ``'one-to-one'`` (the paper's),
+            ``'all-to-one'``, ``'many-to-one'`` (b >= 2), ``'one-to-many'`` (b < 1) or
+            ``'none'`` (paper Tables 9 and 13; see :func:`~kw_mm.cnn.attention.init_beta`).
+            Defaults to ``'one-to-one'``.
+        partition (bool): Cut kernels into cells. ``False`` (paper Table 5) makes a cell a
+            whole kernel (stored as its 1-in-space slices, mixed with one attention per
+            kernel) and splits every warehouse by kernel shape. Defaults to True.
+        share_cells (bool): Let every mixture draw on every cell of its warehouse. ``False``
+            (Table 6, "without sharing") gives each mixture its own ``b`` cells.
+            Defaults to True.
 
     A per-warehouse argument is a scalar, a sequence in warehouse order, or a mapping from
     warehouse name to value (with an optional ``'default'`` entry).
@@ -73,10 +85,25 @@ class WarehouseManager(nn.Module):
                  cell_outplane_ratio: PerWarehouse = 1.0,
                  sharing_range: Sequence[str] = (),
                  nonlocal_basis_ratio: float = 1.0,
-                 norm: str = 'BN') -> None:
+                 norm: str = 'BN',
+                 attention_function: str = 'caf',
+                 init_strategy: str = 'one-to-one',
+                 partition: bool = True,
+                 share_cells: bool = True) -> None:
         super().__init__()
         if norm not in NORM_LAYERS:
             raise ValueError(f'norm must be one of {sorted(NORM_LAYERS)}, got {norm!r}')
+        if not partition and not share_cells:
+            raise ValueError('partition=False and share_cells=False cannot be combined: a whole '
+                             'kernel of its own is a plain layer')
+        self.cell_access = ('shared' if partition and share_cells else
+                            'private' if partition else 'whole-kernel')
+        check_attention_options(attention_function, init_strategy, self.cell_access)
+        self.attention_function = attention_function
+        self.init_strategy = init_strategy
+        self.partition = partition
+        # whole kernels can only be mixed with kernels of their own shape
+        self.split_by_shape = not partition
         if isinstance(sharing_range, str):
             sharing_range = (sharing_range, )
         self.reduction = reduction
@@ -131,13 +158,16 @@ class WarehouseManager(nn.Module):
         name = self.fuse_name(warehouse_name)
         if layer_type == 'linear':
             layer = KWLinear(in_channels, out_channels, bias=bias, warehouse_name=name)
-            layer.conv.set_owner(self)
-            shape = layer.conv.weight_shape
+            conv = layer.conv
         else:
-            layer = KW_LAYERS[layer_type](in_channels, out_channels, kernel_size, stride, padding,
-                                          dilation, groups, bias, warehouse_name=name)
-            layer.set_owner(self)
-            shape = layer.weight_shape
+            layer = conv = KW_LAYERS[layer_type](in_channels, out_channels, kernel_size, stride,
+                                                 padding, dilation, groups, bias,
+                                                 warehouse_name=name)
+        conv.set_owner(self)
+        shape = conv.weight_shape
+        if self.split_by_shape:
+            # only same-dimensioned kernels share: one warehouse per kernel shape
+            name = conv.warehouse_name = f"{name}_{'x'.join(map(str, shape))}"
         self._reserved.setdefault(name, []).append(shape)
         return layer
 
@@ -183,6 +213,10 @@ class WarehouseManager(nn.Module):
             raise ValueError(f'warehouse {name!r} mixes layers of different dimensions: {shapes}')
         out_gcd = math.gcd(*[s[0] for s in shapes])
         in_gcd = math.gcd(*[s[1] for s in shapes])
+        if not self.partition and (out_ratio, in_ratio) != (1.0, 1.0):
+            raise ValueError(f'warehouse {name!r}: partition=False makes a cell a whole kernel, '
+                             f'so the cell ratios must be 1, got cell_outplane_ratio={out_ratio:g}'
+                             f' and cell_inplane_ratio={in_ratio:g}')
         cell_out = self._cell_size(name, 'cell_outplane_ratio', out_ratio, out_gcd, 'output')
         cell_in = self._cell_size(name, 'cell_inplane_ratio', in_ratio, in_gcd, 'input')
         num_mixtures = 0
@@ -236,7 +270,10 @@ class WarehouseManager(nn.Module):
                                     reduction=spec.reduction, norm=self.norm,
                                     cell_num_ratio=spec.cell_num_ratio,
                                     nonlocal_basis_ratio=self.nonlocal_basis_ratio,
-                                    start_cell=next_cell[w])
+                                    start_cell=next_cell[w],
+                                    attention_function=self.attention_function,
+                                    init_strategy=self.init_strategy,
+                                    cell_access=self.cell_access)
             start = next_cell[w]
             end = attention.assign_cells(start, spec.cell_num_ratio)
             if end > spec.num_cells:

@@ -1,5 +1,6 @@
 from .kw_convnext import KWConvNeXt
 from .kw_mobilenet_v2 import KWMobileNetV2
 from .kw_resnet import KWResNet
+from .kw_vision_transformer import KWVisionTransformer
 
-__all__ = ['KWResNet', 'KWMobileNetV2', 'KWConvNeXt']
+__all__ = ['KWResNet', 'KWMobileNetV2', 'KWConvNeXt', 'KWVisionTransformer']

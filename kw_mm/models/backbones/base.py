@@ -7,7 +7,7 @@ import torch.nn as nn
 from mmengine.model import BaseModule
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from kw_mm.cnn import KWConvNd
+from kw_mm.cnn import KWAttention, KWConvNd
 from kw_mm.cnn.warehouse import PerWarehouse
 from kw_mm.utils.checkpoint import (CheckpointMismatchError, WarehouseInfo, compare_state_dict,
                                     load_file, mismatch_message, select_prefix,
@@ -196,18 +196,32 @@ class BaseKWBackbone(BaseModule):
         """A short description such as ``KWResNet(depth=50, budget=1)`` for messages."""
         return type(self).__name__
 
+    #: Re-initialize the KW attentions after mmengine's init rules ran (see init_weights).
+    restore_attention_init: bool = False
+
     def init_weights(self) -> None:
         """Weights are initialized at construction; a ``Pretrained`` init_cfg loads strictly.
 
         mmengine's own ``Pretrained`` init loads with ``strict=False`` and only logs what it
         skipped; a KW checkpoint of another budget would then half-load silently.
+
+        With :attr:`restore_attention_init`, the attentions get the reference initialization
+        (Kaiming fan-out, zero bias) back after the other init rules ran: mmpretrain's
+        ConvNeXt and ViT classifier configs apply ``TruncNormal`` to every ``Linear`` of the
+        model, the attentions' included. Warehouse cells are raw parameters and untouched by
+        such rules.
         """
         cfg = self.init_cfg
         if isinstance(cfg, dict) and cfg.get('type') == 'Pretrained':
             self.load_pretrained(cfg['checkpoint'], cfg.get('prefix'))
             self._is_init = True
             return
+        first_call = not self._is_init
         super().init_weights()
+        if first_call and self.restore_attention_init:
+            for m in self.modules():
+                if isinstance(m, KWAttention):
+                    m.reset_parameters()
 
     def load_pretrained(self, checkpoint: str, prefix: Optional[str] = None) -> None:
         """Load the backbone tensors of ``checkpoint`` (under ``prefix``, if given) strictly."""

@@ -35,7 +35,7 @@ from mmcv.cnn.bricks import DropPath
 from mmengine.logging import print_log
 from mmpretrain.models.utils import build_norm_layer
 
-from kw_mm.cnn import KWAttention, WarehouseManager
+from kw_mm.cnn import WarehouseManager
 from kw_mm.cnn.warehouse import PerWarehouse
 from kw_mm.registry import MODELS
 from .base import BaseKWBackbone, check_choice
@@ -205,6 +205,7 @@ class KWConvNeXt(BaseKWBackbone):
         'release': dict(stage_groups=(1, 1, 1, 1), budgets=(1.0, )),
         'paper': dict(stage_groups=(1, 1, 3, 1), budgets=(0.75, 1.0)),
     }
+    restore_attention_init = True
     #: Number of trailing groups whose point-wise warehouse uses KW 1/2x (paper A.2, Table 14).
     half_pw_groups = {1.0: 0, 0.75: 2}
 
@@ -388,23 +389,6 @@ class KWConvNeXt(BaseKWBackbone):
     def variant_name(self) -> str:
         return (f'KWConvNeXt(arch={self.arch_name!r}, budget={self.budget:g}, '
                 f'layout={self.layout!r})')
-
-    def init_weights(self) -> None:
-        """Strict ``Pretrained`` loading, or the KW initialization restored after init rules.
-
-        mmpretrain's ConvNeXt classifier config applies ``TruncNormal`` to every ``Linear`` of
-        the model before the backbone's ``init_weights`` runs; that would replace the attention
-        init of the reference (Kaiming fan-out, zero bias). Warehouse cells are raw parameters
-        and untouched by such rules.
-        """
-        first_call = not self._is_init
-        super().init_weights()
-        cfg = self.init_cfg
-        pretrained = isinstance(cfg, dict) and cfg.get('type') == 'Pretrained'
-        if first_call and not pretrained:
-            for m in self.modules():
-                if isinstance(m, KWAttention):
-                    m.reset_parameters()
 
     def adapt_pretrained_state(self, state: Dict) -> Dict:
         """Let a checkpoint with other outputs load: output norms it lacks keep their init.

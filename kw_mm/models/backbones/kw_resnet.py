@@ -164,16 +164,32 @@ class KWResNet(BaseKWBackbone):
         cell_inplane_ratio (float, optional): Cell input channels / gcd of the warehouse's input
             channels. Defaults to None: 1 for ``budget >= 1``, 0.5 below (as released).
         cell_outplane_ratio (float, optional): The same for output channels. Defaults to None.
-        sharing_range (Sequence[str] | str): Name fields merged into one warehouse. The layers
-            are named ``stage{s}_layer{l}_conv{c}`` as in the reference, so ``('layer',
-            'conv')`` gives one warehouse per stage. A reference-style string such as
-            ``'layer_conv'`` is split at ``_``. Defaults to ``('layer', 'conv')``.
+        sharing_range (Sequence[str] | str): Which layers share a warehouse: one of the paper's
+            ablation settings (Tables 6 and 7) ``'within-stage'`` (the paper's, the default),
+            ``'within-layer'`` (one warehouse per layer), ``'none'`` (one warehouse per layer
+            and every linear mixture only mixes its own cells) or ``'same-dim'`` (within each
+            stage, per position in the block: the same-dimensioned kernels of its blocks, plus
+            the handed-over layers at position 0, as the reference's ``'layer'``); or the name
+            fields merged into one
+            warehouse: the layers are named ``stage{s}_layer{l}_conv{c}`` as in the reference,
+            so ``('layer', 'conv')`` (= ``'within-stage'``) gives one warehouse per stage. A
+            reference-style string such as ``'layer_conv'`` is split at ``_``.
+            Defaults to ``('layer', 'conv')``.
         nonlocal_basis_ratio (float, optional): Non-local basis of the attentions; below 1 the
             logits of other layers' cells come from a small shared basis. Defaults to None:
             1/16 for Bottleneck ResNets with ``budget < 1`` (the released ResNet50 KW 1/2x),
             else 1 (disabled).
         attention_norm (str): Norm of the attentions, ``'BN'`` or ``'LN'``. Defaults to
             ``'BN'``.
+        attention_function (str): The attention function (paper Table 8): ``'caf'`` (the
+            paper's), ``'softmax'``, ``'sigmoid'`` or ``'relu-l1'`` (``max(z, 0) / sum|z|``).
+            Defaults to ``'caf'``.
+        init_strategy (str): The attention initialization (paper Tables 9 and 13):
+            ``'one-to-one'`` (the paper's), ``'all-to-one'``, ``'none'``, ``'many-to-one'``
+            (``int(b)`` cells per mixture, b >= 2) or ``'one-to-many'`` (one cell to
+            ``int(1/b)`` mixtures, b < 1). Defaults to ``'one-to-one'``.
+        partition (bool): Kernel partition (paper Table 5). ``False`` makes every cell a
+            whole kernel, shared only between kernels of one shape. Defaults to True.
         in_channels (int): Input channels. Defaults to 3.
         stem_channels (int): Output channels of the stem. Defaults to 64.
         base_channels (int): Middle channels of the first stage, doubled at every stage (as
@@ -217,6 +233,9 @@ class KWResNet(BaseKWBackbone):
                  sharing_range: Union[Sequence[str], str] = ('layer', 'conv'),
                  nonlocal_basis_ratio: Optional[float] = None,
                  attention_norm: str = 'BN',
+                 attention_function: str = 'caf',
+                 init_strategy: str = 'one-to-one',
+                 partition: bool = True,
                  in_channels: int = 3,
                  stem_channels: int = 64,
                  base_channels: int = 64) -> None:
@@ -235,17 +254,19 @@ class KWResNet(BaseKWBackbone):
         if nonlocal_basis_ratio is None:
             use_basis = self.block is KWBottleneck and budget < 1
             nonlocal_basis_ratio = 1 / 16 if use_basis else 1.0
-        if isinstance(sharing_range, str):
-            sharing_range = tuple(sharing_range.split('_'))
+        sharing = self.resolve_sharing_range(sharing_range)
         # Registered first, as in the reference, so the state dict starts with the cells.
         self.warehouse_manager = WarehouseManager(
             reduction=reduction,
             cell_num_ratio=self.budget,
             cell_inplane_ratio=cell_ratio if cell_inplane_ratio is None else cell_inplane_ratio,
             cell_outplane_ratio=cell_ratio if cell_outplane_ratio is None else cell_outplane_ratio,
-            sharing_range=sharing_range,
             nonlocal_basis_ratio=nonlocal_basis_ratio,
-            norm=attention_norm)
+            norm=attention_norm,
+            attention_function=attention_function,
+            init_strategy=init_strategy,
+            partition=partition,
+            **sharing)
 
         self.conv1 = nn.Conv2d(in_channels, stem_channels, kernel_size=7, stride=2, padding=3,
                                bias=False)
@@ -268,7 +289,32 @@ class KWResNet(BaseKWBackbone):
         self._init_plain_layers()
         self.build_warehouses()
 
+    #: The warehouse sharing ranges of the paper's ablations (Tables 6 and 7), as arguments of
+    #: :class:`WarehouseManager`.
+    sharing_presets = {
+        'within-stage': dict(sharing_range=('layer', 'conv')),
+        'within-layer': dict(sharing_range=()),
+        'none': dict(sharing_range=(), share_cells=False),
+        # per stage and per position in the block (the reference's sharing_range='layer'):
+        # the k x k x c x f of a position is the same in every block of a stage
+        'same-dim': dict(sharing_range=('layer', )),
+    }
+
     # ------------------------------------------------------------------ construction
+    @classmethod
+    def resolve_sharing_range(cls, sharing_range: Union[Sequence[str], str]) -> dict:
+        """The manager's sharing arguments for a preset name or name fields."""
+        if isinstance(sharing_range, str):
+            if sharing_range in cls.sharing_presets:
+                return dict(cls.sharing_presets[sharing_range])
+            fields = tuple(sharing_range.split('_'))
+        else:
+            fields = tuple(sharing_range)
+        if not set(fields) <= {'stage', 'layer', 'conv'}:
+            raise ValueError(f'sharing_range must be one of {list(cls.sharing_presets)} or name '
+                             f"fields from ['stage', 'layer', 'conv'], got {sharing_range!r}")
+        return dict(sharing_range=fields)
+
     @staticmethod
     def _warehouse(stage: int, layer: int, conv: int) -> Optional[str]:
         """The reference's layer name; stage -1 (before the first stage) means a normal conv."""
