@@ -23,6 +23,7 @@ from kw_mm.runner.launch import (add_runner_args, apply_runner_args, check_check
                                  setup_cpu_distributed, use_safe_checkpoint_loader)
 from kw_mm.runner.output import build_runner, is_first_process, run_header, say
 from kw_mm.runner.summary import format_metrics
+from kw_mm.runner.visualization import enable_show_dir
 from kw_mm.utils.checkpoint import load_file
 
 
@@ -32,6 +33,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('checkpoint', help='checkpoint file')
     parser.add_argument('--skip-data-check', action='store_true',
                         help='do not check the images of the test set first')
+    parser.add_argument('--show-dir', help='draw the predictions on every test image into '
+                        'this directory')
     add_runner_args(parser)
     return parser.parse_args()
 
@@ -42,6 +45,8 @@ def main() -> None:
     cfg = apply_runner_args(Config.fromfile(args.config), args)
     cfg.load_from = args.checkpoint
     cfg.resume = False
+    if args.show_dir:
+        enable_show_dir(cfg, args.show_dir)
 
     scope = register_toolbox(cfg)
     use_safe_checkpoint_loader()

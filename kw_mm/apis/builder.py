@@ -87,6 +87,9 @@ def build_model(model: Union[str, Mapping], device: str = 'cpu') -> nn.Module:
         scope = prefix if prefix in TOOLBOXES else 'mmpretrain'
         _register(scope)
     registry = importlib.import_module(f'{scope}.registry').MODELS
+    # mmdet's detectors read their sub-configs by attribute (``train_cfg.rpn``): a ConfigDict.
+    from mmengine.config import ConfigDict
+    model_cfg = ConfigDict(model_cfg)
     if device == 'meta':
         from .meta import meta_device
         with meta_device():

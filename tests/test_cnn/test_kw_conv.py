@@ -107,7 +107,7 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize('impl', ['fast', 'reference'])
+@pytest.mark.parametrize('impl', ['fast', 'reference', 'export'])
 @pytest.mark.parametrize('t', [0.0, 0.5, 1.0])
 @pytest.mark.parametrize('name', sorted(CASES))
 def test_kw_conv_matches_independent_oracle(name, t, impl):
@@ -131,9 +131,11 @@ def test_kw_conv_matches_independent_oracle(name, t, impl):
     assert torch.allclose(alpha[0], alpha[1]) == (t == 1.0)
 
 
+@pytest.mark.parametrize('impl', ['fast', 'export'])
 @pytest.mark.parametrize('t', [0.0, 0.5, 1.0])
-def test_kw_linear_matches_independent_oracle(t):
+def test_kw_linear_matches_independent_oracle(t, impl):
     """KWLinear is a KW 1-D convolution of kernel size 1 over the tokens of each sample."""
+    from kw_mm.cnn import use_kw_impl
     torch.manual_seed(0)
     net = Net([dict(in_channels=12, out_channels=20, layer_type='linear', warehouse_name='w'),
                dict(in_channels=8, out_channels=4, layer_type='linear', warehouse_name='w')]
@@ -145,7 +147,7 @@ def test_kw_linear_matches_independent_oracle(t):
     gen = torch.Generator().manual_seed(1)
     vectors = torch.randn(3, 12, dtype=torch.float64, generator=gen)  # [B, C]
     tokens = torch.randn(3, 5, 12, dtype=torch.float64, generator=gen)  # [B, T, C]
-    with torch.no_grad():
+    with torch.no_grad(), use_kw_impl(impl):
         out_vectors, out_tokens = linear(vectors), linear(tokens)
     expected = oracle(linear.conv, vectors[:, :, None], t)[:, :, 0]
     torch.testing.assert_close(out_vectors, expected, rtol=1e-10, atol=1e-10)
