@@ -1,8 +1,9 @@
 from .base import BaseTemperatureHook, find_temperature_hooks, unwrap_model
 from .kw_finetune_hook import KWFinetuneHook
 from .kw_temperature_hook import KWTemperatureHook
+from .random_state_hook import RandomStateHook
 
 __all__ = [
-    'BaseTemperatureHook', 'KWTemperatureHook', 'KWFinetuneHook', 'find_temperature_hooks',
-    'unwrap_model'
+    'BaseTemperatureHook', 'KWTemperatureHook', 'KWFinetuneHook', 'RandomStateHook',
+    'find_temperature_hooks', 'unwrap_model'
 ]
