@@ -27,6 +27,7 @@ class DynamicConvTemperatureHook(KWTemperatureHook):
         anneal_epochs (float): ``T``. Defaults to 10 (DY-Conv paper, ODConv release).
         start (float): The initial temperature. Defaults to 30.
         end (float): The temperature after the anneal, for evaluation. Defaults to 1.
+        allow_unfinished_anneal (bool): As :class:`KWTemperatureHook`. Defaults to False.
 
     Example:
         >>> custom_hooks = [dict(type='kw_mm.DynamicConvTemperatureHook', anneal_epochs=10)]
@@ -38,9 +39,9 @@ class DynamicConvTemperatureHook(KWTemperatureHook):
     scalar_key = 'train/softmax_temperature'
     set_model_temperature = staticmethod(set_softmax_temperature)
 
-    def __init__(self, anneal_epochs: float = 10, start: float = start,
-                 end: float = end) -> None:
-        super().__init__(anneal_epochs)
+    def __init__(self, anneal_epochs: float = 10, start: float = start, end: float = end,
+                 allow_unfinished_anneal: bool = False) -> None:
+        super().__init__(anneal_epochs, allow_unfinished_anneal)
         for name, value in (('start', start), ('end', end)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or \
                     not math.isfinite(value) or value <= 0:

@@ -68,18 +68,38 @@ def checkpoint_temperature(checkpoint: Any, anneal_epochs: float) -> Optional[fl
     return temperature_at(iteration - 1, anneal_epochs, max_iters / max_epochs)
 
 
+def unfinished_anneal(anneal_epochs: float, max_epochs: Any) -> Optional[str]:
+    """A one-line explanation if an anneal of ``anneal_epochs`` cannot end within ``max_epochs``
+    (the model would be trained, and its last checkpoint saved, at t > 0), else None."""
+    if not isinstance(max_epochs, (int, float)) or anneal_epochs <= max_epochs:
+        return None
+    t_end = 1.0 - max_epochs / anneal_epochs
+    return (f'KWTemperatureHook anneals t from 1 to 0 over {anneal_epochs:g} epochs but the run '
+            f'has max_epochs={max_epochs}: it would end at t = {t_end:g}, a model that only '
+            'works at that temperature; lower anneal_epochs or raise train_cfg.max_epochs, or '
+            'allow it on purpose (KWTemperatureHook(allow_unfinished_anneal=True), '
+            'tools/train.py --allow-unfinished-anneal)')
+
+
+def temperature_hook_cfg_in(cfg: Mapping) -> Optional[Mapping]:
+    """The config entry of the KWTemperatureHook in ``cfg.custom_hooks``, or None."""
+    for hook in cfg.get('custom_hooks') or []:
+        kind = hook.get('type') if isinstance(hook, Mapping) else None
+        hook_class = HOOKS.get(kind) if isinstance(kind, str) else kind
+        if isinstance(hook_class, type) and issubclass(hook_class, KWTemperatureHook):
+            return hook
+    return None
+
+
 def temperature_hook_in(cfg: Mapping) -> Optional['KWTemperatureHook']:
     """The KWTemperatureHook of a config's ``custom_hooks``, built, or None if it has none.
 
     For tools that evaluate a checkpoint without a Runner (``tools/analysis/vis_attention.py``).
     """
-    for hook in cfg.get('custom_hooks') or []:
-        kind = hook.get('type') if isinstance(hook, Mapping) else None
-        hook_class = HOOKS.get(kind) if isinstance(kind, str) else kind
-        if isinstance(hook_class, type) and issubclass(hook_class, KWTemperatureHook):
-            return KWTemperatureHook(**{k: v for k, v in hook.items()
-                                        if k not in ('type', 'priority')})
-    return None
+    hook = temperature_hook_cfg_in(cfg)
+    if hook is None:
+        return None
+    return KWTemperatureHook(**{k: v for k, v in hook.items() if k not in ('type', 'priority')})
 
 
 @HOOKS.register_module()
@@ -113,10 +133,14 @@ class KWTemperatureHook(BaseTemperatureHook):
     ``f = max(0, 1 - (iter + 1) / (T * iters_per_epoch))``), by overriding the class attributes
     below (e.g. :class:`~kw_mm.engine.hooks.DynamicConvTemperatureHook`: DY-Conv and ODConv,
     30 -> 1).
+    A run whose anneal cannot end within ``max_epochs`` is refused before its first iteration
+    (it would train a model that only works at the final t > 0), unless
+    ``allow_unfinished_anneal=True`` says it is meant (then a warning is logged).
 
     Args:
         anneal_epochs (float): ``T``, the number of epochs over which ``t`` falls from 1 to 0
             (a fraction is allowed). Must be > 0.
+        allow_unfinished_anneal (bool): Train even if ``T > max_epochs``. Defaults to False.
 
     Example:
         >>> custom_hooks = [dict(type='kw_mm.KWTemperatureHook', anneal_epochs=10)]
@@ -128,13 +152,14 @@ class KWTemperatureHook(BaseTemperatureHook):
     #: The scalar it logs.
     scalar_key = SCALAR_KEY
 
-    def __init__(self, anneal_epochs: float) -> None:
+    def __init__(self, anneal_epochs: float, allow_unfinished_anneal: bool = False) -> None:
         if isinstance(anneal_epochs, bool) or not isinstance(anneal_epochs, (int, float)):
             raise TypeError(f'anneal_epochs must be a number > 0, got {anneal_epochs!r}')
         if not math.isfinite(anneal_epochs) or anneal_epochs <= 0:
             raise ValueError(f'anneal_epochs (T) must be > 0 (epochs over which the KW '
                              f'temperature falls from 1 to 0), got {anneal_epochs!r}')
         self.anneal_epochs = float(anneal_epochs)
+        self.allow_unfinished_anneal = bool(allow_unfinished_anneal)
         self._iters_per_epoch: Optional[int] = None  # known while training
         self._loaded_temperature: Optional[float] = None  # of a loaded checkpoint
 
@@ -155,6 +180,13 @@ class KWTemperatureHook(BaseTemperatureHook):
         iters = len(runner.train_dataloader)
         if iters <= 0:
             raise ValueError('KWTemperatureHook needs a train dataloader with at least one batch')
+        # in epochs of this loader, also for an iteration-based loop (one "epoch" of max_iters)
+        problem = unfinished_anneal(self.anneal_epochs, runner.max_iters / iters
+                                    if runner.max_iters % iters else runner.max_iters // iters)
+        if problem and not self.allow_unfinished_anneal:
+            raise ValueError(problem)
+        if problem:
+            print_log(f'{problem} (allowed)', logger='current', level=logging.WARNING)
         self._iters_per_epoch = iters
         name = type(self).__name__
         if self.apply_temperature(runner, self.current_temperature(runner)) == 0:
