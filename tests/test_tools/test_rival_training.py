@@ -9,10 +9,7 @@ import sys
 import pytest
 import torch
 
-from kw_mm.demo_data.classification import write_classification_set
-
 from tests.helpers.tool_runs import ROOT, check, run
-from tests.test_tools.test_train_test import DEMO_CFG, TINY_CFG
 
 #: The KW tool tests' tiny demo config (2 classes, 2 epochs of 4 iterations) with a rival backbone.
 RIVAL_CFG = """
@@ -21,7 +18,7 @@ model = dict(backbone=dict(_delete_=True, **{backbone!r}), head=dict(in_channels
 custom_hooks = [{hook!r}]
 """
 
-#: 8 images, batch 2: 4 iterations per epoch, T = 1 epoch. DY-Conv / ODConv: 30 -> 1 (the ODConv
+#: 8 images (tests/test_tools/conftest.py's tiny set), batch 2: 4 iterations per epoch, T = 1 epoch. DY-Conv / ODConv: 30 -> 1 (the ODConv
 #: release's formula); KW*: KW's 1 -> 0.
 SOFTMAX_T = ('softmax_temperature', [1 + 29 * max(0, (4 - i) / 4) for i in range(1, 9)],
              'DynamicConvTemperatureHook: t falls from 30 to 1')
@@ -38,20 +35,10 @@ MODELS = {
 }
 
 
-@pytest.fixture(scope='module')
-def demo_set(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp('rivals')
-    paths = write_classification_set(str(tmp / 'data'), num_train=4, num_val=2, image_size=32,
-                                     classes=('circle', 'square'))
-    base = tmp / 'tiny_kw.py'
-    base.write_text(TINY_CFG.format(base=DEMO_CFG, root=paths['data_root']))
-    return tmp, str(base)
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize('method', sorted(MODELS))
-def test_train_py_anneals_and_logs_the_temperature(demo_set, method):
-    tmp, base = demo_set
+def test_train_py_anneals_and_logs_the_temperature(tiny, method):
+    tmp, base = tiny['tmp'], tiny['cfg']
     backbone, channels, hook, (key, expected, message) = MODELS[method]
     cfg = tmp / f'{method}_tiny.py'
     cfg.write_text(RIVAL_CFG.format(base=base, backbone=backbone, channels=channels, hook=hook))
