@@ -96,6 +96,16 @@ def test_build_model_from_a_name_a_config_and_a_dict():
         build_model('missing.py')
 
 
+def test_build_model_does_not_depend_on_the_default_scope():
+    """A model dict of mmpretrain builds the same whatever default scope an earlier Runner or
+    tool left behind (mmengine resolves unprefixed sub-module types in the default scope)."""
+    from mmengine.registry import init_default_scope
+    init_default_scope('mmdet')  # what a detection Runner leaves (conftest restores it)
+    model = build_model(get_variant('mobilenetv2_050').model_cfg(), device='meta')
+    assert type(model.data_preprocessor).__name__ == 'ClsDataPreprocessor'
+    assert sum(p.numel() for p in model.parameters()) == get_variant('mobilenetv2_050').params
+
+
 INSTALLED_CHECK = '''
 import os, sys
 import kw_mm
