@@ -13,6 +13,9 @@ def _register_all() -> None:
     # (their metadata types only, see kw_mm.utils.checkpoint) in any script importing kw_mm.
     from .utils.checkpoint import allow_mmengine_checkpoints
     allow_mmengine_checkpoints()
+    # mmpretrain's get_model / list_models / inferencers find kw_mm's pretraining configs.
+    from .apis.model_names import register_with_mmpretrain
+    register_with_mmpretrain()
 
 
 try:

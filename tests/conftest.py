@@ -1,11 +1,34 @@
-"""Test isolation: every test starts with the mmengine default scope it found.
+"""Test isolation: every test starts from the same process-wide state, whatever ran before.
 
-mmengine keeps the default registry scope (`DefaultScope`) as process-wide state; a Runner or
-`init_default_scope('mmdet')` in one test would otherwise make the next test resolve bare type
-names such as ``'ImageClassifier'`` in mmdet's registry.
+- mmengine keeps the default registry scope (`DefaultScope`) as process-wide state; a Runner or
+  `init_default_scope('mmdet')` in one test would otherwise make the next test resolve bare type
+  names such as ``'ImageClassifier'`` in mmdet's registry.
+- Random numbers: every test starts with Python, NumPy and torch seeded from its own node id, so
+  a test draws the same numbers alone, in the full suite and in any order (a test that needs
+  other numbers seeds them itself).
+- A Runner with ``randomness.deterministic=True`` switches torch to deterministic algorithms for
+  the whole process; the switch is restored after each test.
+
+``pytest --reverse-order`` runs the collected tests in reverse order, to show that no test
+depends on another having run first.
 """
+import random
+import zlib
+
+import numpy as np
 import pytest
+import torch
 from mmengine.registry import DefaultScope
+
+
+def pytest_addoption(parser):
+    parser.addoption('--reverse-order', action='store_true', default=False,
+                     help='run the collected tests in reverse order (order-independence check)')
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption('--reverse-order'):
+        items.reverse()
 
 
 @pytest.fixture(autouse=True)
@@ -14,3 +37,14 @@ def _restore_default_scope():
     yield
     DefaultScope._instance_dict.clear()
     DefaultScope._instance_dict.update(before)
+
+
+@pytest.fixture(autouse=True)
+def _seed_every_test(request):
+    seed = zlib.crc32(request.node.nodeid.encode())
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    yield
+    torch.use_deterministic_algorithms(deterministic)

@@ -4,25 +4,37 @@ Examples:
     python tools/test.py configs/demo/kw1x-resnet18_demo-cls.py work_dirs/demo_cls/epoch_6.pth
     python tools/test.py CONFIG CHECKPOINT --cfg-options data_root=/data/imagenet
     bash tools/dist_test.sh CONFIG CHECKPOINT 8
+
+The temperature follows the checkpoint: a Runner checkpoint stores the config of the run that
+saved it, and its temperature schedule replaces the one of CONFIG when they differ (one line
+says so).
 """
 import argparse
 import os.path as osp
 
 from mmengine.config import Config
-from mmengine.dist import is_main_process
-from mmengine.registry import RUNNERS
-from mmengine.runner import Runner
+from mmengine.registry import init_default_scope
 
+from kw_mm.engine import follow_checkpoint_schedule
+from kw_mm.runner.config_checks import check_hook_args
+from kw_mm.runner.data_check import check_dataloader_images
 from kw_mm.runner.launch import (add_runner_args, apply_runner_args, check_checkpoint_file,
-                                check_data_roots, register_toolbox, setup_cpu_distributed,
-                                use_safe_checkpoint_loader)
+                                 check_data_roots, close_distributed, register_toolbox,
+                                 setup_cpu_distributed, use_safe_checkpoint_loader)
+from kw_mm.runner.output import build_runner, is_first_process, run_header, say
 from kw_mm.runner.summary import format_metrics
+from kw_mm.runner.visualization import enable_show_dir
+from kw_mm.utils.checkpoint import load_file
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description='Evaluate a kw_mm checkpoint')
     parser.add_argument('config', help='config file')
     parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument('--skip-data-check', action='store_true',
+                        help='do not check the images of the test set first')
+    parser.add_argument('--show-dir', help='draw the predictions on every test image into '
+                        'this directory')
     add_runner_args(parser)
     return parser.parse_args()
 
@@ -33,17 +45,34 @@ def main() -> None:
     cfg = apply_runner_args(Config.fromfile(args.config), args)
     cfg.load_from = args.checkpoint
     cfg.resume = False
+    if args.show_dir:
+        enable_show_dir(cfg, args.show_dir)
 
-    register_toolbox(cfg)
+    scope = register_toolbox(cfg)
     use_safe_checkpoint_loader()
+    if '://' not in args.checkpoint:
+        changed = follow_checkpoint_schedule(cfg, load_file(args.checkpoint), args.checkpoint)
+        if changed:
+            say(changed)
+    check_hook_args(cfg, scope)
     check_data_roots(cfg, ['test_dataloader'])
-    setup_cpu_distributed(cfg, args.launcher)
-    runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
-    metrics = runner.test()
-    if is_main_process():
-        classes = runner.test_dataloader.dataset.metainfo.get('classes')
-        print(format_metrics(metrics, title=f'{osp.basename(args.config)} @ {args.checkpoint}',
-                             num_classes=len(classes) if classes else None), flush=True)
+    succeeded = False
+    try:
+        setup_cpu_distributed(cfg, args.launcher)
+        if not args.skip_data_check:
+            init_default_scope(scope)
+            check_dataloader_images(cfg, ['test_dataloader'], progress=is_first_process())
+        say(run_header('test', cfg, args.config))
+        runner = build_runner(cfg, args.verbose)
+        metrics = runner.test()
+        if is_first_process():
+            classes = runner.test_dataloader.dataset.metainfo.get('classes')
+            print(format_metrics(metrics, title=f'{osp.basename(args.config)} @ '
+                                 f'{args.checkpoint}',
+                                 num_classes=len(classes) if classes else None), flush=True)
+        succeeded = True
+    finally:
+        close_distributed(succeeded)
 
 
 if __name__ == '__main__':

@@ -39,7 +39,8 @@ from kw_mm.cnn.fast import use_kw_impl
 from kw_mm.cnn.machine import cpu_model
 from .flops import count_params, count_params_and_flops
 
-#: The issue's target set: (KW config, plain twin), 2 threads, batch 8, 224x224.
+#: The issue's target set: (KW config, plain twin), 2 threads, batch 8, 224x224. The configs are
+#: named as in the model index (found in the installed package outside a checkout).
 PRESETS: Dict[str, dict] = {
     'paper-cpu': dict(
         pairs=[
@@ -74,12 +75,21 @@ class ModelSpec:
     optim_cfg: Optional[dict] = None  # the config's optim_wrapper, if any
 
 
+def _config_file(path: str) -> str:
+    """``path``, or the installed config the model index names ``path`` (``configs/...``, as
+    the presets do) when there is no such file here."""
+    if osp.isfile(path):
+        return path
+    info = get_model_index().by_config(path)
+    if info is not None and osp.normpath(info.config) == osp.normpath(path):
+        return info.config_path
+    raise FileNotFoundError(f'config {path!r} does not exist')
+
+
 def load_spec(spec: str) -> ModelSpec:
     """A :class:`ModelSpec` from a config path (``*.py``) or a paper variant name."""
     if spec.endswith('.py'):
-        if not osp.isfile(spec):
-            raise FileNotFoundError(f'config {spec!r} does not exist')
-        cfg = load_config(spec)
+        cfg = load_config(_config_file(spec))
         if 'model' not in cfg:
             raise ValueError(f'config {spec!r} has no "model"')
         name = osp.splitext(osp.basename(spec))[0]
@@ -103,14 +113,14 @@ def plain_twin(spec: str) -> str:
     index = get_model_index()
     if spec.endswith('.py'):
         info = index.by_config(spec)
-        if info is None or info.plain_twin is None:
+        if info is None or info.plain_twin_name is None:
             raise ValueError(f'no plain twin found for {spec!r} (the model index names none); '
                              'give the pair explicitly as KW_CONFIG:PLAIN_CONFIG')
-        twin = index.get(info.plain_twin)
+        twin = index.get_model(info.plain_twin_name)
         beside = osp.join(osp.dirname(spec), osp.basename(twin.config))
         return beside if osp.isfile(beside) else twin.config_path
     if spec in index.variants:
-        return index.variants[spec].plain_twin.name
+        return index.variants[spec].baseline.name
     raise ValueError(f'no plain twin for {spec!r}')
 
 

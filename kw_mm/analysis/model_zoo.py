@@ -1,11 +1,12 @@
 """The model-zoo table: every paper variant of the model index built, counted and compared with
 the paper."""
+import os.path as osp
 from typing import Iterable, List, Optional
 
 import torch
 import torch.nn as nn
 
-from kw_mm.apis import Variant, build_model, get_variant, list_variants
+from kw_mm.apis import Variant, build_model, get_variant, list_ablations, list_variants
 from kw_mm.cnn import WarehouseManager
 from .flops import count_params, count_params_and_flops
 
@@ -29,7 +30,8 @@ def zoo_row(variant: Variant, with_flops: bool = True, input_size: int = 224) ->
     torch.manual_seed(0)
     model = build_classifier(variant).eval()
     row = dict(name=variant.name, family=variant.family, budget=variant.budget,
-               budget_label=variant.budget_label, params=count_params(model)['params'],
+               budget_label=' '.join(filter(None, (variant.budget_label, variant.setting))),
+               params=count_params(model)['params'],
                paper_params_m=variant.paper_params_m, release_params=variant.release_params,
                warehouses=warehouse_rows(model), note=variant.note)
     if with_flops:
@@ -54,8 +56,33 @@ def format_table(rows: Iterable[dict]) -> str:
     return '\n'.join(lines)
 
 
+#: How the README names the families of the index.
+FAMILY_TITLES = {'resnet18': 'ResNet18', 'resnet50': 'ResNet50', 'mobilenet-v2': 'MobileNetV2 1.0',
+                 'mobilenet-v2-w0.5': 'MobileNetV2 0.5', 'convnext-tiny': 'ConvNeXt-Tiny',
+                 'deit-tiny': 'DeiT-Tiny', 'deit-small': 'DeiT-Small'}
+LAYOUT_TITLES = {'paper': ' (Table 14)', 'release': ' (release)'}
+
+
+def readme_table() -> str:
+    """The README's model-zoo table, from the model index alone (one row per paper variant,
+    the paper's top-1 of each of its configs)."""
+    lines = ['| Backbone | KW | Params (ours) | Params (paper) | Paper top-1 (%) | Table | Config |',
+             '|---|---|---|---|---|---|---|']
+    for v in list_variants():
+        kw = '-' if not v.is_kw else v.budget_label + LAYOUT_TITLES.get(v.layout, '')
+        footnote = v.models[0].metadata.get('Paper Parameters Footnote')
+        paper = f'{v.paper_params_m:.2f}M' + (f' {footnote}' if footnote else '')
+        top1 = ' / '.join('-' if m.metric('Top 1 Accuracy') is None else
+                          f"{m.metric('Top 1 Accuracy'):.2f}" for m in v.models)
+        tables = ' / '.join(m.paper_table.replace('Table ', 'T') for m in v.models)
+        configs = ', '.join(f'[`{osp.basename(m.config)}`]({m.config})' for m in v.models)
+        lines.append(f'| {FAMILY_TITLES[v.family]} | {kw} | {v.params:,} | {paper} | {top1} | '
+                     f'{tables} | {configs} |')
+    return '\n'.join(lines)
+
+
 def variants(names: Optional[Iterable[str]] = None) -> List[Variant]:
-    """All paper variants of the model index, or those named."""
+    """All paper variants and ablation rows of the model index, or those named."""
     if not names:
-        return list_variants()
+        return list_variants() + list_ablations()
     return [get_variant(n) for n in names]

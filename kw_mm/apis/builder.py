@@ -87,8 +87,16 @@ def build_model(model: Union[str, Mapping], device: str = 'cpu') -> nn.Module:
         scope = prefix if prefix in TOOLBOXES else 'mmpretrain'
         _register(scope)
     registry = importlib.import_module(f'{scope}.registry').MODELS
-    if device == 'meta':
-        from .meta import meta_device
-        with meta_device():
-            return registry.build(model_cfg)
-    return registry.build(model_cfg)
+    # mmdet's detectors read their sub-configs by attribute (``train_cfg.rpn``): a ConfigDict.
+    from mmengine.config import ConfigDict
+    from mmengine.registry import DefaultScope
+    model_cfg = ConfigDict(model_cfg)
+    # mmengine resolves unprefixed sub-module types (``ClsDataPreprocessor``) in the registry of
+    # the *current default scope*, whatever registry ``build`` is called on: pin it to the
+    # model's toolbox so the result does not depend on what ran before in the process.
+    with DefaultScope.overwrite_default_scope(scope):
+        if device == 'meta':
+            from .meta import meta_device
+            with meta_device():
+                return registry.build(model_cfg)
+        return registry.build(model_cfg)

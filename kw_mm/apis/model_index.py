@@ -16,7 +16,7 @@ Example:
     >>> from kw_mm.apis import model_index
     >>> model_index.get_model('kw1x-resnet50_8xb512-300e_in1k').release_name
     'kw1x_resnet50'
-    >>> model_index.get_variant('kw4x_resnet18').plain_twin.name
+    >>> model_index.get_variant('kw4x_resnet18').baseline.name
     'resnet18'
 """
 import os.path as osp
@@ -62,7 +62,7 @@ class ModelInfo:
         return self.metadata.get('Backbone Variant')
 
     @property
-    def plain_twin(self) -> Optional[str]:
+    def plain_twin_name(self) -> Optional[str]:
         """The name of the baseline config a KW config is compared with."""
         return self.metadata.get('Plain Twin')
 
@@ -161,14 +161,19 @@ class Variant:
         return self._meta.get('Note', '')
 
     @property
+    def setting(self) -> str:
+        """The ablation setting (``'attn-softmax'``) of an ablation row, '' otherwise."""
+        return self._meta.get('Setting', '')
+
+    @property
     def config_path(self) -> str:
         """The config file that builds this variant (the first of :attr:`models`)."""
         return self.models[0].config_path
 
     @property
-    def plain_twin(self) -> 'Variant':
-        """The baseline of this variant's family (itself for a baseline)."""
-        twin = self.models[0].plain_twin
+    def baseline(self) -> 'Variant':
+        """The plain variant of this variant's family (itself for a baseline)."""
+        twin = self.models[0].plain_twin_name
         return self if twin is None else get_model_index().variant_of(twin)
 
     def model_cfg(self, num_classes: int = 1000) -> dict:
@@ -200,8 +205,13 @@ class ModelIndex:
             if info.variant:
                 grouped.setdefault(info.variant, []).append(info)
         self.variants: Dict[str, Variant] = {n: Variant(n, m) for n, m in grouped.items()}
+        # The ablation rows (Tables 5-9, 13): one config each, kept apart from the variants so
+        # that the converter's detection and the per-family lists see only the paper's models.
+        self.ablations: Dict[str, Variant] = {
+            info.metadata['Ablation']: Variant(info.metadata['Ablation'], [info])
+            for info in models if info.metadata.get('Ablation')}
 
-    def get(self, name: str) -> ModelInfo:
+    def get_model(self, name: str) -> ModelInfo:
         """The model called ``name`` (its config name without ``.py``)."""
         if name not in self.models:
             raise KeyError(f'unknown model {name!r}; the model index has {sorted(self.models)}')
@@ -212,10 +222,12 @@ class ModelIndex:
         name = osp.splitext(osp.basename(path))[0]
         return self.models.get(name) if path.endswith('.py') else None
 
-    def variant(self, name: str) -> Variant:
+    def get_variant(self, name: str) -> Variant:
         """A paper variant by kw_mm name (``kw1x_convnext_tiny_release``) or released name."""
         if name in self.variants:
             return self.variants[name]
+        if name in self.ablations:
+            return self.ablations[name]
         released = [v for v in self.variants.values() if v.official == name]
         if len(released) == 1:
             return released[0]
@@ -224,7 +236,7 @@ class ModelIndex:
 
     def variant_of(self, model_name: str) -> Variant:
         """The paper variant that the config ``model_name`` builds."""
-        info = self.get(model_name)
+        info = self.get_model(model_name)
         if info.variant is None:
             raise KeyError(f'model {model_name!r} is not an ImageNet model of the paper')
         return self.variants[info.variant]
@@ -279,7 +291,7 @@ def list_models() -> List[str]:
 
 def get_model(name: str) -> ModelInfo:
     """The model called ``name`` (a config name without ``.py``)."""
-    return get_model_index().get(name)
+    return get_model_index().get_model(name)
 
 
 def get_config_path(name: str) -> str:
@@ -292,6 +304,11 @@ def list_variants() -> List[Variant]:
     return list(get_model_index().variants.values())
 
 
+def list_ablations() -> List[Variant]:
+    """The ablation rows of the paper (Tables 5-9 and 13), in the index's order."""
+    return list(get_model_index().ablations.values())
+
+
 def get_variant(name: str) -> Variant:
     """A paper variant by kw_mm name or by the reference release's name."""
-    return get_model_index().variant(name)
+    return get_model_index().get_variant(name)

@@ -7,15 +7,101 @@ the layer's warehouse (plus one always-zero cell per mixture), normalized with t
 contrasting-driven attention function (CAF) and mixed with the one-hot initialization ``beta``
 under the temperature ``t``.
 """
-from typing import Optional
+import math
+from typing import Optional, Tuple
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .functional import CAF_EPS
+from .functional import ATTENTION_FUNCTIONS, CAF_EPS, normalize_logits
+
 #: Smallest hidden width of the attention MLP.
 MIN_HIDDEN = 16
+#: Attention initializations (``beta``) of the paper's Tables 9 and 13; ``'one-to-one'`` is the
+#: paper's strategy.
+INIT_STRATEGIES = ('one-to-one', 'all-to-one', 'many-to-one', 'one-to-many', 'none')
+#: Which cells a mixture draws on: every cell of the warehouse (``'shared'``, the paper), only
+#: its own ``b`` cells (``'private'``: no sharing, Table 6) or whole kernels made of ``M``
+#: consecutive cells (``'whole-kernel'``: no kernel partition, Table 5).
+CELL_ACCESS = ('shared', 'private', 'whole-kernel')
+
+
+def check_attention_options(attention_function: str, init_strategy: str,
+                            cell_access: str = 'shared') -> None:
+    """Raise a one-line ValueError for an unknown attention function, strategy or access."""
+    for what, value, allowed in (('attention_function', attention_function, ATTENTION_FUNCTIONS),
+                                 ('init_strategy', init_strategy, INIT_STRATEGIES),
+                                 ('cell_access', cell_access, CELL_ACCESS)):
+        if value not in allowed:
+            raise ValueError(f'{what} must be one of {list(allowed)}, got {value!r}')
+
+
+def init_beta(rows: int, cells: int, start: int, budget: float,
+              strategy: str) -> Tuple[torch.Tensor, int]:
+    """The binary attention initialization ``beta`` of ``rows`` mixtures over ``cells`` cells.
+
+    Cells are handed out from ``start`` in order, without repetition (paper Sec. 3.4 and
+    appendix A.2). Every strategy but ``'one-to-many'`` advances through the warehouse as
+    ``'one-to-one'`` does, so each layer keeps the same slice of cells (their initialization).
+
+    Args:
+        rows (int): Mixtures.
+        cells (int): Cells of the warehouse (``beta`` has one more column: the zero cell).
+        start (int): The layer's first cell.
+        budget (float): The warehouse budget ``b``.
+        strategy (str): One of :data:`INIT_STRATEGIES`:
+
+            - ``'one-to-one'``: mixture ``j`` gets cell ``start + j * int(b)`` (b >= 1); below
+              b = 1, with ``k = int(1 / b)``, the next free cell iff ``j % k == (j // k) % k``,
+              else the zero cell;
+            - ``'all-to-one'``: every mixture gets all ``n`` cells;
+            - ``'many-to-one'``: mixture ``j`` gets the ``int(b)`` cells from
+              ``start + j * int(b)`` (needs b >= 2);
+            - ``'one-to-many'``: cell ``start + j // k`` goes to mixture ``j``, one cell to
+              ``k = int(1 / b)`` mixtures (needs b < 1);
+            - ``'none'``: no initialization (all zeros; the temperature is not used).
+
+    Returns:
+        tuple[Tensor, int]: ``beta`` ``[rows, cells + 1]`` and the next free cell.
+    """
+    beta = torch.zeros(rows, cells + 1)
+    if budget >= 1.0:
+        step = int(budget)
+        if strategy == 'one-to-many':
+            raise ValueError(f"init_strategy 'one-to-many' hands one cell to int(1 / b) "
+                             f'mixtures and needs a budget b < 1, got b={budget:g}')
+        if strategy == 'many-to-one' and step < 2:
+            raise ValueError(f"init_strategy 'many-to-one' gives every mixture int(b) cells "
+                             f'and needs a budget b >= 2, got b={budget:g}')
+        end = start + rows * step
+        # mixture j: its cell(s) from start + j * step
+        taken = [(start + j * step, step if strategy == 'many-to-one' else 1)
+                 for j in range(rows)]
+    else:
+        k = int(1.0 / budget)
+        if strategy == 'many-to-one':
+            raise ValueError(f"init_strategy 'many-to-one' gives every mixture int(b) cells "
+                             f'and needs a budget b >= 2, got b={budget:g}')
+        if strategy == 'one-to-many':
+            end = start + math.ceil(rows / k)
+            taken = [(start + j // k, 1) for j in range(rows)]
+        else:
+            served = [j % k == (j // k) % k for j in range(rows)]
+            end = start + sum(served)
+            # served mixtures take the next free cell; the others start as the zero cell
+            taken, cell = [], start
+            for is_served in served:
+                taken.append((cell if is_served else cells, 1))
+                cell += is_served
+    if end > cells:
+        return beta, end  # the caller reports the overrun
+    if strategy == 'all-to-one':
+        beta[:, :-1] = 1.0
+    elif strategy != 'none':
+        for j, (cell, width) in enumerate(taken):
+            beta[j, cell:cell + width] = 1.0
+    return beta, end
 
 
 class AttentionBatchNorm1d(nn.BatchNorm1d):
@@ -55,6 +141,17 @@ class KWAttention(nn.Module):
         nonlocal_basis_ratio (float): Below 1, the logits of the other layers' cells come from a
             small shared basis (ResNet50 KW 1/2x). Defaults to 1 (disabled).
         start_cell (int): First cell of this layer in its warehouse. Defaults to 0.
+        attention_function (str): How the logits are normalized, one of
+            :data:`~kw_mm.cnn.functional.ATTENTION_FUNCTIONS` (paper Table 8). Defaults to
+            ``'caf'``, the paper's design.
+        init_strategy (str): The attention initialization ``beta``, one of
+            :data:`INIT_STRATEGIES` (paper Tables 9 and 13; see :func:`init_beta`). Defaults
+            to ``'one-to-one'``, the paper's strategy.
+        cell_access (str): Which cells a mixture draws on, one of :data:`CELL_ACCESS`.
+            ``'private'``: mixture ``j`` only mixes its own ``int(b)`` cells (no sharing,
+            Table 6); ``'whole-kernel'``: the layer mixes whole kernels, ``M`` consecutive
+            cells each, with one attention per kernel (no kernel partition, Table 5). Defaults
+            to ``'shared'`` (every cell of the warehouse).
 
     Shapes:
         input: ``[B, in_channels, *spatial]``; output: ``[B, M, n]``.
@@ -68,23 +165,36 @@ class KWAttention(nn.Module):
                  norm: str = 'BN',
                  cell_num_ratio: float = 1.0,
                  nonlocal_basis_ratio: float = 1.0,
-                 start_cell: int = 0) -> None:
+                 start_cell: int = 0,
+                 attention_function: str = 'caf',
+                 init_strategy: str = 'one-to-one',
+                 cell_access: str = 'shared') -> None:
         super().__init__()
         if norm not in NORM_LAYERS:
             raise ValueError(f'attention norm must be one of {sorted(NORM_LAYERS)}, got {norm!r}')
+        check_attention_options(attention_function, init_strategy, cell_access)
         hidden = max(int(in_channels * reduction), MIN_HIDDEN)
         self.in_channels = in_channels
         self.num_mixtures = num_mixtures
         self.num_cells = num_cells
-        self.planes_per_mixture = num_cells + 1  # the extra plane is the zero cell
         self.start_cell = start_cell
         self.temperature = 0.0
+        self.attention_function = attention_function
+        self.init_strategy = init_strategy
+        self.cell_access = cell_access
+        # The attention computes rows x (cols + 1) logits; a non-shared access maps them to the
+        # [M, n] mixture weights (expand()).
+        self.rows, self.cols = self._compact_shape(cell_num_ratio)
+        self.planes_per_mixture = self.cols + 1  # the extra plane is the zero cell
 
         self.fc1 = nn.Linear(in_channels, hidden, bias=(norm != 'BN'))
         self.norm1 = NORM_LAYERS[norm](hidden)
         self.act1 = nn.ReLU(inplace=True)
 
         self.use_basis = nonlocal_basis_ratio < 1.0
+        if self.use_basis and cell_access != 'shared':
+            raise ValueError(f"the non-local basis needs cell_access='shared', got "
+                             f'{cell_access!r}')
         if self.use_basis:
             self.num_local_cells = int(cell_num_ratio * num_mixtures)
             self.num_nonlocal_cells = num_cells - self.num_local_cells
@@ -94,11 +204,34 @@ class KWAttention(nn.Module):
             self.fc3 = nn.Linear(self.num_basis, self.num_nonlocal_cells, bias=False)
             self.basis_bias = nn.Parameter(torch.zeros(num_mixtures * self.planes_per_mixture))
         else:
-            self.fc2 = nn.Linear(hidden, num_mixtures * self.planes_per_mixture, bias=True)
+            self.fc2 = nn.Linear(hidden, self.rows * self.planes_per_mixture, bias=True)
         # The one-hot attention initialization; runtime state, never saved in checkpoints.
-        self.register_buffer('beta', torch.zeros(num_mixtures, self.planes_per_mixture),
+        self.register_buffer('beta', torch.zeros(self.rows, self.planes_per_mixture),
                              persistent=False)
+        # Where each of the [M, n] mixture weights comes from in the flattened [rows, cols]
+        # attentions (index rows * cols: always zero); only for a non-shared access.
+        self.register_buffer('expand_index', torch.zeros(0, dtype=torch.long), persistent=False)
         self.reset_parameters()
+
+    def _compact_shape(self, budget: float) -> Tuple[int, int]:
+        """``(rows, cols)`` of the attentions the module computes for its cell access."""
+        if self.cell_access == 'shared':
+            return self.num_mixtures, self.num_cells
+        if budget < 1 or budget != int(budget):
+            raise ValueError(f'cell_access={self.cell_access!r} needs a whole budget b >= 1, '
+                             f'got b={budget:g}')
+        if self.cell_access == 'private':
+            return self.num_mixtures, int(budget)
+        if self.num_cells % self.num_mixtures:
+            raise ValueError(f"cell_access='whole-kernel': the warehouse's {self.num_cells} "
+                             f'cells are no whole number of kernels of {self.num_mixtures} '
+                             'cells; put only layers of one kernel shape in the warehouse')
+        return 1, self.num_cells // self.num_mixtures
+
+    @property
+    def mix_temperature(self) -> float:
+        """The temperature the forward uses: 0 without an initialization strategy."""
+        return 0.0 if self.init_strategy == 'none' else self.temperature
 
     def reset_parameters(self) -> None:
         """Kaiming (fan_out) linear weights, zero biases, unit norm weights (as the reference)."""
@@ -114,7 +247,7 @@ class KWAttention(nn.Module):
             nn.init.zeros_(self.basis_bias)
 
     def assign_cells(self, start_cell: int, cell_num_ratio: float) -> int:
-        """Hand warehouse cells to this layer's mixtures one-to-one (the attention init).
+        """Hand warehouse cells to this layer's mixtures (the attention initialization).
 
         Args:
             start_cell (int): The next free cell of the warehouse.
@@ -123,32 +256,56 @@ class KWAttention(nn.Module):
         Returns:
             int: The next free cell after this layer.
         """
-        beta = torch.zeros_like(self.beta)
-        cell = start_cell
-        if cell_num_ratio >= 1.0:
-            step = int(cell_num_ratio)
-            for j in range(self.num_mixtures):
-                beta[j, cell] = 1.0
-                cell += step
+        if self.cell_access == 'shared':
+            beta, end = init_beta(self.rows, self.cols, start_cell, cell_num_ratio,
+                                  self.init_strategy)
+        elif self.cell_access == 'private':
+            # every mixture is its own warehouse of int(b) cells
+            beta, _ = init_beta(1, self.cols, 0, cell_num_ratio, self.init_strategy)
+            beta = beta.expand(self.rows, -1)
+            end = start_cell + self.rows * self.cols
         else:
-            mixtures_per_cell = int(1.0 / cell_num_ratio)
-            for j in range(self.num_mixtures):
-                if j % mixtures_per_cell == (j // mixtures_per_cell) % mixtures_per_cell:
-                    beta[j, cell] = 1.0
-                    cell += 1
-                else:
-                    beta[j, -1] = 1.0  # this mixture starts as the zero cell
+            # one mixture over the warehouse's whole kernels
+            beta, _ = init_beta(1, self.cols, start_cell // self.num_mixtures, cell_num_ratio,
+                                self.init_strategy)
+            end = start_cell + self.num_mixtures * int(cell_num_ratio)
         self.beta.copy_(beta)
-        return cell
+        if self.cell_access != 'shared':
+            self.expand_index = self._expand_index(start_cell)
+        return end
 
-    def logits(self, x: torch.Tensor) -> torch.Tensor:
-        """Unnormalized mixture logits ``[B, M, n + 1]`` (zero cell last)."""
+    def _expand_index(self, start_cell: int) -> torch.Tensor:
+        """Index of every ``[M, n]`` weight in the flattened compact attentions."""
+        m, n, cols = self.num_mixtures, self.num_cells, self.cols
+        index = torch.full((m, n), self.rows * cols, dtype=torch.long)
+        for j in range(m):
+            if self.cell_access == 'private':  # mixture j: its own cells, from the layer's start
+                first = start_cell + j * cols
+                index[j, first:first + cols] = torch.arange(j * cols, (j + 1) * cols)
+            else:  # kernel k is the cells k * M .. k * M + M - 1; mixture j takes cell j of each
+                index[j, j::m] = torch.arange(cols)
+        return index.view(-1)
+
+    def expand(self, alpha: torch.Tensor) -> torch.Tensor:
+        """Mixture weights ``[B, M, n]`` from the module's attentions ``[B, rows, cols]``."""
+        if self.cell_access == 'shared':
+            return alpha
+        flat = alpha.reshape(alpha.shape[0], -1)
+        flat = torch.cat([flat, flat.new_zeros(flat.shape[0], 1)], dim=1)
+        return flat[:, self.expand_index].view(-1, self.num_mixtures, self.num_cells)
+
+    def hidden(self, x: torch.Tensor) -> torch.Tensor:
+        """The hidden vector ``[B, h]`` of the attention MLP (pool, fc1, norm, ReLU)."""
         pooled = x.flatten(2).mean(dim=-1) if x.dim() > 2 else x
-        hidden = self.act1(self.norm1(self.fc1(pooled)))
-        z = self.fc2(hidden)
+        return self.act1(self.norm1(self.fc1(pooled)))
+
+    def logits(self, x: torch.Tensor, hidden: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Unnormalized mixture logits ``[B, M, n + 1]`` (zero cell last); ``hidden`` may be
+        given if already computed (KW* reads other heads from it)."""
+        z = self.fc2(self.hidden(x) if hidden is None else hidden)
         if self.use_basis:
             z = self._expand_basis(z)
-        return z.view(x.shape[0], self.num_mixtures, self.planes_per_mixture)
+        return z.view(x.shape[0], self.rows, self.planes_per_mixture)
 
     def _expand_basis(self, z: torch.Tensor) -> torch.Tensor:
         """Map the basis logits to the other layers' cells; returns ``[B, M * (n + 1)]``."""
@@ -161,21 +318,32 @@ class KWAttention(nn.Module):
         z = torch.cat([nonlocal_[:, :s], local, nonlocal_[:, s:], zero], dim=1)
         return z.reshape(batch, -1) + self.basis_bias
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, hidden: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Mixture weights ``alpha`` ``[B, M, n]`` (contiguous).
 
-        Same math as :func:`~kw_mm.cnn.functional.kw_attention_reference` (CAF, then
-        ``(1 - t) * a + t * beta``, zero-cell column dropped), fused into one pass that writes
-        only the ``n`` kept columns: ``alpha = t * beta + z * ((1 - t) / (|z|_1 + eps))``.
+        Same math as :func:`~kw_mm.cnn.functional.kw_attention_reference` (normalization, then
+        ``(1 - t) * a + t * beta``, zero-cell column dropped). CAF is fused into one pass that
+        writes only the kept columns: ``alpha = t * beta + z * ((1 - t) / (|z|_1 + eps))``.
         """
-        z = self.logits(x)
+        z = self.logits(x, hidden)
+        t = self.mix_temperature
+        if self.attention_function != 'caf':
+            a = normalize_logits(z, self.attention_function)
+            if t != 0.0:
+                a = (1.0 - t) * a + t * self.beta
+            return self.expand(a[..., :-1].contiguous())
         denom = torch.linalg.vector_norm(z, ord=1, dim=-1, keepdim=True) + CAF_EPS
-        t = self.temperature
         if t == 0.0:
             # At t = 0 (fine-tuning, and pretraining after the anneal) beta never enters.
-            return z[..., :-1] / denom
-        return torch.addcdiv(self.beta[:, :-1] * t, z[..., :-1], denom, value=1.0 - t)
+            return self.expand(z[..., :-1] / denom)
+        return self.expand(torch.addcdiv(self.beta[:, :-1] * t, z[..., :-1], denom,
+                                         value=1.0 - t))
 
     def extra_repr(self) -> str:
-        return (f'in_channels={self.in_channels}, mixtures={self.num_mixtures}, '
-                f'cells={self.num_cells}, temperature={self.temperature}')
+        s = (f'in_channels={self.in_channels}, mixtures={self.num_mixtures}, '
+             f'cells={self.num_cells}, temperature={self.temperature}')
+        for name, default in (('attention_function', 'caf'), ('init_strategy', 'one-to-one'),
+                              ('cell_access', 'shared')):
+            if getattr(self, name) != default:
+                s += f', {name}={getattr(self, name)!r}'
+        return s

@@ -325,21 +325,23 @@ def kw_conv(x: torch.Tensor,
 
 # ---------------------------------------------------------------------------- implementation switch
 #: The implementations :class:`~kw_mm.cnn.kw_conv.KWConvNd` can run.
-KW_IMPLS = ('fast', 'reference')
+KW_IMPLS = ('fast', 'reference', 'export')
 _impl = 'fast'
 
 
 def get_kw_impl() -> str:
-    """The implementation KW layers run: ``'fast'`` (default) or ``'reference'``."""
+    """The implementation KW layers run: ``'fast'`` (default), ``'reference'`` or ``'export'``."""
     return _impl
 
 
 def set_kw_impl(name: str) -> None:
-    """Make every KW layer run ``name``: ``'fast'`` or ``'reference'`` (the oracle, slow).
+    """Make every KW layer run ``name``: ``'fast'``, ``'reference'`` or ``'export'``.
 
     ``'reference'`` runs :func:`~kw_mm.cnn.functional.kw_attention_reference` and
     :func:`~kw_mm.cnn.functional.kw_conv_reference`: the straightforward implementation the
-    benchmark compares against and the tests check the fast paths with.
+    benchmark compares against and the tests check the fast paths with. ``'export'`` runs
+    :func:`~kw_mm.cnn.export.kw_conv_export`, a formulation whose weights never depend on the
+    batch size, for graph exporters (ONNX with a symbolic batch).
     """
     global _impl
     if name not in KW_IMPLS:

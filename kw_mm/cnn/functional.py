@@ -9,16 +9,25 @@ blocks and ``gi = Cin / groups / ci`` input blocks. Mixture ``j = (s * go + o) *
 copy, one grouped convolution over the batch) and is kept as the correctness oracle of the fast
 paths in :mod:`kw_mm.cnn.fast`.
 """
+import math
 from dataclasses import dataclass
-from typing import Optional, Tuple
+from typing import Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 
 #: Added to the L1 norm of every mixture's logits before division (CAF).
 CAF_EPS = 1e-3
+#: The attention functions of the paper's Table 8; ``'caf'`` is KernelWarehouse's own.
+ATTENTION_FUNCTIONS = ('caf', 'softmax', 'sigmoid', 'relu-l1')
 
 CONV_FUNCS = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
+
+
+def count_mixtures(weight_shape: Sequence[int], cell_out: int, cell_in: int) -> int:
+    """``M``: the cells a kernel ``[Cout, Cin/groups, *k]`` is cut into (``gs * go * gi``)."""
+    return (weight_shape[0] // cell_out) * (weight_shape[1] // cell_in) * math.prod(
+        weight_shape[2:])
 
 
 @dataclass(frozen=True)
@@ -57,7 +66,7 @@ class KWGeometry:
 
     @property
     def num_mixtures(self) -> int:
-        return self.groups_spatial * self.groups_out * self.groups_in
+        return count_mixtures(self.weight_shape, self.cell_out, self.cell_in)
 
     @property
     def weight_shape(self) -> Tuple[int, ...]:
@@ -84,18 +93,49 @@ def strided_input(x: torch.Tensor, geo: KWGeometry) -> torch.Tensor:
     return x[(slice(None), slice(None)) + tuple(slice(None, None, s) for s in geo.stride)]
 
 
-def kw_attention_reference(z: torch.Tensor, beta: torch.Tensor, t: float) -> torch.Tensor:
-    """The straightforward CAF normalization and temperature mix of ``KWAttention``.
+def normalize_logits(z: torch.Tensor, function: str = 'caf') -> torch.Tensor:
+    """Normalize mixture logits ``[..., n + 1]`` (zero cell last) with an attention function.
+
+    Args:
+        z (Tensor): Logits; the last dimension runs over the cells and the zero cell.
+        function (str): One of :data:`ATTENTION_FUNCTIONS` (paper Table 8):
+
+            - ``'caf'``: the contrasting-driven attention function ``z / (sum |z| + eps)``
+              (the paper's design, signed attentions);
+            - ``'softmax'``: ``softmax(z)`` over the ``n + 1`` entries;
+            - ``'sigmoid'``: ``sigmoid(z)``, entry by entry;
+            - ``'relu-l1'``: ``max(z, 0) / (sum |z| + eps)`` (CAF without negative attentions).
+
+    Returns:
+        Tensor: Attentions of the same shape (zero-cell column included).
+    """
+    if function == 'caf':
+        return z / (z.abs().sum(dim=-1, keepdim=True) + CAF_EPS)
+    if function == 'softmax':
+        return torch.softmax(z, dim=-1)
+    if function == 'sigmoid':
+        return torch.sigmoid(z)
+    if function == 'relu-l1':
+        return z.clamp(min=0) / (z.abs().sum(dim=-1, keepdim=True) + CAF_EPS)
+    raise ValueError(f'attention_function must be one of {list(ATTENTION_FUNCTIONS)}, got '
+                     f'{function!r}')
+
+
+def kw_attention_reference(z: torch.Tensor, beta: torch.Tensor, t: float,
+                           function: str = 'caf') -> torch.Tensor:
+    """The straightforward normalization and temperature mix of ``KWAttention``.
 
     Args:
         z (Tensor): Mixture logits ``[B, M, n + 1]`` (zero cell last).
         beta (Tensor): The one-hot initialization ``[M, n + 1]``.
         t (float): The temperature.
+        function (str): The attention function (:func:`normalize_logits`). Defaults to
+            ``'caf'``.
 
     Returns:
         Tensor: ``alpha`` ``[B, M, n]`` (a strided view; the zero-cell column dropped).
     """
-    a = z / (z.abs().sum(dim=-1, keepdim=True) + CAF_EPS)
+    a = normalize_logits(z, function)
     a = (1.0 - t) * a + t * beta
     return a[..., :-1]
 

@@ -12,7 +12,9 @@ import torch.nn as nn
 
 from . import fast
 from .attention import KWAttention
+from .export import kw_conv_export
 from .functional import KWGeometry, kw_attention_reference, kw_conv_reference
+from .kw_star import KWStarAttention, kw_star_conv
 
 IntOrTuple = Union[int, Sequence[int]]
 
@@ -107,10 +109,16 @@ class KWConvNd(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         cells = self.cells
-        if fast.get_kw_impl() == 'reference':
+        if isinstance(self.attention, KWStarAttention):  # KW* (with ODConv's attentions)
+            return kw_star_conv(self, x)
+        impl = fast.get_kw_impl()
+        if impl == 'reference':
             att = self.attention
-            alpha = kw_attention_reference(att.logits(x), att.beta, att.temperature)
+            alpha = att.expand(kw_attention_reference(att.logits(x), att.beta, att.mix_temperature,
+                                                      att.attention_function))
             return kw_conv_reference(x, alpha, cells, self.bias, self.geometry)
+        if impl == 'export':
+            return kw_conv_export(x, self.attention(x), cells, self.bias, self.geometry)
         return fast.kw_conv(x, self.attention(x), cells, self.bias, self.geometry)
 
     def extra_repr(self) -> str:

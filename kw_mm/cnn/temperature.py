@@ -28,13 +28,15 @@ def set_temperature(model: nn.Module, t: float) -> int:
     Returns:
         int: The number of KW attentions updated.
     """
-    value = check_temperature(t)
-    count = 0
-    for m in model.modules():
-        if isinstance(m, KWAttention):
-            m.temperature = value
-            count += 1
-    return count
+    return set_temperature_of(model, KWAttention, check_temperature(t))
+
+
+def set_temperature_of(model: nn.Module, kind: type, value: float) -> int:
+    """Set ``temperature = value`` on every module of class ``kind``; returns how many."""
+    modules = [m for m in model.modules() if isinstance(m, kind)]
+    for m in modules:
+        m.temperature = value
+    return len(modules)
 
 
 def get_temperature(model: nn.Module) -> float:

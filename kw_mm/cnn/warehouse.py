@@ -13,16 +13,75 @@ The manager must be a submodule of the model (its cells are the model's paramete
 """
 import math
 from dataclasses import dataclass, field
-from typing import Dict, List, Mapping, Optional, Sequence, Union
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
 
-from .attention import NORM_LAYERS, KWAttention
+from .attention import NORM_LAYERS, KWAttention, check_attention_options
+from .functional import count_mixtures
+from .kw_star import KWStarAttention
 from .kw_conv import KW_LAYERS, KWConvNd, KWLinear
 
 PLAIN_LAYERS = {'conv1d': nn.Conv1d, 'conv2d': nn.Conv2d, 'conv3d': nn.Conv3d, 'linear': nn.Linear}
 PerWarehouse = Union[float, Sequence[float], Mapping[str, float]]
+#: The knobs that take one value per warehouse, and their values when nothing is given.
+KNOB_DEFAULTS: Dict[str, float] = dict(reduction=1 / 16, cell_num_ratio=1.0,
+                                       cell_inplane_ratio=1.0, cell_outplane_ratio=1.0)
+
+
+def parse_sharing_range(sharing_range: Union[str, Sequence[str]]) -> Tuple[str, ...]:
+    """``'layer_conv'`` (the reference's string) or ``('layer', 'conv')`` -> a tuple of fields."""
+    if isinstance(sharing_range, str):
+        return tuple(f for f in sharing_range.split('_') if f)
+    return tuple(sharing_range)
+
+
+def resolve_per_warehouse(value: PerWarehouse, names: Sequence[str], what: str = 'value',
+                          strict: bool = True) -> Dict[str, float]:
+    """The value of a per-warehouse knob for every warehouse, by name.
+
+    A scalar applies to every warehouse; a sequence gives the values in warehouse order (one
+    value applies to all); a mapping is looked up, for a warehouse ``stage6_layer_pwconv1``, by
+    its full name, its kind (the last ``_`` field, ``'pwconv1'``), its kind without the index
+    (``'pwconv'``), then ``'default'``.
+
+    Args:
+        value (float | Sequence | Mapping): The knob's value.
+        names (Sequence[str]): The warehouse names, in order.
+        what (str): The knob's name, for messages. Defaults to 'value'.
+        strict (bool): Also refuse mapping entries that match no warehouse (a user's value;
+            a backbone's preset may name kinds a custom layout lacks). Defaults to True.
+
+    Raises:
+        ValueError: If a warehouse has no value, a sequence has the wrong length, or (strict)
+            an entry matches no warehouse.
+    """
+    if isinstance(value, (list, tuple)):
+        if len(value) == 1:
+            return {name: float(value[0]) for name in names}
+        if len(value) != len(names):
+            raise ValueError(f'{what} has {len(value)} values for {len(names)} warehouses '
+                             f'{list(names)}')
+        return {name: float(v) for name, v in zip(names, value)}
+    if not isinstance(value, Mapping):
+        return {name: float(value) for name in names}
+    resolved, used = {}, set()
+    for name in names:
+        kind = name.rsplit('_', 1)[-1]
+        for key in (name, kind, kind.rstrip('0123456789'), 'default'):
+            if key in value:
+                resolved[name] = float(value[key])
+                used.add(key)
+                break
+        else:
+            raise ValueError(f'{what} {dict(value)} has no entry for warehouse {name!r} and no '
+                             f'"default"; warehouses: {list(names)}')
+    unused = set(value) - used - {'default'}
+    if strict and unused:
+        raise ValueError(f'{what} has entries {sorted(unused)} that match no warehouse; '
+                         f'warehouses: {list(names)}')
+    return resolved
 
 
 @dataclass
@@ -48,44 +107,85 @@ class WarehouseManager(nn.Module):
     """Holds the warehouses of a network and allocates its KW layers.
 
     Args:
-        reduction (float | list | dict): Attention hidden ratio. Defaults to 1/16.
-        cell_num_ratio (float | list | dict): The budget ``b``: n = max(int(m * b), 1).
-            Defaults to 1.
-        cell_inplane_ratio (float | list | dict): Cell input channels = gcd(Cin/groups) * ratio,
-            which must be a whole number (never truncated). Defaults to 1.
-        cell_outplane_ratio (float | list | dict): Cell output channels = gcd(Cout) * ratio.
-            Defaults to 1.
-        sharing_range (sequence[str]): Name fields to merge, as the reference: with
-            ``('layer', 'conv')`` the layer ``stage1_layer3_conv0`` goes to the warehouse
-            ``stage1_layer_conv``. Defaults to ().
+        reduction (float | list | dict, optional): Attention hidden ratio. Defaults to the
+            preset, else 1/16.
+        cell_num_ratio (float | list | dict, optional): The budget ``b``:
+            n = max(int(m * b), 1). Defaults to the preset, else 1.
+        cell_inplane_ratio (float | list | dict, optional): Cell input channels =
+            gcd(Cin/groups) * ratio, which must be a whole number (never truncated). Defaults
+            to the preset, else 1.
+        cell_outplane_ratio (float | list | dict, optional): Cell output channels =
+            gcd(Cout) * ratio. Defaults to the preset, else 1.
+        sharing_range (sequence[str] | str): Name fields to merge, as the reference: with
+            ``('layer', 'conv')`` (or ``'layer_conv'``) the layer ``stage1_layer3_conv0`` goes
+            to the warehouse ``stage1_layer_conv``. Defaults to ().
         nonlocal_basis_ratio (float): Below 1, attentions use the non-local basis.
             Defaults to 1.
         norm (str): Attention norm, ``'BN'`` or ``'LN'``. Defaults to ``'BN'``.
+        attention_function (str): ``'caf'`` (the paper's), ``'softmax'``, ``'sigmoid'`` or
+            ``'relu-l1'`` (paper Table 8). Defaults to ``'caf'``.
+        init_strategy (str): The attention initialization, ``'one-to-one'`` (the paper's),
+            ``'all-to-one'``, ``'many-to-one'`` (b >= 2), ``'one-to-many'`` (b < 1) or
+            ``'none'`` (paper Tables 9 and 13; see :func:`~kw_mm.cnn.attention.init_beta`).
+            Defaults to ``'one-to-one'``.
+        partition (bool): Cut kernels into cells. ``False`` (paper Table 5) makes a cell a
+            whole kernel (stored as its 1-in-space slices, mixed with one attention per
+            kernel) and splits every warehouse by kernel shape. Defaults to True.
+        share_cells (bool): Let every mixture draw on every cell of its warehouse. ``False``
+            (Table 6, "without sharing") gives each mixture its own ``b`` cells.
+            Defaults to True.
+        presets (dict, optional): A backbone's value of the knobs given as None (the paper's
+            model), e.g. ``dict(cell_num_ratio=dict(pwconv=0.5, default=1))``.
+        omni_attention (bool): KW* (paper Table 17): every attention also has ODConv's
+            channel, filter and spatial heads (:class:`~kw_mm.cnn.kw_star.KWStarAttention`).
+            Defaults to False.
 
-    A per-warehouse argument is a scalar, a sequence in warehouse order, or a mapping from
-    warehouse name to value (with an optional ``'default'`` entry).
+    A per-warehouse knob is a scalar, a sequence in warehouse order, or a mapping from
+    warehouse name or kind to value (with an optional ``'default'`` entry); it is resolved once
+    per warehouse by :func:`resolve_per_warehouse` at :meth:`store`, when every name is known.
     """
 
     def __init__(self,
-                 reduction: PerWarehouse = 1 / 16,
-                 cell_num_ratio: PerWarehouse = 1.0,
-                 cell_inplane_ratio: PerWarehouse = 1.0,
-                 cell_outplane_ratio: PerWarehouse = 1.0,
-                 sharing_range: Sequence[str] = (),
+                 reduction: Optional[PerWarehouse] = None,
+                 cell_num_ratio: Optional[PerWarehouse] = None,
+                 cell_inplane_ratio: Optional[PerWarehouse] = None,
+                 cell_outplane_ratio: Optional[PerWarehouse] = None,
+                 sharing_range: Union[Sequence[str], str] = (),
                  nonlocal_basis_ratio: float = 1.0,
-                 norm: str = 'BN') -> None:
+                 norm: str = 'BN',
+                 attention_function: str = 'caf',
+                 init_strategy: str = 'one-to-one',
+                 partition: bool = True,
+                 share_cells: bool = True,
+                 presets: Optional[Mapping[str, PerWarehouse]] = None,
+                 omni_attention: bool = False) -> None:
         super().__init__()
         if norm not in NORM_LAYERS:
             raise ValueError(f'norm must be one of {sorted(NORM_LAYERS)}, got {norm!r}')
-        if isinstance(sharing_range, str):
-            sharing_range = (sharing_range, )
-        self.reduction = reduction
-        self.cell_num_ratio = cell_num_ratio
-        self.cell_inplane_ratio = cell_inplane_ratio
-        self.cell_outplane_ratio = cell_outplane_ratio
-        self.sharing_range = tuple(sharing_range)
+        if not partition and not share_cells:
+            raise ValueError('partition=False and share_cells=False cannot be combined: a whole '
+                             'kernel of its own is a plain layer')
+        self.cell_access = ('shared' if partition and share_cells else
+                            'private' if partition else 'whole-kernel')
+        check_attention_options(attention_function, init_strategy, self.cell_access)
+        self.attention_function = attention_function
+        self.init_strategy = init_strategy
+        self.partition = partition
+        # whole kernels can only be mixed with kernels of their own shape
+        self.split_by_shape = not partition
+        unknown = set(presets or {}) - set(KNOB_DEFAULTS)
+        if unknown:
+            raise TypeError(f'unknown per-warehouse knobs {sorted(unknown)}; knobs: '
+                            f'{list(KNOB_DEFAULTS)}')
+        #: The user's knobs (None: the preset) and the presets, resolved at store().
+        self.knobs = dict(reduction=reduction, cell_num_ratio=cell_num_ratio,
+                          cell_inplane_ratio=cell_inplane_ratio,
+                          cell_outplane_ratio=cell_outplane_ratio)
+        self.presets = dict(KNOB_DEFAULTS, **(presets or {}))
+        self.sharing_range = parse_sharing_range(sharing_range)
         self.nonlocal_basis_ratio = nonlocal_basis_ratio
         self.norm = norm
+        self.omni_attention = omni_attention
         self._reserved: Dict[str, List[tuple]] = {}
         self.specs: List[WarehouseSpec] = []
         self.weights = nn.ParameterList()
@@ -131,33 +231,29 @@ class WarehouseManager(nn.Module):
         name = self.fuse_name(warehouse_name)
         if layer_type == 'linear':
             layer = KWLinear(in_channels, out_channels, bias=bias, warehouse_name=name)
-            layer.conv.set_owner(self)
-            shape = layer.conv.weight_shape
+            conv = layer.conv
         else:
-            layer = KW_LAYERS[layer_type](in_channels, out_channels, kernel_size, stride, padding,
-                                          dilation, groups, bias, warehouse_name=name)
-            layer.set_owner(self)
-            shape = layer.weight_shape
+            layer = conv = KW_LAYERS[layer_type](in_channels, out_channels, kernel_size, stride,
+                                                 padding, dilation, groups, bias,
+                                                 warehouse_name=name)
+        conv.set_owner(self)
+        shape = conv.weight_shape
+        if self.split_by_shape:
+            # only same-dimensioned kernels share: one warehouse per kernel shape
+            name = conv.warehouse_name = f"{name}_{'x'.join(map(str, shape))}"
         self._reserved.setdefault(name, []).append(shape)
         return layer
 
     # ------------------------------------------------------------------ phase 2: store
-    def _per_warehouse(self, value: PerWarehouse, index: int, name: str, what: str) -> float:
-        if isinstance(value, Mapping):
-            if name in value:
-                return float(value[name])
-            if 'default' in value:
-                return float(value['default'])
-            raise KeyError(f'{what} has no entry for warehouse {name!r} and no "default"; '
-                           f'warehouses: {list(self._reserved)}')
-        if isinstance(value, (list, tuple)):
-            if len(value) == 1:
-                return float(value[0])
-            if len(value) != len(self._reserved):
-                raise ValueError(f'{what} has {len(value)} values for {len(self._reserved)} '
-                                 f'warehouses {list(self._reserved)}')
-            return float(value[index])
-        return float(value)
+    def _resolve_knobs(self) -> Dict[str, Dict[str, float]]:
+        """knob -> warehouse name -> value: the user's value, else the preset."""
+        names = list(self._reserved)
+        resolved = {}
+        for knob, value in self.knobs.items():
+            given = value is not None
+            resolved[knob] = resolve_per_warehouse(value if given else self.presets[knob],
+                                                   names, knob, strict=given)
+        return resolved
 
     def store(self) -> None:
         """Create one warehouse of cells for every reserved name (reservation order)."""
@@ -165,17 +261,17 @@ class WarehouseManager(nn.Module):
             raise RuntimeError('store() was already called')
         if not self._reserved:
             raise RuntimeError('no KW layer was reserved')
-        for idx, (name, shapes) in enumerate(self._reserved.items()):
-            spec = self._make_spec(idx, name, shapes)
+        knobs = self._resolve_knobs()
+        for name, shapes in self._reserved.items():
+            spec = self._make_spec(name, shapes, **{k: v[name] for k, v in knobs.items()})
             self.specs.append(spec)
             # Every cell is overwritten by allocate(); randn only fills the storage.
             self.weights.append(nn.Parameter(torch.randn(spec.num_cells, *spec.cell_shape)))
 
-    def _make_spec(self, idx: int, name: str, shapes: List[tuple]) -> WarehouseSpec:
-        ratio = self._per_warehouse(self.cell_num_ratio, idx, name, 'cell_num_ratio')
-        in_ratio = self._per_warehouse(self.cell_inplane_ratio, idx, name, 'cell_inplane_ratio')
-        out_ratio = self._per_warehouse(self.cell_outplane_ratio, idx, name, 'cell_outplane_ratio')
-        reduction = self._per_warehouse(self.reduction, idx, name, 'reduction')
+    def _make_spec(self, name: str, shapes: List[tuple], reduction: float,
+                   cell_num_ratio: float, cell_inplane_ratio: float,
+                   cell_outplane_ratio: float) -> WarehouseSpec:
+        ratio, in_ratio, out_ratio = cell_num_ratio, cell_inplane_ratio, cell_outplane_ratio
         if ratio <= 0:
             raise ValueError(f'cell_num_ratio (budget b) must be > 0, got {ratio} for {name!r}')
         dims = {len(s) for s in shapes}
@@ -183,6 +279,10 @@ class WarehouseManager(nn.Module):
             raise ValueError(f'warehouse {name!r} mixes layers of different dimensions: {shapes}')
         out_gcd = math.gcd(*[s[0] for s in shapes])
         in_gcd = math.gcd(*[s[1] for s in shapes])
+        if not self.partition and (out_ratio, in_ratio) != (1.0, 1.0):
+            raise ValueError(f'warehouse {name!r}: partition=False makes a cell a whole kernel, '
+                             f'so the cell ratios must be 1, got cell_outplane_ratio={out_ratio:g}'
+                             f' and cell_inplane_ratio={in_ratio:g}')
         cell_out = self._cell_size(name, 'cell_outplane_ratio', out_ratio, out_gcd, 'output')
         cell_in = self._cell_size(name, 'cell_inplane_ratio', in_ratio, in_gcd, 'input')
         num_mixtures = 0
@@ -193,7 +293,7 @@ class WarehouseManager(nn.Module):
                     f'{in_gcd}] x ratios [{out_ratio}, {in_ratio}]) cannot divide a layer of '
                     f'kernel shape {list(shape)}; use cell ratios that give divisors of every '
                     "layer's channels")
-            num_mixtures += (shape[0] // cell_out) * (shape[1] // cell_in) * math.prod(shape[2:])
+            num_mixtures += count_mixtures(shape, cell_out, cell_in)
         num_cells = max(int(num_mixtures * ratio), 1)
         return WarehouseSpec(name, ratio, reduction, cell_out, cell_in, (1, ) * (len(shapes[0]) - 2),
                              num_mixtures, num_cells, list(shapes))
@@ -230,13 +330,19 @@ class WarehouseManager(nn.Module):
             w = index[layer.warehouse_name]
             spec = self.specs[w]
             geo_out, geo_in = spec.cell_out, spec.cell_in
-            num_mixtures = ((layer.out_channels // geo_out) * (layer.in_channels // layer.groups //
-                                                                geo_in) * math.prod(layer.kernel_size))
-            attention = KWAttention(layer.in_channels, num_mixtures, spec.num_cells,
-                                    reduction=spec.reduction, norm=self.norm,
-                                    cell_num_ratio=spec.cell_num_ratio,
-                                    nonlocal_basis_ratio=self.nonlocal_basis_ratio,
-                                    start_cell=next_cell[w])
+            num_mixtures = count_mixtures(layer.weight_shape, geo_out, geo_in)
+            kwargs = dict(reduction=spec.reduction, norm=self.norm,
+                          cell_num_ratio=spec.cell_num_ratio,
+                          nonlocal_basis_ratio=self.nonlocal_basis_ratio, start_cell=next_cell[w],
+                          attention_function=self.attention_function,
+                          init_strategy=self.init_strategy, cell_access=self.cell_access)
+            if self.omni_attention:
+                attention = KWStarAttention(layer.in_channels, num_mixtures, spec.num_cells,
+                                            layer.out_channels, math.prod(layer.kernel_size),
+                                            **kwargs)
+            else:
+                attention = KWAttention(layer.in_channels, num_mixtures, spec.num_cells,
+                                        **kwargs)
             start = next_cell[w]
             end = attention.assign_cells(start, spec.cell_num_ratio)
             if end > spec.num_cells:

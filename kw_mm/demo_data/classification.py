@@ -73,7 +73,7 @@ def _draw_shape(draw: ImageDraw.ImageDraw, kind: str, cx: float, cy: float, r: f
         raise ValueError(f'shape must be one of {list(CLASSES)}, got {kind!r}')
 
 
-def make_image(rng: np.random.RandomState, kind: str, size: int) -> Image.Image:
+def make_class_image(rng: np.random.RandomState, kind: str, size: int) -> Image.Image:
     """One ``size`` x ``size`` RGB image of class ``kind``."""
     base = rng.randint(0, 256, size=3)
     noise = rng.randint(-40, 41, size=(size, size, 3))
@@ -131,7 +131,8 @@ def write_classification_set(root: str,
             cls_dir = osp.join(split_dir, kind)
             os.makedirs(cls_dir, exist_ok=True)
             for i in range(count):
-                make_image(rng, kind, image_size).save(osp.join(cls_dir, f'{kind}_{i:04d}.png'))
+                image = make_class_image(rng, kind, image_size)
+                image.save(osp.join(cls_dir, f'{kind}_{i:04d}.png'))
         paths[split] = split_dir
     os.makedirs(osp.join(data_root, 'meta'), exist_ok=True)
     with open(osp.join(data_root, 'meta', 'classes.txt'), 'w') as f:

@@ -74,8 +74,8 @@ def _background(rng: np.random.RandomState, width: int, height: int) -> np.ndarr
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
-def make_image(rng: np.random.RandomState,
-               max_objects: int = 3) -> Tuple[Image.Image, List[dict]]:
+def make_scene_image(rng: np.random.RandomState,
+                     max_objects: int = 3) -> Tuple[Image.Image, List[dict]]:
     """Draw one image; returns it and its objects (category index, polygon, box)."""
     width, height = IMAGE_SIZES[rng.randint(len(IMAGE_SIZES))]
     img = Image.fromarray(_background(rng, width, height))
@@ -154,7 +154,7 @@ def write_coco_set(root: str,
         os.makedirs(img_dir, exist_ok=True)
         images, annotations = [], []
         for idx in range(count):
-            img, objects = make_image(rng, max_objects)
+            img, objects = make_scene_image(rng, max_objects)
             file_name = f'{split}_{idx:04d}.png'
             img.save(osp.join(img_dir, file_name))
             image_id = idx + 1

@@ -1,4 +1,4 @@
-"""What ``tools/train.py`` and ``tools/test.py`` do before building a Runner.
+"""What ``tools/train.py`` and ``tools/test.py`` do before building a Runner and after it.
 
 Kept here (not in the scripts) so the scripts stay thin and the steps are importable and tested:
 pick the toolbox from the config's ``default_scope``, load checkpoints safely, run multi-process
@@ -15,6 +15,8 @@ import torch
 
 from kw_mm.apis import build_model, register_toolbox  # noqa: F401 (the tools' entry points)
 from kw_mm.utils.checkpoint import allow_mmengine_checkpoints, load_file
+
+from .config_checks import check_cfg_options
 
 DATALOADERS = ('train_dataloader', 'val_dataloader', 'test_dataloader')
 EVALUATORS = ('val_evaluator', 'test_evaluator')
@@ -86,6 +88,27 @@ def setup_cpu_distributed(cfg: Any, launcher: str) -> bool:
         kwargs = {'timeout': timedelta(seconds=timeout)} if timeout else {}
         dist.init_process_group(backend='gloo', **kwargs)
     return True
+
+
+def close_distributed(succeeded: bool) -> None:
+    """Destroy the default process group, if this process (or mmengine) created one.
+
+    Called in a ``finally`` by the tools: without it gloo's threads are torn down at
+    interpreter exit, where one of them can still be joinable and the process dies with
+    ``terminate called without an active exception`` (SIGABRT) after a run that succeeded,
+    failing the whole torchrun launch. After a success every process first waits for the others
+    (a barrier), so no process tears its group down while another still talks to it; after a
+    failure the group is destroyed at once and the exception goes on (torchrun then stops the
+    other processes and fails the launch).
+    """
+    import torch.distributed as dist
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    try:
+        if succeeded:
+            dist.barrier()
+    finally:
+        dist.destroy_process_group()
 
 
 # ---------------------------------------------------------------------- data roots
@@ -178,17 +201,22 @@ def add_runner_args(parser: argparse.ArgumentParser) -> None:
                         'dataset to PATH')
     parser.add_argument('--launcher', choices=LAUNCHERS, default='none', help='job launcher')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    parser.add_argument('--verbose', action='store_true',
+                        help="print mmengine's environment dump and the full config (they are "
+                        'always in the log file)')
 
 
 def apply_runner_args(cfg: Any, args: argparse.Namespace) -> Any:
     """Apply the options of :func:`add_runner_args` to ``cfg`` (in place, returned).
 
-    ``data_root`` in ``--cfg-options`` moves every dataset (:func:`override_data_root`); the work
+    ``data_root`` in ``--cfg-options`` moves every dataset (:func:`override_data_root`); an
+    override whose parent does not exist is refused (:func:`check_cfg_options`); the work
     directory defaults to ``work_dirs/<config name>`` as in mmpretrain and mmdet.
     """
     set_local_rank_env(args.local_rank)
     cfg_options = dict(args.cfg_options or {})
     data_root = pop_data_root(cfg_options)
+    check_cfg_options(cfg, cfg_options)
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
     if data_root is not None:

@@ -59,3 +59,28 @@ class TinyKWNet(BaseModel):
         if mode == 'predict':
             return list(logits.argmax(dim=1))
         return logits
+
+
+class TinyDynamicNet(BaseModel):
+    """A DY-Conv and an ODConv convolution and a classifier; ``calls`` as :class:`TinyKWNet`
+    with the softmax temperature."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        from kw_mm.cnn.dynamic import DyConv2d, ODConv2d
+        self.conv1 = DyConv2d(3, 8, 3, padding=1)
+        self.conv2 = ODConv2d(8, 8, 3, padding=1)
+        self.fc = nn.Linear(8, 2)
+        self.calls = []
+
+    def forward(self, inputs, data_samples=None, mode='tensor'):
+        from kw_mm.cnn.dynamic import get_softmax_temperature
+        x = torch.stack(inputs) if isinstance(inputs, (list, tuple)) else inputs
+        logits = self.fc(self.conv2(F.relu(self.conv1(x))).mean(dim=(2, 3)))
+        self.calls.append((mode, get_softmax_temperature(self),
+                           bool(torch.isfinite(logits).all())))
+        if mode == 'loss':
+            return dict(loss=F.cross_entropy(logits, torch.as_tensor(data_samples)))
+        if mode == 'predict':
+            return list(logits.argmax(dim=1))
+        return logits

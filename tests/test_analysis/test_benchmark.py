@@ -106,6 +106,7 @@ print(mode, bm.environment()['allocator'], min(faults))
 '''
 
 
+@pytest.mark.slow  # starts a subprocess
 @pytest.mark.parametrize('mode', ['warm', 'system'])
 def test_allocator_regime(mode):
     """'warm' keeps a freed 64 MB block for the next one (no new page faults); the system

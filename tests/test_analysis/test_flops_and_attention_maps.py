@@ -85,6 +85,7 @@ def printed_count(stdout: str, label: str) -> int:
     return int(match.group(1).replace(',', ''))
 
 
+@pytest.mark.slow  # starts a subprocess
 def test_get_flops_cli():
     proc = subprocess.run([sys.executable, 'tools/analysis/get_flops.py', DEMO_CFG, '--shape',
                            '32'], cwd=ROOT, capture_output=True, text=True, timeout=300)
@@ -129,6 +130,7 @@ def test_plot_warehouse_writes_png(tmp_path):
         assert f.read(8) == b'\x89PNG\r\n\x1a\n'
 
 
+@pytest.mark.slow  # starts a subprocess
 def test_vis_attention_cli(tmp_path):
     paths = write_classification_set(str(tmp_path / 'data'), num_train=1, num_val=2,
                                      image_size=32)

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 
 from kw_mm import get_temperature, set_temperature
 from kw_mm.cnn import KWConv1d, KWConv2d, KWConv3d, KWConvNd, KWLinear, WarehouseManager
+from tests.helpers.kw_oracle import assemble_kernel, kw_alpha
 
 CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 KW_MM_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'kw_mm')
@@ -30,34 +31,14 @@ def oracle(layer: KWConvNd, x: torch.Tensor, t: float) -> torch.Tensor:
     """Output of one KW convolution in eval mode, computed sample by sample."""
     att = layer.attention
     assert not att.use_basis
-    batch, cin = x.shape[:2]
-    n, m = att.num_cells, att.num_mixtures
-    pooled = x.reshape(batch, cin, -1).mean(-1)
-    h = pooled @ att.fc1.weight.t()
-    if att.fc1.bias is not None:
-        h = h + att.fc1.bias
-    bn = att.norm1
-    h = (h - bn.running_mean) / torch.sqrt(bn.running_var + bn.eps) * bn.weight + bn.bias
-    z = (torch.relu(h) @ att.fc2.weight.t() + att.fc2.bias).reshape(batch, m, n + 1)
-    a = z / (z.abs().sum(-1, keepdim=True) + 1e-3)
-    alpha = ((1 - t) * a + t * att.beta)[..., :n]
-
+    alpha, _ = kw_alpha(att, x, t)
     cells = layer.cells
-    co, ci = cells.shape[1:3]
     cout, cin_g = layer.out_channels, layer.in_channels // layer.groups
-    go, gi = cout // co, cin_g // ci
-    spatial = math.prod(layer.kernel_size)
-    assert spatial * go * gi == m
-    flat = cells.reshape(n, co, ci)
+    assert math.prod(layer.kernel_size) * cout // cells.shape[1] * cin_g // cells.shape[2] == \
+        att.num_mixtures
     outs = []
-    for b in range(batch):
-        weight = x.new_zeros(cout, cin_g, spatial)
-        for s in range(spatial):
-            for o in range(go):
-                for i in range(gi):
-                    j = (s * go + o) * gi + i
-                    cell = sum(alpha[b, j, k] * flat[k] for k in range(n))
-                    weight[o * co:(o + 1) * co, i * ci:(i + 1) * ci, s] = cell
+    for b in range(x.shape[0]):
+        weight = assemble_kernel(alpha[b], cells, cout, cin_g)
         weight = weight.reshape(cout, cin_g, *layer.kernel_size)
         outs.append(CONV[layer.dim](x[b:b + 1], weight, layer.bias, layer.stride, layer.padding,
                                     layer.dilation, layer.groups))
@@ -107,7 +88,7 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize('impl', ['fast', 'reference'])
+@pytest.mark.parametrize('impl', ['fast', 'reference', 'export'])
 @pytest.mark.parametrize('t', [0.0, 0.5, 1.0])
 @pytest.mark.parametrize('name', sorted(CASES))
 def test_kw_conv_matches_independent_oracle(name, t, impl):
@@ -131,9 +112,11 @@ def test_kw_conv_matches_independent_oracle(name, t, impl):
     assert torch.allclose(alpha[0], alpha[1]) == (t == 1.0)
 
 
+@pytest.mark.parametrize('impl', ['fast', 'export'])
 @pytest.mark.parametrize('t', [0.0, 0.5, 1.0])
-def test_kw_linear_matches_independent_oracle(t):
+def test_kw_linear_matches_independent_oracle(t, impl):
     """KWLinear is a KW 1-D convolution of kernel size 1 over the tokens of each sample."""
+    from kw_mm.cnn import use_kw_impl
     torch.manual_seed(0)
     net = Net([dict(in_channels=12, out_channels=20, layer_type='linear', warehouse_name='w'),
                dict(in_channels=8, out_channels=4, layer_type='linear', warehouse_name='w')]
@@ -145,7 +128,7 @@ def test_kw_linear_matches_independent_oracle(t):
     gen = torch.Generator().manual_seed(1)
     vectors = torch.randn(3, 12, dtype=torch.float64, generator=gen)  # [B, C]
     tokens = torch.randn(3, 5, 12, dtype=torch.float64, generator=gen)  # [B, T, C]
-    with torch.no_grad():
+    with torch.no_grad(), use_kw_impl(impl):
         out_vectors, out_tokens = linear(vectors), linear(tokens)
     expected = oracle(linear.conv, vectors[:, :, None], t)[:, :, 0]
     torch.testing.assert_close(out_vectors, expected, rtol=1e-10, atol=1e-10)
@@ -214,7 +197,7 @@ def test_temperature_is_runtime_state_not_saved():
     (dict(cell_num_ratio=[1, 2]), [spec(8, 8, 1, 'conv2d')],
      r"cell_num_ratio has 2 values for 1 warehouses \['w'\]"),
     (dict(cell_num_ratio=dict(v=1)), [spec(8, 8, 1, 'conv2d')],
-     r'cell_num_ratio has no entry for warehouse'),  # a KeyError: str() quotes it
+     r"cell_num_ratio \{'v': 1\} has no entry for warehouse 'w'"),
     (dict(norm='GN'), [], r"norm must be one of \['BN', 'LN'\], got 'GN'"),
 ])
 def test_bad_warehouse_arguments_name_the_value(kwargs, specs, match):
@@ -236,6 +219,7 @@ def test_bad_layer_arguments():
         layer(torch.randn(1, 8, 5, 5))
 
 
+@pytest.mark.slow  # starts a subprocess
 def test_kw_mm_works_without_mmdet():
     """kw_mm's layers, models and hooks import nothing from mmdet: with mmdet unimportable
     (mmpretrain imports it only if it is installed), kw_mm imports and builds a KW backbone."""

@@ -274,6 +274,7 @@ def test_choosing_the_ema_weights(tmp_path):
         unwrap_official({'epoch': 3})
 
 
+@pytest.mark.slow  # starts a subprocess
 def test_command_line_end_to_end(tmp_path):
     from mmengine.runner import load_checkpoint
     name = 'kw4x_mobilenetv2_050'

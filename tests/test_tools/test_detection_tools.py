@@ -14,7 +14,7 @@ from PIL import Image
 
 from kw_mm.demo_data.coco import CLASSES, write_coco_set
 
-from tests.helpers.tool_runs import ROOT, check, free_port, run
+from tests.helpers.tool_runs import ROOT, check, run
 
 DEMO_DET = osp.join(ROOT, 'configs', 'demo', 'mask-rcnn_kw-r18_demo-coco.py')
 
@@ -60,30 +60,23 @@ def test_demo_coco_set_is_deterministic_and_valid(tmp_path):
 @pytest.fixture(scope='module')
 def demo_det(tmp_path_factory):
     """The demo detector trained for 2 epochs of 2 iterations by 2 gloo processes, from a
-    kw_mm classification checkpoint of its backbone."""
-    from mmpretrain.registry import MODELS
-    from mmpretrain.utils import register_all_modules
-    register_all_modules(init_default_scope=False)
-    import kw_mm  # noqa: F401
+    kw_mm classification checkpoint of its backbone: one run of tools/dist_exit_check.py."""
     tmp = tmp_path_factory.mktemp('demo_det')
-    paths = write_coco_set(str(tmp / 'data'), num_train=8, num_val=4)
-    torch.manual_seed(0)
-    cls = MODELS.build(dict(type='ImageClassifier',
-                            backbone=dict(type='kw_mm.KWResNet', depth=18, budget=1.0),
-                            neck=dict(type='GlobalAveragePooling'),
-                            head=dict(type='LinearClsHead', num_classes=6, in_channels=512)))
-    ckpt = str(tmp / 'cls.pth')
-    torch.save(dict(meta=dict(epoch=1), state_dict=cls.state_dict()), ckpt)
-    work_dir = tmp / 'work'
-    proc = run(['bash', 'tools/dist_train.sh', DEMO_DET, '2', '--work-dir', str(work_dir),
-                '--cfg-options', f"data_root={paths['data_root']}",
-                f'model.backbone.init_cfg.checkpoint={ckpt}', 'train_cfg.max_epochs=2',
-                'train_cfg.val_interval=2', 'train_dataloader.batch_size=2',
-                'default_hooks.logger.interval=1'],
-               PORT=str(free_port()))
-    return dict(proc=proc, work_dir=work_dir, tmp=tmp, paths=paths, cls=cls)
+    proc = run([sys.executable, 'tools/dist_exit_check.py', '--runs', '1', '--out', str(tmp)])
+    return dict(proc=proc, work_dir=tmp / 'run_00', tmp=tmp,
+                paths=dict(data_root=str(tmp / 'data' / 'coco')))
 
 
+@pytest.mark.slow
+def test_dist_exit_check_counts_one_clean_exit(demo_det):
+    """The script exits 0 and says so only if the torchrun launch exited 0 (no process of the
+    run died at teardown)."""
+    check(demo_det['proc'])
+    assert demo_det['proc'].stdout.splitlines()[-2:] == [
+        'run 1/1: exit 0', f"1/1 runs exited 0 (2 processes each; outputs in {demo_det['tmp']})"]
+
+
+@pytest.mark.slow
 def test_dist_train_demo_detector_two_gloo_processes(demo_det):
     check(demo_det['proc'])
     work_dir = demo_det['work_dir']
@@ -102,6 +95,7 @@ def test_dist_train_demo_detector_two_gloo_processes(demo_det):
     assert osp.basename(open(work_dir / 'last_checkpoint').read().strip()) == 'epoch_2.pth'
 
 
+@pytest.mark.slow
 def test_test_py_prints_coco_box_and_mask_ap(demo_det):
     check(demo_det['proc'])
     ckpt = open(demo_det['work_dir'] / 'last_checkpoint').read().strip()
@@ -119,6 +113,7 @@ def test_test_py_prints_coco_box_and_mask_ap(demo_det):
 
 
 # ---------------------------------------------------------------------- released checkpoint
+@pytest.mark.slow  # starts a subprocess
 def test_released_checkpoint_converts_and_initializes_the_detector(tmp_path):
     """Step 1 and the init of step 2 of docs/detection.md: a checkpoint in the reference
     release's format (random tensors with the released keys and shapes of kw1x_resnet50)

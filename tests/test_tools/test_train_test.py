@@ -18,38 +18,7 @@ from kw_mm.demo_data.classification import write_classification_set
 from kw_mm.runner.launch import (build_model, check_checkpoint_file, check_data_roots,
                                 override_data_root, use_safe_checkpoint_loader)
 
-from tests.helpers.tool_runs import ROOT, check, free_port, run
-
-DEMO_CFG = osp.join(ROOT, 'configs', 'demo', 'kw1x-resnet18_demo-cls.py')
-
-
-TINY_CFG = """
-_base_ = {base!r}
-classes = ('circle', 'square')
-model = dict(head=dict(num_classes=2))
-data_preprocessor = dict(num_classes=2)
-train_dataloader = dict(batch_size=2,
-                        dataset=dict(data_root={root!r}, metainfo=dict(classes=classes)))
-val_dataloader = dict(batch_size=4,
-                      dataset=dict(data_root={root!r}, metainfo=dict(classes=classes)))
-test_dataloader = val_dataloader
-train_cfg = dict(max_epochs=2, val_interval=2)
-param_scheduler = [dict(type='ConstantLR', factor=1.0, by_epoch=True, begin=0, end=100)]
-custom_hooks = [dict(type='kw_mm.KWTemperatureHook', anneal_epochs=1)]
-default_hooks = dict(logger=dict(interval=1), checkpoint=dict(interval=1, max_keep_ckpts=3))
-"""
-
-
-@pytest.fixture(scope='module')
-def tiny(tmp_path_factory):
-    """Two demo classes (4 train / 6 val images each) and a config training KW ResNet18 on them."""
-    tmp = tmp_path_factory.mktemp('tools')
-    paths = write_classification_set(str(tmp / 'data'), num_train=4, num_val=6, image_size=32,
-                                     classes=('circle', 'square'))
-    cfg = tmp / 'tiny_cls.py'
-    cfg.write_text(TINY_CFG.format(base=DEMO_CFG, root=paths['data_root']))
-    return dict(tmp=tmp, cfg=str(cfg), data_root=paths['data_root'])
-
+from tests.helpers.tool_runs import ROOT, check, evaluate_top1, free_port, printed_top1, run
 
 @pytest.fixture(scope='module')
 def dist_run(tiny):
@@ -60,6 +29,7 @@ def dist_run(tiny):
     return dict(proc=proc, work_dir=work_dir)
 
 
+@pytest.mark.slow  # starts a subprocess
 def test_dist_train_two_processes_and_reload(tiny, dist_run):
     check(dist_run['proc'])
     work_dir = dist_run['work_dir']
@@ -67,6 +37,14 @@ def test_dist_train_two_processes_and_reload(tiny, dist_run):
     # mmengine's environment summary: 2 processes ("GPU number" is its name for the world size)
     assert "dist_cfg: {'backend': 'gloo'}" in log and 'Distributed training: True' in log
     assert 'GPU number: 2' in log
+    # the console shows what a person needs; the environment dump and the config are in the log
+    out = dist_run['proc'].stdout
+    assert 'System environment' in log and 'System environment' not in out
+    assert f'environment and full config: in {work_dir}' in out
+    header = (f'train: config {tiny["cfg"]}; work dir {work_dir}; 2 epochs; t anneals from 1 '
+              'to 0 over 1 epochs')
+    assert header in out.splitlines()
+    assert re.search(r'^==== last validation of .*\ntop-1 accuracy \(%\): [0-9.]+$', out, re.M)
     # 8 training images, 2 processes x batch 2: 2 iterations per epoch, 2 epochs
     rows = [json.loads(line)
             for line in open(glob.glob(str(work_dir / '*' / 'vis_data' / 'scalars.json'))[0])]
@@ -83,40 +61,16 @@ def test_dist_train_two_processes_and_reload(tiny, dist_run):
     # No temperature is stored; it follows from the iteration and the schedule, with the
     # epoch length of the 2-process run (2 iterations), not of a later 1-process evaluation.
     assert not any('temperature' in key for key in checkpoint['meta'])
+    # the random states of both processes, gathered at the end of the epoch (rank 0 saves)
+    states = checkpoint['random_states']
+    assert states['at_epoch_end'] and len(states['per_rank']) == 2
     assert checkpoint_temperature(checkpoint, 1) == 0.0
     assert checkpoint_temperature(checkpoint, 4) == pytest.approx(1 - 4 / 8)
     for key, value in model.state_dict().items():
         assert torch.equal(value, checkpoint['state_dict'][key]), key
 
 
-def evaluate_top1(config: str, checkpoint: str, temperature: float) -> float:
-    """Top-1 (%) of ``checkpoint`` on the config's test set at ``temperature``, computed here
-    (the model's logits against the labels), without tools/test.py, its Runner or evaluator."""
-    cfg = Config.fromfile(config)
-    model = build_model(cfg).eval()
-    load_checkpoint(model, checkpoint, map_location='cpu', strict=True)
-    set_temperature(model, temperature)
-    loader = Runner.build_dataloader(dict(cfg.test_dataloader, num_workers=0,
-                                          persistent_workers=False))
-    correct = total = 0
-    with torch.no_grad():
-        for batch in loader:
-            data = model.data_preprocessor(batch, False)
-            predicted = model(data['inputs'], mode='tensor').argmax(dim=1)
-            labels = torch.cat([sample.gt_label for sample in data['data_samples']])
-            correct += int((predicted == labels).sum())
-            total += len(labels)
-    assert total == 12  # 2 classes x 6 validation images
-    return 100.0 * correct / total
-
-
-def printed_top1(stdout: str) -> float:
-    match = re.search(r'top-1 accuracy \(%\): ([0-9.]+)\s+\(2 classes, chance 50.00\)', stdout)
-    assert match, stdout
-    assert re.search(r'accuracy/top1\s+[0-9.]+', stdout)
-    return float(match.group(1))
-
-
+@pytest.mark.slow  # starts a subprocess
 def test_test_py_evaluates_checkpoint(tiny, dist_run):
     check(dist_run['proc'])
     use_safe_checkpoint_loader()
@@ -132,25 +86,30 @@ def test_test_py_evaluates_checkpoint(tiny, dist_run):
     last_val = [r for r in rows if 'accuracy/top1' in r][-1]
     assert (last_val['step'], top1) == (2, pytest.approx(last_val['accuracy/top1'], abs=0.005))
 
-    # Under a schedule of T = 4 epochs the same checkpoint (iteration 4, 2 iterations per epoch
-    # in its 2-process run) is mid-anneal: tools/test.py derives t = 1 - 4 / 8 from the config.
+    # A command-line schedule other than the run's (T = 4 epochs would put this checkpoint,
+    # iteration 4 of 2-iteration epochs, at t = 0.5): the checkpoint's stored config wins.
     proc = check(run([sys.executable, 'tools/test.py', tiny['cfg'], ckpt, '--work-dir',
                       str(tiny['tmp'] / 'test_t'), '--cfg-options',
                       'custom_hooks.0.anneal_epochs=4']))
-    assert 'KWTemperatureHook: evaluating at t = 0.5 ' in proc.stdout + proc.stderr
-    assert printed_top1(proc.stdout) == pytest.approx(evaluate_top1(tiny['cfg'], ckpt, 0.5),
-                                                      abs=0.005)
+    out = proc.stdout + proc.stderr
+    assert (f"{ckpt} was trained with KWTemperatureHook(anneal_epochs=1) (t = 0 at its last "
+            "iteration), the config says KWTemperatureHook(anneal_epochs=4): using the "
+            "checkpoint's") in proc.stdout
+    assert 'KWTemperatureHook: evaluating at t = 0 ' in out
+    assert printed_top1(proc.stdout) == pytest.approx(top1, abs=0.005)
 
 
+@pytest.mark.slow  # starts a subprocess
 def test_train_py_resumes_from_a_checkpoint(tiny, dist_run):
     check(dist_run['proc'])
     work_dir = tiny['tmp'] / 'resume'
     # single process, from the distributed run's epoch 1 (t was 0.5 there), one more epoch
     proc = check(run([sys.executable, 'tools/train.py', tiny['cfg'], '--work-dir', str(work_dir),
                       '--resume', str(dist_run['work_dir'] / 'epoch_1.pth'),
-                      '--cfg-options', 'train_cfg.max_epochs=2',
+                      '--verbose', '--cfg-options', 'train_cfg.max_epochs=2',
                       'train_dataloader.batch_size=4']))
     log = proc.stdout + proc.stderr
+    assert 'System environment' in proc.stdout  # --verbose: mmengine's dump on the console
     assert 'resumed epoch: 1, iter: 2' in log
     rows = [json.loads(line)
             for line in open(glob.glob(str(work_dir / '*' / 'vis_data' / 'scalars.json'))[0])]
@@ -160,6 +119,7 @@ def test_train_py_resumes_from_a_checkpoint(tiny, dist_run):
     assert temps == pytest.approx([0.0, 0.0])
 
 
+@pytest.mark.slow  # starts a subprocess
 def test_clear_errors(tiny, tmp_path):
     use_safe_checkpoint_loader()
     model = nn.Linear(2, 2)

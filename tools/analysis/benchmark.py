@@ -18,6 +18,10 @@ Examples:
     python tools/analysis/benchmark.py --explain configs/kw1x-resnet18_8xb32_in1k.py
     # also measure with one core kept busy by a competing process
     python tools/analysis/benchmark.py --preset paper-cpu --load
+    # side by side: plain (first), DY-Conv, ODConv, CondConv, KW, KW* in one interleaved run
+    python tools/analysis/benchmark.py --side-by-side rivals-mobilenet-v2
+    python tools/analysis/benchmark.py --side-by-side configs/resnet18_8xb32_in1k.py \
+        configs/dyconv4x-resnet18_8xb32_in1k.py configs/kw1x-resnet18_8xb32_in1k.py
 
 Every table is headed by the machine: CPU model, cache sizes, threads and the GEMM rate measured
 at the start, from which the limit columns are computed (kw_mm/analysis/limit.py).
@@ -38,6 +42,9 @@ def parse_args() -> argparse.Namespace:
                         help='KW configs or paper variants, optionally KW:PLAIN')
     parser.add_argument('--preset', choices=['paper-cpu'], help='a predefined set and settings')
     parser.add_argument('--layer', help='one KW layer: CIN,COUT,K[,STRIDE[,GROUPS]]')
+    parser.add_argument('--side-by-side', nargs='+', metavar='MODEL',
+                        help='a preset (rivals-resnet50, rivals-mobilenet-v2, rivals-resnet18) '
+                        'or configs, the plain one first: every model in one interleaved run')
     parser.add_argument('--layer-profile', metavar='MODEL',
                         help='time every KW layer of MODEL alone against a plain conv')
     parser.add_argument('--budget', type=float, default=1.0, help='--layer: warehouse budget b')
@@ -107,6 +114,22 @@ def main() -> None:
                                  args.budget, max(args.reps, 5), args.warmup, args.channels_last)
         print(bm.format_layer_rows([row]))
         report['layers'] = [row]
+    elif args.side_by_side:
+        from kw_mm.analysis import side_by_side as sbs
+        models = args.side_by_side
+        if len(models) == 1 and models[0] in sbs.SIDE_BY_SIDE_PRESETS:
+            models = sbs.SIDE_BY_SIDE_PRESETS[models[0]]
+        elif len(models) == 1:
+            sys.exit(f'--side-by-side wants a preset {sorted(sbs.SIDE_BY_SIDE_PRESETS)} or two or '
+                     f'more models (the plain one first), got {models}')
+        print(f'side by side, {models[0]} as the plain model (threads={threads}, '
+              f'batch={batch})', flush=True)
+        result = sbs.benchmark_side_by_side(
+            models, batch, args.size or 224, args.reps, args.warmup,
+            [m for m in args.metrics.split(',') if m], not args.no_memory)
+        print()
+        print(sbs.format_side_by_side(result))
+        report['side_by_side'] = result.to_dict()
     elif args.layer_profile:
         from kw_mm.analysis import limit as lm
         from kw_mm.analysis.machine import machine_report

@@ -3,12 +3,13 @@
 Example:
     python tools/analysis/model_zoo.py                 # all variants, with FLOPs
     python tools/analysis/model_zoo.py kw1x_resnet50 --no-flops --json zoo.json
+    python tools/analysis/model_zoo.py --readme        # the README's table, from the index
 """
 import argparse
 import json
 import time
 
-from kw_mm.analysis.model_zoo import format_table, variants, zoo_row
+from kw_mm.analysis.model_zoo import format_table, readme_table, variants, zoo_row
 
 
 def parse_args() -> argparse.Namespace:
@@ -16,11 +17,17 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('names', nargs='*', help='paper variant names (default: all)')
     parser.add_argument('--no-flops', action='store_true', help='skip the FLOPs count')
     parser.add_argument('--json', help='also write the rows to this JSON file')
+    parser.add_argument('--readme', action='store_true',
+                        help="print the README's model-zoo table (from the model index, no "
+                        'model is built) and exit')
     return parser.parse_args()
 
 
 def main() -> None:
     args = parse_args()
+    if args.readme:
+        print(readme_table())
+        return
     rows = []
     selected = variants(args.names)
     for i, variant in enumerate(selected, 1):

@@ -19,9 +19,11 @@ from mmengine.config import Config, DictAction
 from mmengine.runner import Runner, load_checkpoint
 
 from kw_mm import set_temperature
-from kw_mm.engine.hooks.kw_temperature_hook import temperature_hook_in
 from kw_mm.analysis.attention_maps import AttentionRecorder, plot_warehouse
 from kw_mm.apis import build_model, register_toolbox
+from kw_mm.engine import follow_checkpoint_schedule
+from kw_mm.engine.hooks.kw_temperature_hook import temperature_hook_in
+from kw_mm.runner.config_checks import check_cfg_options
 from kw_mm.runner.launch import (check_checkpoint_file, check_data_roots, override_data_root,
                                 use_safe_checkpoint_loader)
 
@@ -48,6 +50,7 @@ def main() -> None:
         raise ValueError(f'--max-images must be >= 1, got {args.max_images}')
     cfg = Config.fromfile(args.config)
     if args.cfg_options:
+        check_cfg_options(cfg, args.cfg_options)
         cfg.merge_from_dict(args.cfg_options)
     if args.data:
         override_data_root(cfg, args.data)
@@ -57,8 +60,12 @@ def main() -> None:
     model = build_model(cfg)
     checkpoint = load_checkpoint(model, args.checkpoint, map_location='cpu', strict=True)
     # The attentions the model was validated with: the t of the checkpoint's last training
-    # iteration under the config's schedule (0 after the anneal, for a released state dict and
-    # for configs without the hook, such as fine-tuning).
+    # iteration under the schedule of the run that saved it (its stored config when it has one,
+    # else this config's; 0 after the anneal, for a released state dict and for configs without
+    # the hook, such as fine-tuning).
+    changed = follow_checkpoint_schedule(cfg, checkpoint, args.checkpoint)
+    if changed:
+        print(changed)
     hook = temperature_hook_in(cfg)
     t = hook.checkpoint_temperature(checkpoint) if hook is not None else None
     set_temperature(model, 0.0 if t is None else t)

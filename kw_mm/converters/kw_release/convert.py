@@ -285,7 +285,7 @@ class Target:
 def resolve_variant(name: str) -> Variant:
     """A paper variant by kw_mm name or by the reference release's name."""
     try:
-        return get_model_index().variant(name)
+        return get_model_index().get_variant(name)
     except KeyError as err:
         raise OfficialCheckpointError(err.args[0]) from None
 

@@ -31,38 +31,48 @@ class KWFinetuneHook(BaseTemperatureHook):
     A model without KW layers (a plain baseline) is left untouched, which lets every detection
     config carry the hook.
 
+    The hook family: a subclass holds another method's layers at their trained temperature by
+    overriding the class attributes below
+    (:class:`~kw_mm.engine.hooks.DynamicConvFinetuneHook`: DY-Conv and ODConv at t = 1).
+
     Example:
         >>> custom_hooks = [dict(type='kw_mm.KWFinetuneHook')]
     """
 
     priority = 'HIGH'  # before hooks that may run a forward pass in the same stage
+    #: The fine-tuning temperature and the hooks it excludes.
+    temperature = 0.0
+    conflicting_hooks = CONFLICTING_HOOKS
 
     def __init__(self) -> None:
         self._announced = False
 
+    def announcement(self, count: int, model, stage: str) -> str:
+        """What the hook logs once when it reached ``count`` attentions."""
+        return (f'KWFinetuneHook: KernelWarehouse attention initialization disabled for the '
+                f'whole run (from {stage}): temperature t = 0 on {count} KW attentions of '
+                f'{type(model).__name__}; beta never enters the forward pass.')
+
     def _disable_init(self, runner, stage: str) -> int:
-        """Set t = 0 on every KW attention; log once per run what was done."""
+        """Set the fine-tuning temperature on every attention; log once per run what was done."""
         model = self.unwrapped_model(runner)
-        count = self.apply_temperature(runner, 0.0)
+        count = self.apply_temperature(runner, self.temperature)
         if not self._announced:
             self._announced = True
             if count:
-                runner.logger.info(
-                    f'KWFinetuneHook: KernelWarehouse attention initialization disabled for the '
-                    f'whole run (from {stage}): temperature t = 0 on {count} KW attentions of '
-                    f'{type(model).__name__}; beta never enters the forward pass.')
+                runner.logger.info(self.announcement(count, model, stage))
             else:
-                runner.logger.info(f'KWFinetuneHook: {type(model).__name__} has no '
-                                   'KernelWarehouse layer; nothing to do.')
+                runner.logger.info(f'{type(self).__name__}: {type(model).__name__} has no '
+                                   f'{self.family} layer; nothing to do.')
         return count
 
     def before_run(self, runner) -> None:
         others = [type(h).__name__ for h in getattr(runner, 'hooks', ())
-                  if isinstance(h, CONFLICTING_HOOKS)]
+                  if isinstance(h, self.conflicting_hooks)]
         if others:
-            raise ValueError(f'KWFinetuneHook keeps the temperature at 0 for fine-tuning, but the '
-                             f'config also has {others}, which anneals it; remove one of them '
-                             'from custom_hooks')
+            raise ValueError(f'{type(self).__name__} keeps the temperature at '
+                             f'{self.temperature:g} for fine-tuning, but the config also has '
+                             f'{others}, which anneals it; remove one of them from custom_hooks')
 
     def before_train(self, runner) -> None:
         self._disable_init(runner, 'training')

@@ -68,18 +68,38 @@ def checkpoint_temperature(checkpoint: Any, anneal_epochs: float) -> Optional[fl
     return temperature_at(iteration - 1, anneal_epochs, max_iters / max_epochs)
 
 
+def unfinished_anneal(anneal_epochs: float, max_epochs: Any) -> Optional[str]:
+    """A one-line explanation if an anneal of ``anneal_epochs`` cannot end within ``max_epochs``
+    (the model would be trained, and its last checkpoint saved, at t > 0), else None."""
+    if not isinstance(max_epochs, (int, float)) or anneal_epochs <= max_epochs:
+        return None
+    t_end = 1.0 - max_epochs / anneal_epochs
+    return (f'KWTemperatureHook anneals t from 1 to 0 over {anneal_epochs:g} epochs but the run '
+            f'has max_epochs={max_epochs}: it would end at t = {t_end:g}, a model that only '
+            'works at that temperature; lower anneal_epochs or raise train_cfg.max_epochs, or '
+            'allow it on purpose (KWTemperatureHook(allow_unfinished_anneal=True), '
+            'tools/train.py --allow-unfinished-anneal)')
+
+
+def temperature_hook_cfg_in(cfg: Mapping) -> Optional[Mapping]:
+    """The config entry of the KWTemperatureHook in ``cfg.custom_hooks``, or None."""
+    for hook in cfg.get('custom_hooks') or []:
+        kind = hook.get('type') if isinstance(hook, Mapping) else None
+        hook_class = HOOKS.get(kind) if isinstance(kind, str) else kind
+        if isinstance(hook_class, type) and issubclass(hook_class, KWTemperatureHook):
+            return hook
+    return None
+
+
 def temperature_hook_in(cfg: Mapping) -> Optional['KWTemperatureHook']:
     """The KWTemperatureHook of a config's ``custom_hooks``, built, or None if it has none.
 
     For tools that evaluate a checkpoint without a Runner (``tools/analysis/vis_attention.py``).
     """
-    for hook in cfg.get('custom_hooks') or []:
-        kind = hook.get('type') if isinstance(hook, Mapping) else None
-        hook_class = HOOKS.get(kind) if isinstance(kind, str) else kind
-        if isinstance(hook_class, type) and issubclass(hook_class, KWTemperatureHook):
-            return KWTemperatureHook(**{k: v for k, v in hook.items()
-                                        if k not in ('type', 'priority')})
-    return None
+    hook = temperature_hook_cfg_in(cfg)
+    if hook is None:
+        return None
+    return KWTemperatureHook(**{k: v for k, v in hook.items() if k not in ('type', 'priority')})
 
 
 @HOOKS.register_module()
@@ -108,56 +128,85 @@ class KWTemperatureHook(BaseTemperatureHook):
     Every training iteration writes ``kw_temperature`` to the run's scalars, so it is logged
     next to the loss and lands in ``vis_data/scalars.json``.
 
+    The hook family: subclasses anneal another method's temperature with the same linear
+    schedule, from :attr:`start` to :attr:`end` (``t = end + (start - end) * f`` with
+    ``f = max(0, 1 - (iter + 1) / (T * iters_per_epoch))``), by overriding the class attributes
+    below (e.g. :class:`~kw_mm.engine.hooks.DynamicConvTemperatureHook`: DY-Conv and ODConv,
+    30 -> 1).
+    A run whose anneal cannot end within ``max_epochs`` is refused before its first iteration
+    (it would train a model that only works at the final t > 0), unless
+    ``allow_unfinished_anneal=True`` says it is meant (then a warning is logged).
+
     Args:
         anneal_epochs (float): ``T``, the number of epochs over which ``t`` falls from 1 to 0
             (a fraction is allowed). Must be > 0.
+        allow_unfinished_anneal (bool): Train even if ``T > max_epochs``. Defaults to False.
 
     Example:
         >>> custom_hooks = [dict(type='kw_mm.KWTemperatureHook', anneal_epochs=10)]
     """
 
     priority = 'NORMAL'
+    #: The temperature before the first iteration and after the anneal.
+    start, end = 1.0, 0.0
+    #: The scalar it logs.
+    scalar_key = SCALAR_KEY
 
-    def __init__(self, anneal_epochs: float) -> None:
+    def __init__(self, anneal_epochs: float, allow_unfinished_anneal: bool = False) -> None:
         if isinstance(anneal_epochs, bool) or not isinstance(anneal_epochs, (int, float)):
             raise TypeError(f'anneal_epochs must be a number > 0, got {anneal_epochs!r}')
         if not math.isfinite(anneal_epochs) or anneal_epochs <= 0:
             raise ValueError(f'anneal_epochs (T) must be > 0 (epochs over which the KW '
                              f'temperature falls from 1 to 0), got {anneal_epochs!r}')
         self.anneal_epochs = float(anneal_epochs)
+        self.allow_unfinished_anneal = bool(allow_unfinished_anneal)
         self._iters_per_epoch: Optional[int] = None  # known while training
         self._loaded_temperature: Optional[float] = None  # of a loaded checkpoint
 
     # ------------------------------------------------------------------ helpers
+    def schedule(self, fraction: float) -> float:
+        """The temperature at ``fraction`` (1 -> 0) of the anneal: from start to end."""
+        return self.end + (self.start - self.end) * fraction
+
     def current_temperature(self, runner) -> float:
-        """Temperature of the last training iteration run so far (1 before the first)."""
+        """Temperature of the last training iteration run so far (start before the first)."""
         if not runner.iter:
-            return 1.0
-        return temperature_at(runner.iter - 1, self.anneal_epochs, self._iters_per_epoch)
+            return self.start
+        return self.schedule(
+            temperature_at(runner.iter - 1, self.anneal_epochs, self._iters_per_epoch))
 
     # ------------------------------------------------------------------ training
     def before_train(self, runner) -> None:
         iters = len(runner.train_dataloader)
         if iters <= 0:
             raise ValueError('KWTemperatureHook needs a train dataloader with at least one batch')
+        # in epochs of this loader, also for an iteration-based loop (one "epoch" of max_iters)
+        problem = unfinished_anneal(self.anneal_epochs, runner.max_iters / iters
+                                    if runner.max_iters % iters else runner.max_iters // iters)
+        if problem and not self.allow_unfinished_anneal:
+            raise ValueError(problem)
+        if problem:
+            print_log(f'{problem} (allowed)', logger='current', level=logging.WARNING)
         self._iters_per_epoch = iters
+        name = type(self).__name__
         if self.apply_temperature(runner, self.current_temperature(runner)) == 0:
-            print_log('KWTemperatureHook: the model has no KernelWarehouse layer; the hook '
-                      'does nothing', logger='current', level=logging.WARNING)
-        print_log(f'KWTemperatureHook: t falls from 1 to 0 over {self.anneal_epochs:g} epochs '
+            print_log(f'{name}: the model has no {self.family} layer; the hook does nothing',
+                      logger='current', level=logging.WARNING)
+        print_log(f'{name}: t falls from {self.start:g} to {self.end:g} over '
+                  f'{self.anneal_epochs:g} epochs '
                   f'({int(math.ceil(self.anneal_epochs * iters))} iterations of {iters} per '
                   f'epoch); starting at iteration {runner.iter}', logger='current')
         if runner.max_iters != runner.max_epochs * iters:
-            print_log(f'KWTemperatureHook: the train loop is not epoch based (max_iters '
+            print_log(f'{name}: the train loop is not epoch based (max_iters '
                       f'{runner.max_iters} != max_epochs {runner.max_epochs} x {iters}); '
                       'evaluating its checkpoints cannot derive their t (they would take '
                       'max_iters / max_epochs as the epoch length): evaluate after the anneal',
                       logger='current', level=logging.WARNING)
 
     def before_train_iter(self, runner, batch_idx: int, data_batch: DATA_BATCH = None) -> None:
-        t = temperature_at(runner.iter, self.anneal_epochs, self._iters_per_epoch)
+        t = self.schedule(temperature_at(runner.iter, self.anneal_epochs, self._iters_per_epoch))
         self.apply_temperature(runner, t)
-        runner.message_hub.update_scalar(SCALAR_KEY, t)
+        runner.message_hub.update_scalar(self.scalar_key, t)
 
     def after_train(self, runner) -> None:
         self._iters_per_epoch = None
@@ -166,12 +215,13 @@ class KWTemperatureHook(BaseTemperatureHook):
     def _evaluation_temperature(self, runner) -> float:
         if self._iters_per_epoch is not None:  # inside runner.train()
             return self.current_temperature(runner)
-        t = 0.0 if self._loaded_temperature is None else self._loaded_temperature
+        t = self.end if self._loaded_temperature is None else self._loaded_temperature
         source = ('no training-run checkpoint loaded: the trained model'
                   if self._loaded_temperature is None else
                   f"the loaded checkpoint's last training iteration, T = "
                   f'{self.anneal_epochs:g} epochs')
-        print_log(f'KWTemperatureHook: evaluating at t = {t:g} ({source})', logger='current')
+        print_log(f'{type(self).__name__}: evaluating at t = {t:g} ({source})',
+                  logger='current')
         return t
 
     def before_val(self, runner) -> None:
@@ -183,7 +233,8 @@ class KWTemperatureHook(BaseTemperatureHook):
     # ------------------------------------------------------------------ checkpoints
     def checkpoint_temperature(self, checkpoint: Any) -> Optional[float]:
         """The t of ``checkpoint`` under this hook's schedule (:func:`checkpoint_temperature`)."""
-        return checkpoint_temperature(checkpoint, self.anneal_epochs)
+        fraction = checkpoint_temperature(checkpoint, self.anneal_epochs)
+        return None if fraction is None else self.schedule(fraction)
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
         self._loaded_temperature = self.checkpoint_temperature(checkpoint)

@@ -1,14 +1,14 @@
-"""What every KW backbone shares: warehouses and their per-warehouse knobs, freezing, norm_eval
-and strict pretrained loading."""
+"""What every KW backbone shares: warehouses, the init of plain layers, freezing, norm_eval and
+strict pretrained loading."""
 from collections import OrderedDict
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
+import torch
 import torch.nn as nn
 from mmengine.model import BaseModule
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from kw_mm.cnn import KWConvNd
-from kw_mm.cnn.warehouse import PerWarehouse
+from kw_mm.cnn import KWAttention, KWConvNd
 from kw_mm.utils.checkpoint import (CheckpointMismatchError, WarehouseInfo, compare_state_dict,
                                     load_file, mismatch_message, select_prefix,
                                     state_dict_shapes, unwrap_state_dict)
@@ -68,16 +68,27 @@ class BaseKWBackbone(BaseModule):
         self.norm_eval = norm_eval
         self.freeze_warehouses = freeze_warehouses
 
-    #: The knobs of :class:`WarehouseManager` that take one value per warehouse.
-    per_warehouse_knobs = ('reduction', 'cell_num_ratio', 'cell_inplane_ratio',
-                           'cell_outplane_ratio')
-
     # ------------------------------------------------------------------ construction
     def build_warehouses(self) -> None:
         """Create the warehouses and allocate every KW layer (end of ``__init__``)."""
         self.warehouse_manager.store()
         self.warehouse_manager.allocate(self)
         self._freeze_stages()
+
+    @torch.no_grad()
+    def _init_plain_layers(self) -> None:
+        """Kaiming (fan_out) plain convolutions, unit / zero norms (as the reference and
+        mmpretrain's ResNet and MobileNetV2).
+
+        Runs before the warehouses are allocated: the attentions and cells have their own
+        initialization (:class:`~kw_mm.cnn.WarehouseManager`).
+        """
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode='fan_out', nonlinearity='relu')
+            elif isinstance(m, (_BatchNorm, nn.GroupNorm)):
+                nn.init.constant_(m.weight, 1)
+                nn.init.constant_(m.bias, 0)
 
     def warehouse_names(self) -> List[str]:
         """Names of the warehouses, in the order they are created (first reservation)."""
@@ -86,70 +97,6 @@ class BaseKWBackbone(BaseModule):
             if isinstance(m, KWConvNd) and m.owner is self.warehouse_manager:
                 names[m.warehouse_name] = None
         return list(names)
-
-    @staticmethod
-    def resolve_per_warehouse(value: PerWarehouse, names: Sequence[str], what: str = 'value',
-                              strict: bool = True) -> PerWarehouse:
-        """Turn a mapping keyed by warehouse name or kind into a name -> value mapping.
-
-        A warehouse ``stage6_layer_pwconv1`` takes, in this order, the entry of its full name,
-        of its kind (the last ``_`` field, ``'pwconv1'``), of its kind without the index
-        (``'pwconv'``) or ``'default'``. Scalars and sequences are returned unchanged.
-
-        Args:
-            value (float | Sequence | Mapping): The per-warehouse value.
-            names (Sequence[str]): The warehouse names, in order.
-            what (str): The argument's name, for error messages. Defaults to 'value'.
-            strict (bool): Also reject entries that match no warehouse. Defaults to True.
-
-        Raises:
-            ValueError: If a warehouse matches no entry, or (strict) an entry matches no
-                warehouse.
-        """
-        if not isinstance(value, Mapping):
-            return value
-        resolved, used = {}, set()
-        for name in names:
-            kind = name.rsplit('_', 1)[-1]
-            for key in (name, kind, kind.rstrip('0123456789'), 'default'):
-                if key in value:
-                    resolved[name] = value[key]
-                    used.add(key)
-                    break
-            else:
-                raise ValueError(f'{what} {dict(value)} has no entry for warehouse {name!r} and '
-                                 f'no "default"; warehouses: {list(names)}')
-        unused = set(value) - used - {'default'}
-        if strict and unused:
-            raise ValueError(f'{what} has entries {sorted(unused)} that match no warehouse; '
-                             f'warehouses: {list(names)}')
-        return resolved
-
-    def set_per_warehouse_knobs(self, presets: Mapping[str, PerWarehouse],
-                                **values: Optional[PerWarehouse]) -> None:
-        """Give the manager its per-warehouse knobs, once every layer is reserved.
-
-        Each knob of :attr:`per_warehouse_knobs` takes the user's value, or the preset of the
-        paper's model when the value is None, resolved by warehouse name or kind
-        (:meth:`resolve_per_warehouse`). A preset may name kinds a custom layout lacks, so only
-        a user's mapping must not hold entries that match nothing. The manager reads the knobs
-        at ``store()``.
-
-        Args:
-            presets (Mapping[str, PerWarehouse]): The paper's value of every knob.
-            **values: The user's value of a knob, or None for its preset.
-        """
-        unknown = set(values) - set(self.per_warehouse_knobs)
-        if unknown:
-            raise TypeError(f'unknown per-warehouse knobs {sorted(unknown)}; knobs: '
-                            f'{list(self.per_warehouse_knobs)}')
-        names = self.warehouse_names()
-        for knob in self.per_warehouse_knobs:
-            value = values.get(knob)
-            strict = value is not None
-            value = presets[knob] if value is None else value
-            setattr(self.warehouse_manager, knob,
-                    self.resolve_per_warehouse(value, names, knob, strict=strict))
 
     def warehouse_summary(self) -> List[dict]:
         """m, n and the cell shape of every warehouse, in order."""
@@ -196,18 +143,32 @@ class BaseKWBackbone(BaseModule):
         """A short description such as ``KWResNet(depth=50, budget=1)`` for messages."""
         return type(self).__name__
 
+    #: Re-initialize the KW attentions after mmengine's init rules ran (see init_weights).
+    restore_attention_init: bool = False
+
     def init_weights(self) -> None:
         """Weights are initialized at construction; a ``Pretrained`` init_cfg loads strictly.
 
         mmengine's own ``Pretrained`` init loads with ``strict=False`` and only logs what it
         skipped; a KW checkpoint of another budget would then half-load silently.
+
+        With :attr:`restore_attention_init`, the attentions get the reference initialization
+        (Kaiming fan-out, zero bias) back after the other init rules ran: mmpretrain's
+        ConvNeXt and ViT classifier configs apply ``TruncNormal`` to every ``Linear`` of the
+        model, the attentions' included. Warehouse cells are raw parameters and untouched by
+        such rules.
         """
         cfg = self.init_cfg
         if isinstance(cfg, dict) and cfg.get('type') == 'Pretrained':
             self.load_pretrained(cfg['checkpoint'], cfg.get('prefix'))
             self._is_init = True
             return
+        first_call = not self._is_init
         super().init_weights()
+        if first_call and self.restore_attention_init:
+            for m in self.modules():
+                if isinstance(m, KWAttention):
+                    m.reset_parameters()
 
     def load_pretrained(self, checkpoint: str, prefix: Optional[str] = None) -> None:
         """Load the backbone tensors of ``checkpoint`` (under ``prefix``, if given) strictly."""
@@ -227,6 +188,7 @@ class BaseKWBackbone(BaseModule):
 
     def _warehouse_info(self) -> Dict[str, WarehouseInfo]:
         """State-dict key -> name, m and b of every warehouse (for mismatch reports)."""
+        manager = getattr(self, 'warehouse_manager', None)  # rival backbones have none
         return {f'warehouse_manager.weights.{i}': WarehouseInfo(spec.name, spec.num_mixtures,
                                                                 spec.cell_num_ratio)
-                for i, spec in enumerate(self.warehouse_manager.specs)}
+                for i, spec in enumerate(manager.specs if manager is not None else ())}

@@ -26,7 +26,7 @@ as in :class:`~kw_mm.models.KWResNet` and :class:`~kw_mm.models.KWMobileNetV2`.
 import re
 from collections import OrderedDict
 from itertools import accumulate
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -35,8 +35,8 @@ from mmcv.cnn.bricks import DropPath
 from mmengine.logging import print_log
 from mmpretrain.models.utils import build_norm_layer
 
-from kw_mm.cnn import KWAttention, WarehouseManager
-from kw_mm.cnn.warehouse import PerWarehouse
+from kw_mm.cnn import WarehouseManager
+from kw_mm.cnn.warehouse import PerWarehouse, parse_sharing_range
 from kw_mm.registry import MODELS
 from .base import BaseKWBackbone, check_choice
 
@@ -205,6 +205,7 @@ class KWConvNeXt(BaseKWBackbone):
         'release': dict(stage_groups=(1, 1, 1, 1), budgets=(1.0, )),
         'paper': dict(stage_groups=(1, 1, 3, 1), budgets=(0.75, 1.0)),
     }
+    restore_attention_init = True
     #: Number of trailing groups whose point-wise warehouse uses KW 1/2x (paper A.2, Table 14).
     half_pw_groups = {1.0: 0, 0.75: 2}
 
@@ -244,9 +245,7 @@ class KWConvNeXt(BaseKWBackbone):
             raise ValueError(f'layout={layout!r} supports budget {supported}, got '
                              f"budget={budget!r}; the 3/4x model exists only in the 'paper' "
                              'layout (the release has KW 1x only)')
-        if isinstance(sharing_range, str):
-            sharing_range = tuple(sharing_range.split('_'))
-        sharing_range = tuple(sharing_range)
+        sharing_range = parse_sharing_range(sharing_range)
         for field in sharing_range:
             if field not in SHARING_FIELDS:
                 raise ValueError(f'sharing_range fields must be in {list(SHARING_FIELDS)}, got '
@@ -262,9 +261,15 @@ class KWConvNeXt(BaseKWBackbone):
         names = self._warehouse_names(groups)
         num_half = self.half_pw_groups[self.budget]
         half_groups = set(list(names.values())[len(names) - num_half:]) if num_half else set()
-        # The per-warehouse knobs are resolved once every warehouse name is known (below).
-        self.warehouse_manager = WarehouseManager(nonlocal_basis_ratio=nonlocal_basis_ratio,
-                                                  norm=attention_norm)
+        # The point-wise warehouses of KW 1/2x (budget 3/4).
+        half_warehouses = [pw for _, j, group in self._blocks(names, groups)
+                           if group in half_groups for pw in self._block_warehouses(group, j)[1:]]
+        # The knobs are resolved per warehouse (by name or kind) once every layer is reserved.
+        self.warehouse_manager = WarehouseManager(
+            reduction=reduction, cell_num_ratio=cell_num_ratio,
+            cell_inplane_ratio=cell_inplane_ratio, cell_outplane_ratio=cell_outplane_ratio,
+            sharing_range=sharing_range, nonlocal_basis_ratio=nonlocal_basis_ratio,
+            norm=attention_norm, presets=self._knob_presets(half_warehouses))
 
         # The downsample layers are built before the stages (unlike mmpretrain's loop, with the
         # same module names) so that the warehouses are numbered as in the release: stem,
@@ -284,14 +289,11 @@ class KWConvNeXt(BaseKWBackbone):
         dpr = [x.item() for x in torch.linspace(0, drop_path_rate, sum(self.depths))]
         self.stages = nn.ModuleList()
         block_idx = 0
-        half_warehouses = []  # the point-wise warehouses of KW 1/2x (budget 3/4)
         for i, (depth, channels) in enumerate(zip(self.depths, self.channels)):
             blocks = []
             for j in range(depth):
                 group = names[(i, self._group_of(groups[i], j))]
                 dw, pw1, pw2 = self._block_warehouses(group, j)
-                if group in half_groups:
-                    half_warehouses += [pw1, pw2]
                 blocks.append(KWConvNeXtBlock(
                     channels, self.warehouse_manager,
                     dw_warehouse=dw, pw_warehouses=(pw1, pw2),
@@ -304,10 +306,6 @@ class KWConvNeXt(BaseKWBackbone):
         for i in self.out_indices:
             self.add_module(f'norm{i}', build_norm_layer(norm_cfg, self.channels[i]))
 
-        self.set_per_warehouse_knobs(self._knob_presets(half_warehouses), reduction=reduction,
-                                     cell_num_ratio=cell_num_ratio,
-                                     cell_inplane_ratio=cell_inplane_ratio,
-                                     cell_outplane_ratio=cell_outplane_ratio)
         self.build_warehouses()
 
     # ------------------------------------------------------------------ layout
@@ -349,6 +347,13 @@ class KWConvNeXt(BaseKWBackbone):
                 names[(i, g)] = f'stage{i}' if len(sizes) == 1 else f'stage{i}.{g}'
         return names
 
+    def _blocks(self, names: Dict[tuple, str], groups: List[List[int]]
+                ) -> Iterator[Tuple[int, int, str]]:
+        """(stage, block, warehouse group) of every block, in order."""
+        for i, depth in enumerate(self.depths):
+            for j in range(depth):
+                yield i, j, names[(i, self._group_of(groups[i], j))]
+
     def _block_warehouses(self, group: str, block: int) -> Tuple[str, str, str]:
         """Warehouses of a block's depth-wise and two point-wise convs (``sharing_range``).
 
@@ -388,23 +393,6 @@ class KWConvNeXt(BaseKWBackbone):
     def variant_name(self) -> str:
         return (f'KWConvNeXt(arch={self.arch_name!r}, budget={self.budget:g}, '
                 f'layout={self.layout!r})')
-
-    def init_weights(self) -> None:
-        """Strict ``Pretrained`` loading, or the KW initialization restored after init rules.
-
-        mmpretrain's ConvNeXt classifier config applies ``TruncNormal`` to every ``Linear`` of
-        the model before the backbone's ``init_weights`` runs; that would replace the attention
-        init of the reference (Kaiming fan-out, zero bias). Warehouse cells are raw parameters
-        and untouched by such rules.
-        """
-        first_call = not self._is_init
-        super().init_weights()
-        cfg = self.init_cfg
-        pretrained = isinstance(cfg, dict) and cfg.get('type') == 'Pretrained'
-        if first_call and not pretrained:
-            for m in self.modules():
-                if isinstance(m, KWAttention):
-                    m.reset_parameters()
 
     def adapt_pretrained_state(self, state: Dict) -> Dict:
         """Let a checkpoint with other outputs load: output norms it lacks keep their init.

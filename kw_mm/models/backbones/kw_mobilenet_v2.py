@@ -17,7 +17,7 @@ from mmengine.model import BaseModule
 from mmpretrain.models.utils import make_divisible
 
 from kw_mm.cnn import WarehouseManager
-from kw_mm.cnn.warehouse import PerWarehouse
+from kw_mm.cnn.warehouse import KNOB_DEFAULTS, PerWarehouse
 from kw_mm.registry import MODELS
 from .base import BaseKWBackbone, check_choice
 
@@ -133,8 +133,104 @@ class KWInvertedResidual(BaseModule):
         return _inner_forward(x)
 
 
+class MobileNetV2Skeleton(BaseKWBackbone):
+    """The MobileNetV2 every kw_mm MobileNetV2 shares: mmpretrain's module tree and stages.
+
+    ``conv1``, ``layer1`` .. ``layer7`` (inverted residuals by channel group, with
+    ``conv.{0,1,2}.{conv,bn}``) and ``conv2``, so out_indices, frozen_stages and checkpoint
+    keys read as mmpretrain's. :meth:`build_network` takes a conv factory (an object with
+    :meth:`WarehouseManager.reserve`'s signature) that decides what each convolution is.
+    """
+
+    # expand_ratio, channels, num_blocks, stride of layer1 .. layer7 (as mmpretrain).
+    arch_settings = [[1, 16, 1, 1], [6, 24, 2, 2], [6, 32, 3, 2], [6, 64, 4, 2], [6, 96, 3, 1],
+                     [6, 160, 3, 2], [6, 320, 1, 1]]
+    # Warehouse stage of each channel group (the reference's kw_stage_setting): the single
+    # 320-channel block shares the last stage's warehouses.
+    warehouse_stages = (1, 2, 3, 4, 5, 6, 6)
+    widen_factors = (0.5, 1.0)
+    # out_indices 0..6 are layer1..layer7, 7 is conv2.
+    num_stages = 8
+
+    def __init__(self, out_indices: Sequence[int], frozen_stages: int = -1, **kwargs) -> None:
+        # mmpretrain's MobileNetV2 freezes at most layer7 (conv2 is never frozen).
+        if frozen_stages not in range(-1, self.num_stages):
+            raise ValueError(f'frozen_stages must be in [-1, {self.num_stages - 1}], got '
+                             f'{frozen_stages!r}')
+        super().__init__(out_indices, frozen_stages, **kwargs)
+
+    def build_network(self, factory, widen_factor: float, norm_cfg: dict, act_cfg: dict,
+                      with_cp: bool, stem_dynamic: bool, pwconv_stages: Sequence[int]) -> None:
+        """Build every layer through ``factory.reserve`` and initialize the plain ones.
+
+        Args:
+            factory: A :class:`WarehouseManager` or another conv factory with its
+                ``reserve(in, out, kernel, stride, padding, groups, bias, warehouse_name,
+                enabled)``.
+            widen_factor (float): Width multiplier.
+            norm_cfg (dict): Norm config.
+            act_cfg (dict): Activation config.
+            with_cp (bool): Gradient checkpointing in the blocks.
+            stem_dynamic (bool): Whether ``conv1`` is a dynamic (factory) convolution.
+            pwconv_stages (Sequence[int]): Warehouse stages whose point-wise convs (and, for
+                the last stage, ``conv2``) are dynamic.
+        """
+        last_stage = self.warehouse_stages[-1]
+        self.in_channels = make_divisible(32 * widen_factor, 8)
+        self.conv1 = KWConvModule(
+            factory.reserve(3, self.in_channels, 3, stride=2, padding=1, bias=False,
+                            warehouse_name='stage0_conv0', enabled=stem_dynamic),
+            norm_cfg, act_cfg)
+
+        self.layers: List[str] = []
+        blocks_in_stage = [0] * (last_stage + 1)
+        for i, (expand_ratio, channels, num_blocks, stride) in enumerate(self.arch_settings):
+            out_channels = make_divisible(channels * widen_factor, 8)
+            blocks = []
+            for j in range(num_blocks):
+                stage = self.warehouse_stages[i]
+                if j == 0 and i > 0:
+                    # Handover: a channel group's first block stays with the previous stage.
+                    stage = self.warehouse_stages[i - 1]
+                prefix = f'stage{stage}_layer{blocks_in_stage[stage]}'
+                blocks_in_stage[stage] += 1
+                blocks.append(KWInvertedResidual(
+                    self.in_channels, out_channels, stride if j == 0 else 1, expand_ratio,
+                    factory, prefix,
+                    kw_pwconv=stage in pwconv_stages, norm_cfg=norm_cfg,
+                    act_cfg=act_cfg, with_cp=with_cp))
+                self.in_channels = out_channels
+            self.add_module(f'layer{i + 1}', nn.Sequential(*blocks))
+            self.layers.append(f'layer{i + 1}')
+
+        self.out_channel = int(1280 * widen_factor) if widen_factor > 1.0 else 1280
+        self.conv2 = KWConvModule(
+            factory.reserve(
+                self.in_channels, self.out_channel, 1, bias=False,
+                warehouse_name=f'stage{last_stage}_layer{blocks_in_stage[last_stage]}_pwconv1',
+                enabled=last_stage in pwconv_stages), norm_cfg, act_cfg)
+        self.layers.append('conv2')
+
+        self._init_plain_layers()
+
+    def stage_modules(self, index: int) -> List[nn.Module]:
+        """0 is ``conv1``, 1..7 are ``layer1`` .. ``layer7`` (as mmpretrain's frozen_stages)."""
+        if index == 0:
+            return [self.conv1]
+        return [getattr(self, f'layer{index}')]
+
+    def forward(self, x: torch.Tensor) -> tuple:
+        x = self.conv1(x)
+        outs = {}
+        for i, name in enumerate(self.layers):
+            x = getattr(self, name)(x)
+            if i in self.out_indices:
+                outs[i] = x
+        return self.collect_outputs(outs)
+
+
 @MODELS.register_module()
-class KWMobileNetV2(BaseKWBackbone):
+class KWMobileNetV2(MobileNetV2Skeleton):
     """MobileNetV2 backbone with KernelWarehouse convolutions.
 
     A drop-in for mmpretrain's ``MobileNetV2`` (same stages, out_indices, frozen_stages and
@@ -188,6 +284,9 @@ class KWMobileNetV2(BaseKWBackbone):
             convs are KW convs; the others are ``nn.Conv2d``. None takes the preset: all for
             1 and 4, ``(6, )`` for 0.5. Defaults to None.
         attention_norm (str): Attention norm, ``'BN'`` or ``'LN'``. Defaults to ``'BN'``.
+        omni_attention (bool): KW* (paper Table 17): every KW attention also computes ODConv's
+            channel, filter and spatial attentions (:mod:`kw_mm.cnn.kw_star`). Defaults to
+            False.
         init_cfg (dict, optional): ``dict(type='Pretrained', checkpoint=..., prefix=...)``
             loads strictly; weights are otherwise initialized at construction (kaiming fan_out,
             as mmpretrain). Defaults to None.
@@ -207,13 +306,6 @@ class KWMobileNetV2(BaseKWBackbone):
         (1, 1280, 2, 2)
     """
 
-    # expand_ratio, channels, num_blocks, stride of layer1 .. layer7 (as mmpretrain).
-    arch_settings = [[1, 16, 1, 1], [6, 24, 2, 2], [6, 32, 3, 2], [6, 64, 4, 2], [6, 96, 3, 1],
-                     [6, 160, 3, 2], [6, 320, 1, 1]]
-    # Warehouse stage of each channel group (the reference's kw_stage_setting): the single
-    # 320-channel block shares the last stage's warehouses.
-    warehouse_stages = (1, 2, 3, 4, 5, 6, 6)
-    widen_factors = (0.5, 1.0)
     budget_settings: Dict[float, dict] = {
         0.5: dict(reduction=1 / 32,
                   cell_num_ratio=dict(pwconv=0.5, default=1.0),
@@ -227,8 +319,6 @@ class KWMobileNetV2(BaseKWBackbone):
         4: dict(reduction=1 / 16, cell_num_ratio=4.0, cell_inplane_ratio=1.0,
                 cell_outplane_ratio=1.0, sharing_range=('layer', ), kw_pwconv_stages=None),
     }
-    # out_indices 0..6 are layer1..layer7, 7 is conv2.
-    num_stages = 8
 
     def __init__(self,
                  widen_factor: float = 1.0,
@@ -247,13 +337,10 @@ class KWMobileNetV2(BaseKWBackbone):
                  sharing_range: Optional[Sequence[str]] = None,
                  kw_pwconv_stages: Optional[Sequence[int]] = None,
                  attention_norm: str = 'BN',
+                 omni_attention: bool = False,
                  init_cfg: Optional[dict] = None) -> None:
         check_choice('widen_factor', widen_factor, self.widen_factors)
         check_choice('budget', budget, self.budget_settings)
-        # mmpretrain's MobileNetV2 freezes at most layer7 (conv2 is never frozen).
-        if frozen_stages not in range(-1, self.num_stages):
-            raise ValueError(f'frozen_stages must be in [-1, {self.num_stages - 1}], got '
-                             f'{frozen_stages!r}')
         super().__init__(out_indices=out_indices, frozen_stages=frozen_stages,
                          norm_eval=norm_eval, freeze_warehouses=freeze_warehouses,
                          init_cfg=init_cfg)
@@ -273,81 +360,18 @@ class KWMobileNetV2(BaseKWBackbone):
         self.kw_pwconv_stages = tuple(kw_pwconv_stages)
         if sharing_range is None:
             sharing_range = preset['sharing_range']
-        # The ratios are resolved per warehouse once every layer is reserved (below).
-        self.warehouse_manager = WarehouseManager(sharing_range=sharing_range,
-                                                  norm=attention_norm)
-
-        self.in_channels = make_divisible(32 * widen_factor, 8)
-        self.conv1 = KWConvModule(
-            self.warehouse_manager.reserve(3, self.in_channels, 3, stride=2, padding=1,
-                                           bias=False, warehouse_name='stage0_conv0'),
-            norm_cfg, act_cfg)
-
-        self.layers: List[str] = []
-        blocks_in_stage = [0] * (last_stage + 1)
-        for i, (expand_ratio, channels, num_blocks, stride) in enumerate(self.arch_settings):
-            out_channels = make_divisible(channels * widen_factor, 8)
-            blocks = []
-            for j in range(num_blocks):
-                stage = self.warehouse_stages[i]
-                if j == 0 and i > 0:
-                    # Handover: a channel group's first block stays with the previous stage.
-                    stage = self.warehouse_stages[i - 1]
-                prefix = f'stage{stage}_layer{blocks_in_stage[stage]}'
-                blocks_in_stage[stage] += 1
-                blocks.append(KWInvertedResidual(
-                    self.in_channels, out_channels, stride if j == 0 else 1, expand_ratio,
-                    self.warehouse_manager, prefix,
-                    kw_pwconv=stage in self.kw_pwconv_stages, norm_cfg=norm_cfg,
-                    act_cfg=act_cfg, with_cp=with_cp))
-                self.in_channels = out_channels
-            self.add_module(f'layer{i + 1}', nn.Sequential(*blocks))
-            self.layers.append(f'layer{i + 1}')
-
-        self.out_channel = int(1280 * widen_factor) if widen_factor > 1.0 else 1280
-        self.conv2 = KWConvModule(
-            self.warehouse_manager.reserve(
-                self.in_channels, self.out_channel, 1, bias=False,
-                warehouse_name=f'stage{last_stage}_layer{blocks_in_stage[last_stage]}_pwconv1',
-                enabled=last_stage in self.kw_pwconv_stages), norm_cfg, act_cfg)
-        self.layers.append('conv2')
-
-        self._init_plain_layers()
-        # A mapping by kind becomes a mapping by name now that every warehouse name is known.
-        self.set_per_warehouse_knobs(preset, reduction=reduction, cell_num_ratio=cell_num_ratio,
-                                     cell_inplane_ratio=cell_inplane_ratio,
-                                     cell_outplane_ratio=cell_outplane_ratio)
+        # The knobs are resolved per warehouse (by name or kind) once every layer is reserved.
+        self.warehouse_manager = WarehouseManager(
+            reduction=reduction, cell_num_ratio=cell_num_ratio,
+            cell_inplane_ratio=cell_inplane_ratio, cell_outplane_ratio=cell_outplane_ratio,
+            sharing_range=sharing_range, norm=attention_norm,
+            presets={knob: preset[knob] for knob in KNOB_DEFAULTS},
+            omni_attention=omni_attention)
+        self.build_network(self.warehouse_manager, widen_factor, norm_cfg, act_cfg, with_cp,
+                           stem_dynamic=True, pwconv_stages=self.kw_pwconv_stages)
         self.build_warehouses()
 
-    # ------------------------------------------------------------------ construction helpers
-    @torch.no_grad()
-    def _init_plain_layers(self) -> None:
-        """Kaiming (fan_out) plain convs and unit norms, as mmpretrain's MobileNetV2 init_cfg.
-
-        Warehouse cells and attentions are initialized by ``WarehouseManager.allocate``.
-        """
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode='fan_out', nonlinearity='relu')
-            elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-
-    # ------------------------------------------------------------------ BaseKWBackbone API
-    def stage_modules(self, index: int) -> List[nn.Module]:
-        """0 is ``conv1``, 1..7 are ``layer1`` .. ``layer7`` (as mmpretrain's frozen_stages)."""
-        if index == 0:
-            return [self.conv1]
-        return [getattr(self, f'layer{index}')]
-
     def variant_name(self) -> str:
-        return f'KWMobileNetV2(widen_factor={self.widen_factor}, budget={self.budget:g})'
-
-    def forward(self, x: torch.Tensor) -> tuple:
-        x = self.conv1(x)
-        outs = {}
-        for i, name in enumerate(self.layers):
-            x = getattr(self, name)(x)
-            if i in self.out_indices:
-                outs[i] = x
-        return self.collect_outputs(outs)
+        star = ', omni_attention=True (KW*)' if self.warehouse_manager.omni_attention else ''
+        return (f'KWMobileNetV2(widen_factor={self.widen_factor}, budget={self.budget:g}'
+                f'{star})')

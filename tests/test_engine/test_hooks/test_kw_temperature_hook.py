@@ -18,7 +18,8 @@ SAMPLES = 8  # with batch 2: 4 iterations per epoch
 
 
 def make_runner(work_dir, max_epochs=4, anneal_epochs=2, hooks=True, accumulate=1,
-                resume_from=None, load_from=None, val=True, seed=0, checkpoint=None):
+                resume_from=None, load_from=None, val=True, seed=0, checkpoint=None,
+                allow_unfinished=False):
     # mmengine keeps loggers and visualizers by name: one name per run
     name = f'{work_dir.parent.name}_{work_dir.name}'
     loader = dict(dataset=TinySet(SAMPLES), batch_size=2, num_workers=0,
@@ -34,7 +35,8 @@ def make_runner(work_dir, max_epochs=4, anneal_epochs=2, hooks=True, accumulate=
         optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.01),
                            accumulative_counts=accumulate),
         test_dataloader=dict(loader), test_cfg=dict(), test_evaluator=[CountMetric()],
-        custom_hooks=[dict(type='kw_mm.KWTemperatureHook', anneal_epochs=anneal_epochs)]
+        custom_hooks=[dict(type='kw_mm.KWTemperatureHook', anneal_epochs=anneal_epochs,
+                           allow_unfinished_anneal=allow_unfinished)]
         if hooks else None,
         default_hooks=dict(logger=dict(type='LoggerHook', interval=1),
                            checkpoint=checkpoint or dict(type='CheckpointHook', interval=1)),
@@ -87,7 +89,7 @@ def test_sequence_start_middle_end_and_validation(tmp_path):
 
 
 def test_scalars_json_has_temperature_next_to_loss(tmp_path):
-    runner = make_runner(tmp_path / 'run', max_epochs=1, val=False)
+    runner = make_runner(tmp_path / 'run', max_epochs=1, val=False, allow_unfinished=True)
     runner.train()
     files = glob.glob(str(tmp_path / 'run' / '*' / 'vis_data' / 'scalars.json'))
     assert len(files) == 1
@@ -113,6 +115,26 @@ def test_resume_mid_anneal_continues_exact_sequence(tmp_path):
     assert calls(resumed, 'predict') == pytest.approx(calls(full, 'predict')[4:])
 
 
+def test_anneal_longer_than_the_run_is_refused_at_start(tmp_path):
+    """T = 3 epochs in a 2-epoch run would train (and save) a model that only works at
+    t = 1/3: refused before the first iteration, unless allowed on purpose."""
+    runner = make_runner(tmp_path / 'refused', max_epochs=2, anneal_epochs=3, val=False)
+    with pytest.raises(ValueError, match=r'over 3 epochs but the run has max_epochs=2: it would '
+                                         r'end at t = 0.333333'):
+        runner.train()
+    assert calls(runner, 'loss') == []
+    allowed = make_runner(tmp_path / 'allowed', max_epochs=2, anneal_epochs=3, val=False,
+                          allow_unfinished=True)
+    allowed.train()
+    assert calls(allowed, 'loss')[-1] == pytest.approx(1 - 8 / 12)
+    log = open(glob.glob(str(tmp_path / 'allowed' / '*' / '*.log'))[0]).read()
+    assert 'WARNING' in log and 'it would end at t = 0.333333' in log and '(allowed)' in log
+    # exactly as long as the run: accepted without a word
+    fits = make_runner(tmp_path / 'fits', max_epochs=2, anneal_epochs=2, val=False)
+    fits.train()
+    assert calls(fits, 'loss')[-1] == 0.0
+
+
 def test_gradient_accumulation_keeps_the_schedule(tmp_path):
     runner = make_runner(tmp_path / 'acc', max_epochs=3, accumulate=2)
     runner.train()
@@ -126,7 +148,8 @@ def test_evaluating_a_checkpoint_derives_its_temperature(tmp_path):
     checkpoint's last training iteration, derived from its iteration count and the config's
     hook; the checkpoint itself holds no temperature."""
     use_safe_checkpoint_loader()
-    trainer = make_runner(tmp_path / 'train', max_epochs=2, anneal_epochs=4)
+    trainer = make_runner(tmp_path / 'train', max_epochs=2, anneal_epochs=4,
+                          allow_unfinished=True)
     trainer.train()
     train_t, val_t = calls(trainer, 'loss'), calls(trainer, 'predict')
     for epoch in (1, 2):

@@ -334,6 +334,7 @@ print(json.dumps(names))
 '''
 
 
+@pytest.mark.slow  # starts a subprocess
 @pytest.mark.parametrize('toolbox', ['mmdet', 'mmpretrain'])
 def test_builds_from_toolbox_registry_without_importing_kw_mm(toolbox):
     """``type='kw_mm.X'`` works in either toolbox's configs (as the toolboxes use
