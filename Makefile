@@ -48,7 +48,7 @@ demo-vis: venv demo-data
 	and make demo-det, run them first" >&2; exit 2; }
 	@echo '== make demo [5/5] pictures: detections on validation images, KW attention maps'
 	$(PY) tools/analysis/vis_detections.py $(DET_CFG) $$(cat $(DET_DIR)/last_checkpoint) \
-		--out-dir $(DET_DIR) --num-images 4
+		--out-dir $(DET_DIR) --num-images 4 --score-thr 0.05
 	$(PY) tools/analysis/vis_attention.py $(CLS_CFG) $$(cat $(CLS_DIR)/last_checkpoint) \
 		--out $(CLS_DIR)/vis
 

@@ -7,7 +7,7 @@
   a test draws the same numbers alone, in the full suite and in any order (a test that needs
   other numbers seeds them itself).
 - A Runner with ``randomness.deterministic=True`` switches torch to deterministic algorithms for
-  the whole process; the switch is restored after each test.
+  the whole process; the switch is turned off again after each test.
 
 ``pytest --reverse-order`` runs the collected tests in reverse order, to show that no test
 depends on another having run first.
@@ -33,10 +33,12 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(autouse=True)
 def _restore_default_scope():
-    before = dict(DefaultScope._instance_dict)
+    # Back to *no* default scope after every test, not to what the test found: a module-scoped
+    # fixture (a Runner, ``init_model`` of an mmdet config) sets the scope before the first
+    # test of its module starts, and a per-test snapshot would carry that scope on to every
+    # later module (seen with ``--reverse-order``: mmpretrain models resolved in mmdet's scope).
     yield
     DefaultScope._instance_dict.clear()
-    DefaultScope._instance_dict.update(before)
 
 
 @pytest.fixture(autouse=True)
@@ -45,6 +47,5 @@ def _seed_every_test(request):
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-    deterministic = torch.are_deterministic_algorithms_enabled()
     yield
-    torch.use_deterministic_algorithms(deterministic)
+    torch.use_deterministic_algorithms(False)  # the process default, whatever a fixture set
