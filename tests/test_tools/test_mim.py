@@ -22,7 +22,9 @@ MIM = [sys.executable, '-m', 'mim']
 def test_mim_train_mmpretrain_kw_config(tmp_path):
     root = write_classification_set(str(tmp_path / 'data'), num_train=1, num_val=1,
                                     image_size=32, classes=('circle', 'square'))['data_root']
-    overrides = ['train_cfg.max_epochs=1', 'default_hooks.logger.interval=1']
+    # one epoch of a 10-epoch anneal, on purpose (the hook refuses an unfinished anneal otherwise)
+    overrides = ['train_cfg.max_epochs=1', 'default_hooks.logger.interval=1',
+                 'custom_hooks.0.allow_unfinished_anneal=True']
     for loader in ('train_dataloader', 'val_dataloader'):
         overrides += [f'{loader}.dataset.data_root={root}',
                       f'{loader}.dataset.metainfo.classes=[circle,square]',

@@ -38,7 +38,10 @@ PAPER = {f'{model}_{setting}_8xb512-300e_in1k.py': (params, table, {knob: value}
 
 
 def test_every_ablation_config_is_listed():
-    assert sorted(os.listdir(ABLATIONS)) == sorted(PAPER)
+    # configs/ablations also holds the rivals' Table 10 rows (dyconv4x-/odconv4x-..._attn-caf),
+    # checked with the rival backbones; the KW rows are all here.
+    kw_configs = [name for name in os.listdir(ABLATIONS) if name.startswith('kw')]
+    assert sorted(kw_configs) == sorted(PAPER)
 
 
 @pytest.mark.parametrize('name', sorted(PAPER))
