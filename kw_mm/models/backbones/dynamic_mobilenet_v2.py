@@ -6,10 +6,9 @@ depth-wise and projection convolutions of every block and the final 1x1 ``conv2`
 the ODConv release alike; ODConv's depth-wise layers have no filter attention and its 1x1 layers
 no spatial attention).
 """
-from typing import Optional, Sequence
+from typing import Optional
 
 from kw_mm.registry import MODELS
-from .base import check_choice
 from .dynamic_base import DynamicConvFactory, resolve_method
 from .kw_mobilenet_v2 import MobileNetV2Skeleton
 
@@ -20,18 +19,8 @@ class DynamicMobileNetV2(MobileNetV2Skeleton):
 
     Args:
         method (str): ``'dyconv'`` or ``'odconv'``.
-        widen_factor (float): 1.0 or 0.5. Defaults to 1.0.
         num_kernels (int, optional): ``K``: 4 for DY-Conv, 1, 2 or 4 for ODConv. None takes
             4. Defaults to None.
-        out_indices (Sequence[int]): Outputs of ``layer1`` .. ``layer7`` (0..6) and ``conv2``
-            (7). Defaults to ``(7, )``.
-        frozen_stages (int): ``conv1`` (>= 0) and ``layer1`` .. ``layer{frozen_stages}`` are
-            frozen; -1 freezes nothing. Defaults to -1.
-        norm_cfg (dict): Norm config. Defaults to ``dict(type='BN')``.
-        act_cfg (dict): Activation config. Defaults to ``dict(type='ReLU6')``.
-        norm_eval (bool): Keep BatchNorms (attention BNs included) in eval mode.
-            Defaults to False.
-        with_cp (bool): Gradient checkpointing in the blocks. Defaults to False.
         reduction (float, optional): Attention hidden ratio; None takes the method's.
             Defaults to None.
         attention_function (str, optional): ``'softmax'`` or ``'caf'``. Defaults to None
@@ -40,7 +29,10 @@ class DynamicMobileNetV2(MobileNetV2Skeleton):
             checkpoints have a static stem); the only single change found that gives the
             11.52M the papers print for ODConv 4x MobileNetV2 1.0 (the release: 11.51M) while
             keeping every other printed count, so a guess. Defaults to False.
-        init_cfg (dict, optional): A ``Pretrained`` init loads strictly. Defaults to None.
+        **kwargs: mmpretrain MobileNetV2's ``widen_factor`` (1.0 or 0.5), ``out_indices``,
+            ``frozen_stages``, ``norm_cfg``, ``act_cfg``, ``norm_eval``, ``with_cp`` and
+            ``init_cfg`` (a ``Pretrained`` init loads strictly): see
+            :class:`MobileNetV2Skeleton`.
 
     Example:
         >>> import torch
@@ -54,31 +46,20 @@ class DynamicMobileNetV2(MobileNetV2Skeleton):
 
     def __init__(self,
                  method: str,
-                 widen_factor: float = 1.0,
                  num_kernels: Optional[int] = None,
-                 out_indices: Sequence[int] = (7, ),
-                 frozen_stages: int = -1,
-                 norm_cfg: dict = dict(type='BN'),
-                 act_cfg: dict = dict(type='ReLU6'),
-                 norm_eval: bool = False,
-                 with_cp: bool = False,
                  reduction: Optional[float] = None,
                  attention_function: Optional[str] = None,
                  dynamic_stem: bool = False,
-                 init_cfg: Optional[dict] = None) -> None:
-        check_choice('widen_factor', widen_factor, self.widen_factors)
+                 **kwargs) -> None:
         spec, num_kernels = resolve_method(type(self).__name__, method, num_kernels,
                                            self.methods)
-        super().__init__(out_indices, frozen_stages, norm_eval=norm_eval, init_cfg=init_cfg)
+        super().__init__(**kwargs)
         self.method = method
-        self.widen_factor = widen_factor
         self.num_kernels = num_kernels
-        self.with_cp = with_cp
         factory = DynamicConvFactory(spec, num_kernels, reduction=reduction,
                                      attention_function=attention_function)
         every_stage = tuple(range(1, self.warehouse_stages[-1] + 1))
-        self.build_network(factory, widen_factor, norm_cfg, act_cfg, with_cp,
-                           stem_dynamic=dynamic_stem, pwconv_stages=every_stage)
+        self.build_network(factory, stem_dynamic=dynamic_stem, pwconv_stages=every_stage)
         self._freeze_stages()
 
     def variant_name(self) -> str:

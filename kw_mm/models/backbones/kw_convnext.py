@@ -187,12 +187,8 @@ class KWConvNeXt(BaseKWBackbone):
         >>> from kw_mm.models import KWConvNeXt
         >>> model = KWConvNeXt(arch='tiny', budget=1, layout='release', out_indices=(0, 1, 2, 3),
         ...                    gap_before_final_norm=False).eval()
-        >>> for out in model(torch.rand(1, 3, 64, 64)):
-        ...     print(tuple(out.shape))
-        (1, 96, 16, 16)
-        (1, 192, 8, 8)
-        (1, 384, 4, 4)
-        (1, 768, 2, 2)
+        >>> [tuple(out.shape)[1:] for out in model(torch.rand(1, 3, 64, 64))]
+        [(96, 16, 16), (192, 8, 8), (384, 4, 4), (768, 2, 2)]
     """
 
     arch_settings = {

@@ -140,6 +140,21 @@ class MobileNetV2Skeleton(BaseKWBackbone):
     ``conv.{0,1,2}.{conv,bn}``) and ``conv2``, so out_indices, frozen_stages and checkpoint
     keys read as mmpretrain's. :meth:`build_network` takes a conv factory (an object with
     :meth:`WarehouseManager.reserve`'s signature) that decides what each convolution is.
+
+    Args:
+        widen_factor (float): Width multiplier, 1.0 or 0.5 (the released models).
+            Defaults to 1.0.
+        out_indices (Sequence[int]): Outputs of ``layer1`` .. ``layer7`` (0..6) and ``conv2``
+            (7). Defaults to ``(7, )``.
+        frozen_stages (int): ``conv1`` (>= 0) and ``layer1`` .. ``layer{frozen_stages}`` are
+            frozen; -1 freezes nothing. Range -1..7, as mmpretrain. Defaults to -1.
+        norm_cfg (dict): Norm config of the convs. Defaults to ``dict(type='BN')``.
+        act_cfg (dict): Activation config. Defaults to ``dict(type='ReLU6')``.
+        norm_eval (bool): Keep BatchNorm layers (attention BNs included) in eval mode.
+            Defaults to False.
+        with_cp (bool): Gradient checkpointing in the blocks. Defaults to False.
+        init_cfg (dict, optional): A ``Pretrained`` init loads strictly. Defaults to None.
+        **kwargs: More :class:`BaseKWBackbone` arguments (``freeze_warehouses``).
     """
 
     # expand_ratio, channels, num_blocks, stride of layer1 .. layer7 (as mmpretrain).
@@ -152,29 +167,42 @@ class MobileNetV2Skeleton(BaseKWBackbone):
     # out_indices 0..6 are layer1..layer7, 7 is conv2.
     num_stages = 8
 
-    def __init__(self, out_indices: Sequence[int], frozen_stages: int = -1, **kwargs) -> None:
+    def __init__(self,
+                 widen_factor: float = 1.0,
+                 out_indices: Sequence[int] = (7, ),
+                 frozen_stages: int = -1,
+                 norm_cfg: dict = dict(type='BN'),
+                 act_cfg: dict = dict(type='ReLU6'),
+                 norm_eval: bool = False,
+                 with_cp: bool = False,
+                 init_cfg: Optional[dict] = None,
+                 **kwargs) -> None:
+        check_choice('widen_factor', widen_factor, self.widen_factors)
         # mmpretrain's MobileNetV2 freezes at most layer7 (conv2 is never frozen).
         if frozen_stages not in range(-1, self.num_stages):
             raise ValueError(f'frozen_stages must be in [-1, {self.num_stages - 1}], got '
                              f'{frozen_stages!r}')
-        super().__init__(out_indices, frozen_stages, **kwargs)
+        super().__init__(out_indices, frozen_stages, norm_eval=norm_eval, init_cfg=init_cfg,
+                         **kwargs)
+        self.widen_factor = widen_factor
+        self.norm_cfg = norm_cfg
+        self.act_cfg = act_cfg
+        self.with_cp = with_cp
 
-    def build_network(self, factory, widen_factor: float, norm_cfg: dict, act_cfg: dict,
-                      with_cp: bool, stem_dynamic: bool, pwconv_stages: Sequence[int]) -> None:
+    def build_network(self, factory, stem_dynamic: bool, pwconv_stages: Sequence[int]) -> None:
         """Build every layer through ``factory.reserve`` and initialize the plain ones.
+
+        The width, norm, activation and checkpointing are the constructor's.
 
         Args:
             factory: A :class:`WarehouseManager` or another conv factory with its
                 ``reserve(in, out, kernel, stride, padding, groups, bias, warehouse_name,
                 enabled)``.
-            widen_factor (float): Width multiplier.
-            norm_cfg (dict): Norm config.
-            act_cfg (dict): Activation config.
-            with_cp (bool): Gradient checkpointing in the blocks.
             stem_dynamic (bool): Whether ``conv1`` is a dynamic (factory) convolution.
             pwconv_stages (Sequence[int]): Warehouse stages whose point-wise convs (and, for
                 the last stage, ``conv2``) are dynamic.
         """
+        widen_factor, norm_cfg, act_cfg = self.widen_factor, self.norm_cfg, self.act_cfg
         last_stage = self.warehouse_stages[-1]
         self.in_channels = make_divisible(32 * widen_factor, 8)
         self.conv1 = KWConvModule(
@@ -198,7 +226,7 @@ class MobileNetV2Skeleton(BaseKWBackbone):
                     self.in_channels, out_channels, stride if j == 0 else 1, expand_ratio,
                     factory, prefix,
                     kw_pwconv=stage in pwconv_stages, norm_cfg=norm_cfg,
-                    act_cfg=act_cfg, with_cp=with_cp))
+                    act_cfg=act_cfg, with_cp=self.with_cp))
                 self.in_channels = out_channels
             self.add_module(f'layer{i + 1}', nn.Sequential(*blocks))
             self.layers.append(f'layer{i + 1}')
@@ -254,19 +282,9 @@ class KWMobileNetV2(MobileNetV2Skeleton):
     from stage 1. ``conv2`` joins the last stage's projection point-wise warehouse.
 
     Args:
-        widen_factor (float): Width multiplier, 1.0 or 0.5 (the released models).
-            Defaults to 1.0.
+        widen_factor (float): Width multiplier, 1.0 or 0.5. Defaults to 1.0.
         budget (float): The paper's convolutional parameter budget ``b``: 0.5, 1 or 4.
             Defaults to 1.
-        out_indices (Sequence[int]): Outputs of ``layer1`` .. ``layer7`` (0..6) and ``conv2``
-            (7). Defaults to ``(7, )``.
-        frozen_stages (int): ``conv1`` (>= 0) and ``layer1`` .. ``layer{frozen_stages}`` are
-            frozen; -1 freezes nothing. Range -1..7, as mmpretrain. Defaults to -1.
-        norm_cfg (dict): Norm config of the convs. Defaults to ``dict(type='BN')``.
-        act_cfg (dict): Activation config. Defaults to ``dict(type='ReLU6')``.
-        norm_eval (bool): Keep BatchNorm layers (attention BNs included) in eval mode.
-            Defaults to False.
-        with_cp (bool): Gradient checkpointing in the blocks. Defaults to False.
         freeze_warehouses (bool): Frozen stages also freeze their warehouses (see
             :class:`BaseKWBackbone`). Defaults to True.
         reduction (float | dict, optional): Attention hidden ratio. None takes the budget's
@@ -287,9 +305,11 @@ class KWMobileNetV2(MobileNetV2Skeleton):
         omni_attention (bool): KW* (paper Table 17): every KW attention also computes ODConv's
             channel, filter and spatial attentions (:mod:`kw_mm.cnn.kw_star`). Defaults to
             False.
-        init_cfg (dict, optional): ``dict(type='Pretrained', checkpoint=..., prefix=...)``
-            loads strictly; weights are otherwise initialized at construction (kaiming fan_out,
-            as mmpretrain). Defaults to None.
+        **kwargs: mmpretrain MobileNetV2's ``out_indices`` (default ``(7, )``),
+            ``frozen_stages`` (-1), ``norm_cfg``, ``act_cfg``, ``norm_eval`` (attention BNs
+            included), ``with_cp`` and ``init_cfg``: see :class:`MobileNetV2Skeleton`. A
+            ``dict(type='Pretrained', checkpoint=..., prefix=...)`` init loads strictly;
+            weights are otherwise initialized at construction (kaiming fan_out, as mmpretrain).
 
     A dict value of ``reduction`` and the cell ratios maps a warehouse to its value: by full
     name (``'stage6_layer_pwconv1'``), by kind (``'conv0'``, ``'dwconv0'``, ``'pwconv0'``,
@@ -323,12 +343,6 @@ class KWMobileNetV2(MobileNetV2Skeleton):
     def __init__(self,
                  widen_factor: float = 1.0,
                  budget: float = 1,
-                 out_indices: Sequence[int] = (7, ),
-                 frozen_stages: int = -1,
-                 norm_cfg: dict = dict(type='BN'),
-                 act_cfg: dict = dict(type='ReLU6'),
-                 norm_eval: bool = False,
-                 with_cp: bool = False,
                  freeze_warehouses: bool = True,
                  reduction: Optional[PerWarehouse] = None,
                  cell_num_ratio: Optional[PerWarehouse] = None,
@@ -338,16 +352,11 @@ class KWMobileNetV2(MobileNetV2Skeleton):
                  kw_pwconv_stages: Optional[Sequence[int]] = None,
                  attention_norm: str = 'BN',
                  omni_attention: bool = False,
-                 init_cfg: Optional[dict] = None) -> None:
-        check_choice('widen_factor', widen_factor, self.widen_factors)
+                 **kwargs) -> None:
         check_choice('budget', budget, self.budget_settings)
-        super().__init__(out_indices=out_indices, frozen_stages=frozen_stages,
-                         norm_eval=norm_eval, freeze_warehouses=freeze_warehouses,
-                         init_cfg=init_cfg)
+        super().__init__(widen_factor, freeze_warehouses=freeze_warehouses, **kwargs)
         preset = self.budget_settings[budget]
-        self.widen_factor = widen_factor
         self.budget = budget
-        self.with_cp = with_cp
         last_stage = self.warehouse_stages[-1]
         if kw_pwconv_stages is None:
             kw_pwconv_stages = preset['kw_pwconv_stages']
@@ -367,8 +376,8 @@ class KWMobileNetV2(MobileNetV2Skeleton):
             sharing_range=sharing_range, norm=attention_norm,
             presets={knob: preset[knob] for knob in KNOB_DEFAULTS},
             omni_attention=omni_attention)
-        self.build_network(self.warehouse_manager, widen_factor, norm_cfg, act_cfg, with_cp,
-                           stem_dynamic=True, pwconv_stages=self.kw_pwconv_stages)
+        self.build_network(self.warehouse_manager, stem_dynamic=True,
+                           pwconv_stages=self.kw_pwconv_stages)
         self.build_warehouses()
 
     def variant_name(self) -> str:
