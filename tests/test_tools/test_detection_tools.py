@@ -10,6 +10,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+from mmengine.config import Config
 from PIL import Image
 
 from kw_mm.demo_data.coco import CLASSES, write_coco_set
@@ -17,6 +18,15 @@ from kw_mm.demo_data.coco import CLASSES, write_coco_set
 from tests.helpers.tool_runs import ROOT, check, run
 
 DEMO_DET = osp.join(ROOT, 'configs', 'demo', 'mask-rcnn_kw-r18_demo-coco.py')
+
+
+def test_demo_configs_fix_their_seed():
+    """make demo prints the same top-1 and AP on every run of a machine: both demo configs
+    (and the rival's demo detector built on the KW one) fix the seed."""
+    for name in ('kw1x-resnet18_demo-cls.py', 'mask-rcnn_kw-r18_demo-coco.py',
+                 'mask-rcnn_dyconv-r18_demo-coco.py'):
+        cfg = Config.fromfile(osp.join(ROOT, 'configs', 'demo', name))
+        assert cfg.get('randomness', {}).get('seed') == 0, name
 
 
 # ---------------------------------------------------------------------- the demo COCO set
