@@ -1,7 +1,9 @@
 """The side-by-side benchmark (plain, DY-Conv, ODConv, CondConv, KW, KW* in one interleaved run):
 its presets, a tiny real run, its table and its errors. No timing is asserted (the machine is
 shared): only that every number is there and the ratios refer to the plain model."""
+import json
 import os.path as osp
+import re
 import sys
 
 import pytest
@@ -55,6 +57,10 @@ def test_command_line_side_by_side(tmp_path):
                       '--batch', '2', '--size', '32', '--reps', '1', '--warmup', '0',
                       '--threads', '1', '--json', str(tmp_path / 'sbs.json')]))
     assert '| condconv8x-resnet18_8xb32_in1k | 81.35M |' in proc.stdout
-    assert (tmp_path / 'sbs.json').is_file()
+    # the table names its machine (CPU, caches, threads) as every benchmark table does
+    assert re.search(r'^CPU: .+; caches: .*L2 .+; 1 threads; GEMM rate \d+ GFLOP/s', proc.stdout,
+                     re.M), proc.stdout
+    report = json.loads((tmp_path / 'sbs.json').read_text())
+    assert report['machine']['threads'] == 1 and report['side_by_side']['plain']
     proc = run([sys.executable, 'tools/analysis/benchmark.py', '--side-by-side', 'nonsense'])
     assert proc.returncode != 0 and 'wants a preset' in proc.stderr

@@ -122,14 +122,16 @@ def main() -> None:
         elif len(models) == 1:
             sys.exit(f'--side-by-side wants a preset {sorted(sbs.SIDE_BY_SIDE_PRESETS)} or two or '
                      f'more models (the plain one first), got {models}')
+        from kw_mm.analysis.machine import machine_report
+        machine = machine_report(threads)
         print(f'side by side, {models[0]} as the plain model (threads={threads}, '
               f'batch={batch})', flush=True)
         result = sbs.benchmark_side_by_side(
             models, batch, args.size or 224, args.reps, args.warmup,
             [m for m in args.metrics.split(',') if m], not args.no_memory)
-        print()
+        print('\n' + machine.header() + '\n')
         print(sbs.format_side_by_side(result))
-        report['side_by_side'] = result.to_dict()
+        report.update(machine=machine.to_dict(), side_by_side=result.to_dict())
     elif args.layer_profile:
         from kw_mm.analysis import limit as lm
         from kw_mm.analysis.machine import machine_report
