@@ -3,6 +3,7 @@
 Examples:
     python tools/test.py configs/demo/kw1x-resnet18_demo-cls.py work_dirs/demo_cls/epoch_6.pth
     python tools/test.py CONFIG CHECKPOINT --cfg-options data_root=/data/imagenet
+    python tools/test.py CONFIG CHECKPOINT --out predictions.pkl
     bash tools/dist_test.sh CONFIG CHECKPOINT 8
 
 The temperature follows the checkpoint: a Runner checkpoint stores the config of the run that
@@ -18,9 +19,10 @@ from mmengine.registry import init_default_scope
 from kw_mm.engine import follow_checkpoint_schedule
 from kw_mm.runner.config_checks import check_hook_args
 from kw_mm.runner.data_check import check_dataloader_images
-from kw_mm.runner.launch import (add_runner_args, apply_runner_args, check_checkpoint_file,
-                                 check_data_roots, close_distributed, register_toolbox,
-                                 setup_cpu_distributed, use_safe_checkpoint_loader)
+from kw_mm.runner.launch import (add_dump_results, add_runner_args, apply_runner_args,
+                                 check_checkpoint_file, check_data_roots, close_distributed,
+                                 register_toolbox, setup_cpu_distributed,
+                                 use_safe_checkpoint_loader)
 from kw_mm.runner.output import build_runner, is_first_process, run_header, say
 from kw_mm.runner.summary import format_metrics
 from kw_mm.runner.visualization import enable_show_dir
@@ -35,6 +37,8 @@ def parse_args() -> argparse.Namespace:
                         help='do not check the images of the test set first')
     parser.add_argument('--show-dir', help='draw the predictions on every test image into '
                         'this directory')
+    parser.add_argument('--out', help='also dump every prediction to this pickle file '
+                        '(.pkl; mmengine DumpResults, as mmpretrain/mmdet tools/test.py --out)')
     add_runner_args(parser)
     return parser.parse_args()
 
@@ -47,6 +51,8 @@ def main() -> None:
     cfg.resume = False
     if args.show_dir:
         enable_show_dir(cfg, args.show_dir)
+    if args.out:
+        add_dump_results(cfg, args.out)
 
     scope = register_toolbox(cfg)
     use_safe_checkpoint_loader()

@@ -229,6 +229,22 @@ def apply_runner_args(cfg: Any, args: argparse.Namespace) -> Any:
     return cfg
 
 
+def add_dump_results(cfg: Any, out: str) -> Any:
+    """Also dump every test prediction to the pickle file ``out`` (mmengine's ``DumpResults``
+    beside the config's evaluators, as ``tools/test.py --out`` of mmpretrain and mmdet).
+
+    Raises:
+        ValueError: If ``out`` is not a ``.pkl`` / ``.pickle`` path.
+    """
+    if not out.endswith(('.pkl', '.pickle')):
+        raise ValueError(f'--out must be a .pkl or .pickle file, got {out!r}')
+    evaluators = cfg.test_evaluator
+    if not isinstance(evaluators, (list, tuple)):
+        evaluators = [evaluators]
+    cfg.test_evaluator = [*evaluators, dict(type='DumpResults', out_file_path=out)]
+    return cfg
+
+
 def set_local_rank_env(local_rank: int) -> None:
     """Older launchers pass ``--local-rank``; mmengine reads the LOCAL_RANK variable."""
     os.environ.setdefault('LOCAL_RANK', str(local_rank))

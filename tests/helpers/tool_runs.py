@@ -74,9 +74,10 @@ def check(proc: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
     return proc
 
 
-def evaluate_top1(config: str, checkpoint: str, temperature: float) -> float:
-    """Top-1 (%) of ``checkpoint`` on the config's test set at ``temperature``, computed here
-    (the model's logits against the labels), without tools/test.py, its Runner or evaluator."""
+def predictions(config: str, checkpoint: str, temperature: float) -> List[tuple]:
+    """``(img_path, logits, label)`` of every test image of ``config`` for ``checkpoint`` at
+    ``temperature``, computed here (the model's logits), without tools/test.py, its Runner or
+    evaluator."""
     import torch
     from mmengine.config import Config
     from mmengine.runner import Runner, load_checkpoint
@@ -89,16 +90,22 @@ def evaluate_top1(config: str, checkpoint: str, temperature: float) -> float:
     set_temperature(model, temperature)
     loader = Runner.build_dataloader(dict(cfg.test_dataloader, num_workers=0,
                                           persistent_workers=False))
-    correct = total = 0
+    rows = []
     with torch.no_grad():
         for batch in loader:
             data = model.data_preprocessor(batch, False)
-            predicted = model(data['inputs'], mode='tensor').argmax(dim=1)
-            labels = torch.cat([sample.gt_label for sample in data['data_samples']])
-            correct += int((predicted == labels).sum())
-            total += len(labels)
-    assert total == 12  # 2 classes x 6 validation images
-    return 100.0 * correct / total
+            logits = model(data['inputs'], mode='tensor')
+            for sample, row in zip(data['data_samples'], logits):
+                rows.append((sample.img_path, row, int(sample.gt_label)))
+    return rows
+
+
+def evaluate_top1(config: str, checkpoint: str, temperature: float) -> float:
+    """Top-1 (%) of ``checkpoint`` on the config's test set at ``temperature``
+    (:func:`predictions` against the labels)."""
+    rows = predictions(config, checkpoint, temperature)
+    assert len(rows) == 12  # 2 classes x 6 validation images
+    return 100.0 * sum(int(logits.argmax()) == label for _, logits, label in rows) / len(rows)
 
 
 def printed_top1(stdout: str) -> float:

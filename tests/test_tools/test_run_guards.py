@@ -7,14 +7,15 @@ import sys
 
 import pytest
 from mmengine.config import Config
+from mmengine.fileio import load
 
 from kw_mm.runner.config_checks import check_cfg_options, check_hook_args
 from kw_mm.runner.data_check import check_images
-from kw_mm.runner.launch import register_toolbox
+from kw_mm.runner.launch import add_dump_results, register_toolbox
 from kw_mm.runner.work_dir import check_work_dir
 
-from tests.helpers.tool_runs import (DEMO_CLS, check, evaluate_top1, free_port, printed_top1,
-                                     run, tiny_cls)
+from tests.helpers.tool_runs import (DEMO_CLS, check, evaluate_top1, free_port, predictions,
+                                     printed_top1, run, tiny_cls)
 
 
 @pytest.fixture(scope='module')
@@ -49,14 +50,24 @@ def test_checkpoint_temperature_comes_from_its_own_run(tiny, unfinished):
     ckpt = str(unfinished['work_dir'] / 'epoch_2.pth')
     # The command-line config anneals over T = 1 epoch (t = 0 at epoch 2); the run that saved
     # the checkpoint annealed over 4 and stopped at t = 0.5.
+    dumped = tiny['tmp'] / 'test_unfinished.pkl'
     proc = check(run([sys.executable, 'tools/test.py', tiny['cfg'], ckpt, '--work-dir',
-                      str(tiny['tmp'] / 'test_unfinished')]))
+                      str(tiny['tmp'] / 'test_unfinished'), '--out', str(dumped)]))
     assert (f'{ckpt} was trained with KWTemperatureHook(anneal_epochs=4, '
             'allow_unfinished_anneal=True) (t = 0.5 at its last iteration), the config says '
             "KWTemperatureHook(anneal_epochs=1): using the checkpoint's") in proc.stdout
     assert 'KWTemperatureHook: evaluating at t = 0.5 ' in proc.stdout + proc.stderr
     assert printed_top1(proc.stdout) == pytest.approx(
         evaluate_top1(tiny['cfg'], ckpt, 0.5), abs=0.005)
+    # The predictions themselves are those of t = 0.5 and not of the config's t = 0 (on this
+    # tiny set both temperatures can give the same top-1, so the scores decide).
+    scores = {row['img_path']: row['pred_score'] for row in load(str(dumped))}
+    assert len(scores) == 12
+    for t, same in ((0.5, True), (0.0, False)):
+        expected = {path: logits.softmax(0)
+                    for path, logits, _ in predictions(tiny['cfg'], ckpt, t)}
+        gap = max(float((scores[p] - expected[p]).abs().max()) for p in expected)
+        assert (gap < 1e-5) is same, (t, gap)
 
     # the attention-map tool reads the same schedule
     proc = check(run([sys.executable, 'tools/analysis/vis_attention.py', tiny['cfg'], ckpt,
@@ -76,6 +87,16 @@ def test_fine_tuning_names_a_checkpoint_saved_mid_anneal(tiny, unfinished):
                       str(tiny['tmp'] / 'finetune')]))
     assert (f'{ckpt} was saved at t = 0.5, before the anneal of its own run ended (its stored '
             'config); this run uses t = 0 (fine-tuning)') in proc.stdout
+
+
+def test_out_option_adds_dump_results():
+    cfg = Config.fromfile(DEMO_CLS)
+    add_dump_results(cfg, 'preds.pkl')
+    assert cfg.test_evaluator[-1] == dict(type='DumpResults', out_file_path='preds.pkl')
+    assert cfg.test_evaluator[0]['type'] == 'Accuracy'  # the config's evaluator stays first
+    with pytest.raises(ValueError, match=r"^--out must be a .pkl or .pickle file, got "
+                                         r"'preds.json'$"):
+        add_dump_results(cfg, 'preds.json')
 
 
 # ---------------------------------------------------------------------- finding 2: anneal
