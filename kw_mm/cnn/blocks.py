@@ -11,8 +11,8 @@ shared by the threads that assemble and apply them, so a path's budget is
 ``share * L2 per core * threads`` with the L2 size read from the system
 (:func:`~kw_mm.cnn.machine.machine_caches`, once per process; never stored in a checkpoint).
 The shares (:data:`BLOCK_L2_SHARE`) are what measured best on a Sapphire Rapids Xeon (2 MB L2
-per core, 2 threads): grouped blocks of 2-5 MB (share 1: 4 MB), im2col blocks of 8 MB (share 2).
-On an AMD EPYC Zen 4 (1 MB L2 per core) the same rule gives 2 MB and 4 MB.
+per core, 2 threads): grouped blocks of 2-5 MB (share 1: 4 MB), im2col blocks of 16 MB (share 4).
+On an AMD EPYC Zen 4 (1 MB L2 per core) the same rule gives 2 MB and 8 MB.
 :func:`kw_mm.cnn.explain.explain_layer` prints the numbers a layer's plan came from.
 """
 import math
@@ -28,11 +28,17 @@ from .machine import MachineCaches, machine_caches
 #: reorder pass through the cache one after the other; blocks of about one L2 per thread were
 #: fastest (2-5 MB at 2 threads with 2 MB L2). im2col path: no copies, so a block may be
 #: larger; its per-block products have a fixed cost (a parallel region each, which also
-#: counts when another process competes for a core): two L2 per thread were fastest (8 MB).
-BLOCK_L2_SHARE: Dict[str, float] = {'grouped': 1.0, 'im2col': 2.0}
+#: counts when another process competes for a core) and run faster on more rows: four L2 per
+#: thread were fastest, measured quietly layer by layer on KW 1x ResNet18 and ResNet50
+#: (2026-12-02: the im2col layers of ResNet18 took 100 ms at 8 MB blocks, 93-95 ms at
+#: 12-32 MB; ResNet50's 372 ms and 352-362 ms).
+#: A training step (``'im2col-train'``) keeps two L2 per thread (8 MB there): its backward
+#: holds a block's kernels and their gradient at once, and larger blocks raised the peak
+#: training memory (KW 1x ResNet18 259 -> 281 MB) without making the step faster.
+BLOCK_L2_SHARE: Dict[str, float] = {'grouped': 1.0, 'im2col': 4.0, 'im2col-train': 2.0}
 #: Per fast path, whether a block must stay within the budget (whole aligned blocks, at least
 #: one alignment) or may round up past it to about equal aligned blocks.
-WITHIN_BUDGET: Dict[str, bool] = {'grouped': False, 'im2col': True}
+WITHIN_BUDGET: Dict[str, bool] = {'grouped': False, 'im2col': True, 'im2col-train': True}
 #: Rows per block are a multiple of this: the convolution's fast kernels work on channel
 #: blocks of 8 or 16, an odd count (27 rows) sends it to a path 10x slower, and the
 #: matrix-product kernels work on 16 rows.
@@ -47,7 +53,7 @@ def block_budget(path: str, threads: Optional[int] = None,
     """The kernel bytes of one block of ``path`` on this machine's CPU.
 
     Args:
-        path (str): ``'grouped'`` or ``'im2col'``.
+        path (str): A key of :data:`BLOCK_L2_SHARE`.
         threads (int, optional): Threads sharing a block. Defaults to
             ``torch.get_num_threads()``.
         caches (MachineCaches, optional): Defaults to this machine's
@@ -71,7 +77,8 @@ def plan_blocks(geo: KWGeometry, batch: int, itemsize: int, device: torch.device
         device (torch.device): Only the CPU is blocked (by default).
         block_bytes (int, optional): Kernel bytes per block. Defaults to the path's
             :func:`block_budget` on the CPU, no blocking elsewhere.
-        path (str): The fast path, ``'grouped'`` or ``'im2col'``. Defaults to ``'grouped'``.
+        path (str): The fast path, a key of :data:`BLOCK_L2_SHARE` (``'im2col-train'``: the
+            im2col path of a step with gradients). Defaults to ``'grouped'``.
     """
     if path not in BLOCK_L2_SHARE:
         raise ValueError(f'path must be one of {sorted(BLOCK_L2_SHARE)}, got {path!r}')

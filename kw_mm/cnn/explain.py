@@ -89,10 +89,18 @@ def explain_layer(geo: KWGeometry, input_shape: Sequence[int], itemsize: int = 4
     if geo.groups > 1 and len(blocks) == 1 and budget is not None:
         rule += '; grouped layers are one block'
     extra = {}
-    if path == 'im2col' and not geo.is_pointwise:
+    if path == 'im2col':
         pixels = math.prod(geo.output_size(spatial))
-        cols = batch * geo.groups_spatial * geo.in_channels * pixels * itemsize
-        extra['columns'] = format_bytes(cols)
+        if not geo.is_pointwise:
+            cols = batch * geo.groups_spatial * geo.in_channels * pixels * itemsize
+            extra['columns'] = format_bytes(cols)
+        extra['products'] = ('pixel-major' if pixels < fast_im2col.PIXEL_MAJOR_BELOW else
+                             'channel-major') + f' ({pixels} output pixels)'
+        if block_bytes is None and device.type == 'cpu':
+            train = plan_blocks(geo, batch, itemsize, device, None, path='im2col-train')
+            extra['with gradients'] = (
+                f'{len(train)} block(s) (budget {format_bytes(block_budget("im2col-train"))} = '
+                f"{BLOCK_L2_SHARE['im2col-train']:g} x L2 x threads)")
     return LayerPlan(path, route, input_shape, blocks, row_bytes, budget, rule, extra)
 
 

@@ -313,7 +313,7 @@ def kw_conv(x: torch.Tensor,
         t is not None and t.requires_grad for t in (x, alpha, cells, bias))
     if fast_im2col.use_im2col(geo, x):
         blocks = plan_blocks(geo, x.shape[0], cells.element_size(), cells.device, block_bytes,
-                             path='im2col')
+                             path='im2col-train' if needs_grad else 'im2col')
         if not needs_grad:
             return fast_im2col.forward(x, alpha, cells, bias, geo, blocks)
         return fast_im2col.KWIm2colFunction.apply(x, alpha, cells, bias, geo, blocks)

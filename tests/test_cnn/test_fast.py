@@ -133,12 +133,15 @@ def two_blocks(geo, batch, itemsize, device, block_bytes=None, path='grouped'):
 
 
 def force_path(monkeypatch, path: str, blocked: bool) -> list:
-    """Route every layer the im2col path can run to it (``'im2col'``) or to the grouped /
-    batched paths (``'grouped'``); returns a list that records each im2col call."""
+    """Route every layer the im2col path can run to it (``'im2col'``: channel-major products,
+    ``'im2col-pixel-major'``: pixel-major products) or to the grouped / batched paths
+    (``'grouped'``); returns a list that records each im2col call."""
     calls = []
-    if path == 'im2col':
+    if path.startswith('im2col'):
         monkeypatch.setattr(fast_im2col, 'MIN_CELL_OUT', 1)
         monkeypatch.setattr(fast_im2col, 'MAX_PIXELS_PER_CHANNEL', float('inf'))
+        monkeypatch.setattr(fast_im2col, 'PIXEL_MAJOR_BELOW',
+                            float('inf') if path == 'im2col-pixel-major' else 0)
     else:
         monkeypatch.setattr(fast_im2col, 'use_im2col', lambda geo, x: False)
     original = fast_im2col.forward
@@ -161,7 +164,7 @@ IM2COL_CASES = {'3x3', '3x3-bias-stride2-gi', '3x3-dilated', '1x1-go-gi-bias', '
 
 @pytest.mark.parametrize('name', sorted(CASES))
 @pytest.mark.parametrize('blocked', [False, True])
-@pytest.mark.parametrize('path', ['grouped', 'im2col'])
+@pytest.mark.parametrize('path', ['grouped', 'im2col', 'im2col-pixel-major'])
 def test_fast_matches_reference(name, blocked, path, monkeypatch):
     specs, manager_kwargs, in_shape = CASES[name]
     calls = force_path(monkeypatch, path, blocked)
@@ -177,7 +180,7 @@ def test_fast_matches_reference(name, blocked, path, monkeypatch):
             x = x.contiguous(memory_format=torch.channels_last)
         _check(net, x)
     # the path under test really ran (the eval checks call the direct forward)
-    expected = path == 'im2col' and name in IM2COL_CASES
+    expected = path.startswith('im2col') and name in IM2COL_CASES
     assert bool(calls) == expected, (name, path, len(calls))
 
 

@@ -61,9 +61,9 @@ def test_block_budgets_follow_the_machine(tmp_path):
     zen4 = MachineCaches('AMD', read_caches(fake_sysfs(tmp_path, ZEN4)), 'fake')
     intel = MachineCaches('Intel', (CacheLevel(2, 2 * 2**20, 1), ), 'fake')
     assert block_budget('grouped', 2, zen4) == 2 * 2**20
-    assert block_budget('im2col', 2, zen4) == 4 * 2**20
+    assert block_budget('im2col', 2, zen4) == 8 * 2**20
     assert block_budget('grouped', 2, intel) == 4 * 2**20
-    assert block_budget('im2col', 2, intel) == 8 * 2**20
+    assert block_budget('im2col', 2, intel) == 16 * 2**20
     assert block_budget('im2col', 1, intel) == BLOCK_L2_SHARE['im2col'] * 2 * 2**20
     with pytest.raises(ValueError, match="got 'fastest'"):
         block_budget('fastest')
