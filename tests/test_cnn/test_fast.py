@@ -185,8 +185,9 @@ def test_fast_matches_reference(name, blocked, path, monkeypatch):
 
 
 def test_im2col_routing():
-    """By default the im2col path takes the late ResNet layers and the large point-wise
-    layers, and leaves large maps, small cells and depth-wise layers to the grouped path."""
+    """By default the im2col path takes the late ResNet layers and the point-wise layers with
+    no more output pixels than output channels, and leaves large maps, small cells and
+    depth-wise layers to the grouped / batched paths."""
     torch.manual_seed(0)
     net = build([conv(512, 512), conv(256, 512, stride=2)])  # cells 512x256
     late, strided = net.layers[0].geometry, net.layers[1].geometry
@@ -194,7 +195,8 @@ def test_im2col_routing():
     assert fast_im2col.use_im2col(strided, torch.empty(1, 256, 14, 14))  # 7x7 output
     assert not fast_im2col.use_im2col(late, torch.empty(1, 512, 56, 56))  # large map
     pointwise = build([conv(256, 1024, 1)]).layers[0].geometry
-    assert fast_im2col.use_im2col(pointwise, torch.empty(1, 256, 56, 56))
+    assert fast_im2col.use_im2col(pointwise, torch.empty(1, 256, 28, 28))  # 784 <= 1024
+    assert not fast_im2col.use_im2col(pointwise, torch.empty(1, 256, 56, 56))  # 3136 > 1024
     small_cells = build([conv(24, 144, 1), conv(8, 8, 1)]).layers[0].geometry  # 8-row cells
     assert not fast_im2col.use_im2col(small_cells, torch.empty(1, 24, 7, 7))
     depthwise = build([conv(512, 512, groups=512)]).layers[0].geometry
