@@ -39,10 +39,11 @@ from .functional import KWGeometry, strided_input
 MAX_PIXELS_PER_CHANNEL = 1.0
 #: Output maps with fewer pixels than this are computed pixel-major: per sample
 #: ``cols^T @ W^T`` (``[pixels, K] @ [K, rows]``) instead of ``W @ cols``, the same products
-#: and the same sums (bit-identical results), but the matrix-product kernels then run over the
-#: block's rows (a multiple of 16) instead of an odd pixel count (49 at 7x7): the per-sample
-#: products of ResNet's 7x7 layers ran 7% faster on a Sapphire Rapids Xeon. One copy puts the
-#: output back channel-major.
+#: (equal up to float rounding: bit-identical on ResNet's 7x7 layers, 2e-7 apart on some small
+#: point-wise ones, where the product kernels order the sums differently), but the kernels then
+#: run over the block's rows (a multiple of 16) instead of an odd pixel count (49 at 7x7): the
+#: per-sample products of ResNet's 7x7 layers ran 7% faster on a Sapphire Rapids Xeon. One copy
+#: puts the output back channel-major.
 PIXEL_MAJOR_BELOW = 64
 #: Cells with fewer output rows (MobileNetV2's 8- and 32-row cells) make the per-block
 #: products too small; the grouped / batched paths of :mod:`kw_mm.cnn.fast` are faster there.
