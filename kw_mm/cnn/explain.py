@@ -94,7 +94,7 @@ def explain_layer(geo: KWGeometry, input_shape: Sequence[int], itemsize: int = 4
         if not geo.is_pointwise:
             cols = batch * geo.groups_spatial * geo.in_channels * pixels * itemsize
             extra['columns'] = format_bytes(cols)
-        extra['products'] = ('pixel-major' if pixels < fast_im2col.PIXEL_MAJOR_BELOW else
+        extra['products'] = ('pixel-major' if fast_im2col.is_pixel_major(pixels) else
                              'channel-major') + f' ({pixels} output pixels)'
         if block_bytes is None and device.type == 'cpu':
             train = plan_blocks(geo, batch, itemsize, device, None, path='im2col-train')

@@ -79,6 +79,12 @@ def im2col_decision(geo: KWGeometry, spatial: Sequence[int]) -> Tuple[bool, str]
     return False, f'{pixels} output pixels > {limit:g} (columns larger than kernels)'
 
 
+def is_pixel_major(pixels: int) -> bool:
+    """Whether the per-sample products of a map of ``pixels`` output pixels run pixel-major
+    (see :data:`PIXEL_MAJOR_BELOW`)."""
+    return pixels < PIXEL_MAJOR_BELOW
+
+
 def use_im2col(geo: KWGeometry, x: torch.Tensor) -> bool:
     """Whether a layer runs on this path (:func:`im2col_decision` for ``x``'s size)."""
     return im2col_decision(geo, tuple(x.shape[2:]))[0]
@@ -191,7 +197,7 @@ def forward(x: torch.Tensor, alpha: torch.Tensor, cells: torch.Tensor,
     cols, out_hw = im2col(x, geo)
     rows, by_row = mixture_rows(alpha, geo), _cells_by_row(cells)
     pixels = cols.shape[-1]
-    pixel_major = pixels < PIXEL_MAJOR_BELOW
+    pixel_major = is_pixel_major(pixels)
     out = cols.new_empty((batch, pixels, geo.out_channels) if pixel_major else
                          (batch, geo.out_channels, pixels))
     buf = None if len(blocks) == 1 else cols.new_empty(
