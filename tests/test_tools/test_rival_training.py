@@ -16,6 +16,8 @@ RIVAL_CFG = """
 _base_ = {base!r}
 model = dict(backbone=dict(_delete_=True, **{backbone!r}), head=dict(in_channels={channels}))
 custom_hooks = [{hook!r}]
+# One checkpoint on disk (a DY-Conv ResNet18 checkpoint with its optimizer state is 540 MB).
+default_hooks = dict(checkpoint=dict(max_keep_ckpts=1))
 """
 
 #: 8 images (tests/test_tools/conftest.py's tiny set), batch 2: 4 iterations per epoch, T = 1 epoch. DY-Conv / ODConv: 30 -> 1 (the ODConv
