@@ -9,16 +9,40 @@
 - A Runner with ``randomness.deterministic=True`` switches torch to deterministic algorithms for
   the whole process; the switch is turned off again after each test.
 
+Disk: the tool tests write checkpoints (about 1.8 GB at the peak of a full run, measured
+2026-12-02; pytest.ini deletes a passing test's directory when it ends); the session refuses to
+start with less than :data:`MIN_FREE_DISK_GB` free in the temporary directory instead of failing
+late with ``No space left on device``.
+
 ``pytest --reverse-order`` runs the collected tests in reverse order, to show that no test
 depends on another having run first.
 """
+import os
 import random
+import shutil
+import tempfile
 import zlib
 
 import numpy as np
 import pytest
 import torch
 from mmengine.registry import DefaultScope
+
+
+#: Free space the suite needs where pytest writes its temporary directories (GB).
+MIN_FREE_DISK_GB = 2.5
+
+
+def pytest_sessionstart(session):
+    tmp = os.path.abspath(session.config.option.basetemp or tempfile.gettempdir())
+    while not os.path.isdir(tmp):  # --basetemp is created later: measure where it will be
+        tmp = os.path.dirname(tmp)
+    free_gb = shutil.disk_usage(tmp).free / 2**30
+    if free_gb < MIN_FREE_DISK_GB:
+        raise pytest.UsageError(
+            f'{free_gb:.1f} GB free in {tmp}; the test suite needs at least {MIN_FREE_DISK_GB} GB '
+            f'there (its tool tests write checkpoints): free some space or point --basetemp '
+            f'elsewhere')
 
 
 def pytest_addoption(parser):
