@@ -99,8 +99,8 @@ def layer_limits(model: nn.Module, inputs: Dict[str, torch.Tensor], gemm_flops: 
         geo, plan = layer.geometry, explain_layer(layer.geometry, x.shape, x.element_size())
         rows.append(dict(name=name, shape=list(geo.weight_shape), input=list(x.shape),
                          stride=list(geo.stride), mixtures=geo.num_mixtures,
-                         cells=layer.attention.num_cells, path=plan.path,
-                         blocks=len(plan.blocks), plan=plan.describe(), ms=ms,
+                         cells=layer.attention.num_cells, path=plan.inference_path,
+                         blocks=plan.inference_blocks, plan=plan.describe(), ms=ms,
                          kw_over_limit=ms['kw'] / ms['limit']))
     return rows
 

@@ -99,3 +99,33 @@ def plan_blocks(geo: KWGeometry, batch: int, itemsize: int, device: torch.device
     if co >= ROW_ALIGN:
         size = math.ceil(size / ROW_ALIGN) * ROW_ALIGN  # ... of a multiple of ROW_ALIGN rows
     return [(p, min(co, p + size)) for p in range(0, co, size)]
+
+
+def plan_input_block(geo: KWGeometry, batch: int, itemsize: int, device: torch.device,
+                     block_bytes: Optional[int] = None) -> int:
+    """Input channels per block of the inference path that assembles kernels transposed
+    (:mod:`~kw_mm.cnn.fast_im2col_inference`): a divisor of the cells' input channels, the
+    largest multiple of :data:`ROW_ALIGN` whose kernels (``batch * M * co`` per channel) fit
+    the ``'im2col'`` budget (else the smallest such multiple; without one, the largest
+    divisor that fits).
+
+    Args:
+        geo (KWGeometry): The layer.
+        batch (int): Number of samples.
+        itemsize (int): Bytes per kernel element.
+        device (torch.device): Only the CPU is blocked (by default).
+        block_bytes (int, optional): Kernel bytes per block. Defaults to the
+            ``'im2col'`` :func:`block_budget` on the CPU, no blocking elsewhere.
+    """
+    ci = geo.cell_in
+    if block_bytes is None:
+        if device.type != 'cpu':
+            return ci
+        block_bytes = block_budget('im2col')
+    fit = max(1, block_bytes // (batch * geo.num_mixtures * geo.cell_out * itemsize))
+    divisors = [d for d in range(1, ci + 1) if ci % d == 0]
+    aligned = [d for d in divisors if d % ROW_ALIGN == 0]
+    if aligned:
+        within = [d for d in aligned if d <= fit]
+        return within[-1] if within else aligned[0]
+    return [d for d in divisors if d <= fit][-1]

@@ -14,13 +14,14 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 import torch.nn as nn
 
-from . import fast_im2col
-from .blocks import BLOCK_L2_SHARE, Block, block_budget, plan_blocks
+from . import fast_im2col, fast_im2col_inference
+from .blocks import BLOCK_L2_SHARE, Block, block_budget, plan_blocks, plan_input_block
 from .functional import KWGeometry
 from .machine import format_bytes, machine_caches
 
-#: The fast paths, as :func:`explain_layer` names them.
-PATHS = ('im2col', 'grouped', 'pointwise')
+#: The fast paths, as :func:`explain_layer` names them (``'im2col-transposed'``: the inference
+#: path of small maps, :mod:`~kw_mm.cnn.fast_im2col_inference`).
+PATHS = ('im2col', 'im2col-transposed', 'grouped', 'pointwise')
 
 
 @dataclass
@@ -35,6 +36,14 @@ class LayerPlan:
     budget: Optional[int]  # kernel bytes per block allowed (None: not blocked, off the CPU)
     budget_rule: str  # where the budget comes from
     extra: dict = field(default_factory=dict)  # per-path sizes (im2col columns)
+    #: Where inference (no gradients) differs: 'im2col-transposed' and its input-channel
+    #: blocks; else the path and blocks above.
+    inference_path: Optional[str] = None
+    inference_blocks: Optional[int] = None
+
+    def __post_init__(self) -> None:
+        if self.inference_path is None:
+            self.inference_path, self.inference_blocks = self.path, len(self.blocks)
 
     @property
     def block_bytes(self) -> List[int]:
@@ -88,7 +97,7 @@ def explain_layer(geo: KWGeometry, input_shape: Sequence[int], itemsize: int = 4
                 f' x {threads} threads')
     if geo.groups > 1 and len(blocks) == 1 and budget is not None:
         rule += '; grouped layers are one block'
-    extra = {}
+    extra, inference = {}, (None, None)
     if path == 'im2col':
         pixels = math.prod(geo.output_size(spatial))
         if not geo.is_pointwise:
@@ -96,12 +105,21 @@ def explain_layer(geo: KWGeometry, input_shape: Sequence[int], itemsize: int = 4
             extra['columns'] = format_bytes(cols)
         extra['products'] = ('pixel-major' if fast_im2col.is_pixel_major(pixels) else
                              'channel-major') + f' ({pixels} output pixels)'
+        transposed, why = fast_im2col_inference.input_blocks_decision(geo, spatial)
+        if transposed:
+            block = plan_input_block(geo, batch, itemsize, device, block_bytes)
+            inference = ('im2col-transposed', geo.cell_in // block)
+            block_size = batch * geo.num_mixtures * geo.cell_out * block * itemsize
+            extra['inference'] = (f'{why}: {inference[1]} block(s) of {block} input channels = '
+                                  f'{format_bytes(block_size)} of kernels, from the warehouse '
+                                  'kept transposed')
         if block_bytes is None and device.type == 'cpu':
             train = plan_blocks(geo, batch, itemsize, device, None, path='im2col-train')
             extra['with gradients'] = (
                 f'{len(train)} block(s) (budget {format_bytes(block_budget("im2col-train"))} = '
                 f"{BLOCK_L2_SHARE['im2col-train']:g} x L2 x threads)")
-    return LayerPlan(path, route, input_shape, blocks, row_bytes, budget, rule, extra)
+    return LayerPlan(path, route, input_shape, blocks, row_bytes, budget, rule, extra,
+                     *inference)
 
 
 def record_kw_inputs(model: nn.Module, run: Callable[[], object]) -> Dict[str, torch.Tensor]:

@@ -22,6 +22,10 @@ the reference (see ``docs/speed.md``) and what is done instead:
   format (contiguous, channels_last, or the transposed tokens of ``KWLinear``), bias fused.
 * **Spatial layers** run one grouped convolution over the samples (``groups = groups * B``) per
   block, bias fused; at batch size 1 that is the plain convolution.
+* **Small maps in inference** (the 7x7 stage of ResNet) assemble their kernels transposed, from
+  a transposed copy of the warehouse kept between forward passes
+  (:mod:`~kw_mm.cnn.fast_im2col_inference`), when the caller provides that copy
+  (``transposed_cells``; :class:`~kw_mm.cnn.kw_conv.KWConvNd` does, from its warehouse manager).
 * **Backward** (:class:`KWConvFunction`) walks the same blocks: the convolution's input and
   weight gradients (``aten.convolution_backward`` / ``bmm``), the kernel gradient permuted back
   in the cache and turned into the gradients of ``alpha`` and of the block's cells rows by two
@@ -32,12 +36,12 @@ the reference (see ``docs/speed.md``) and what is done instead:
 Everything is plain ``torch`` (``mm``, ``bmm``, ``convolution``, ``convolution_backward``) and
 runs on any device; on devices other than the CPU a layer is a single block.
 """
-from typing import Optional, Sequence, Tuple
+from typing import Callable, Optional, Sequence, Tuple
 
 import torch
 
-from . import fast_im2col
-from .blocks import Block, plan_blocks
+from . import fast_im2col, fast_im2col_inference
+from .blocks import Block, plan_blocks, plan_input_block
 from .functional import CONV_FUNCS, KWGeometry, strided_input
 
 #: Keep the assembled kernels for the backward instead of re-assembling them there.
@@ -284,7 +288,8 @@ def kw_conv(x: torch.Tensor,
             cells: torch.Tensor,
             bias: Optional[torch.Tensor],
             geo: KWGeometry,
-            block_bytes: Optional[int] = None) -> torch.Tensor:
+            block_bytes: Optional[int] = None,
+            transposed_cells: Optional[Callable[[], torch.Tensor]] = None) -> torch.Tensor:
     """The KW convolution: per-sample kernels ``alpha @ cells`` applied to ``x``.
 
     Same result as :func:`~kw_mm.cnn.functional.kw_conv_reference` (up to float rounding),
@@ -297,6 +302,10 @@ def kw_conv(x: torch.Tensor,
         bias (Tensor, optional): ``[Cout]``.
         geo (KWGeometry): The layer's shapes.
         block_bytes (int, optional): Kernel bytes per block (see :func:`plan_blocks`).
+        transposed_cells (callable, optional): Returns ``cells`` as ``[n, ci, co]``
+            (:class:`~kw_mm.cnn.transposed_cells.TransposedCells`); called only in inference
+            on small maps (:func:`~kw_mm.cnn.fast_im2col_inference.uses_input_blocks`), which
+            then run on that path. Without it they run the im2col path.
 
     Returns:
         Tensor: ``[B, Cout, *spatial_out]``.
@@ -312,6 +321,11 @@ def kw_conv(x: torch.Tensor,
     needs_grad = torch.is_grad_enabled() and any(
         t is not None and t.requires_grad for t in (x, alpha, cells, bias))
     if fast_im2col.use_im2col(geo, x):
+        if (not needs_grad and transposed_cells is not None
+                and fast_im2col_inference.uses_input_blocks(geo, x)):
+            block = plan_input_block(geo, x.shape[0], cells.element_size(), cells.device,
+                                     block_bytes)
+            return fast_im2col_inference.forward(x, alpha, transposed_cells(), bias, geo, block)
         blocks = plan_blocks(geo, x.shape[0], cells.element_size(), cells.device, block_bytes,
                              path='im2col-train' if needs_grad else 'im2col')
         if not needs_grad:

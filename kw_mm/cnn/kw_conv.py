@@ -119,7 +119,10 @@ class KWConvNd(nn.Module):
             return kw_conv_reference(x, alpha, cells, self.bias, self.geometry)
         if impl == 'export':
             return kw_conv_export(x, self.attention(x), cells, self.bias, self.geometry)
-        return fast.kw_conv(x, self.attention(x), cells, self.bias, self.geometry)
+        manager = self._owner[0]
+        return fast.kw_conv(x, self.attention(x), cells, self.bias, self.geometry,
+                            transposed_cells=lambda: manager.transposed_cells(
+                                self.warehouse_index))
 
     def extra_repr(self) -> str:
         s = (f'{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, '

@@ -22,6 +22,7 @@ from .attention import NORM_LAYERS, KWAttention, check_attention_options
 from .functional import count_mixtures
 from .kw_star import KWStarAttention
 from .kw_conv import KW_LAYERS, KWConvNd, KWLinear
+from .transposed_cells import TransposedCells
 
 PLAIN_LAYERS = {'conv1d': nn.Conv1d, 'conv2d': nn.Conv2d, 'conv3d': nn.Conv3d, 'linear': nn.Linear}
 PerWarehouse = Union[float, Sequence[float], Mapping[str, float]]
@@ -189,6 +190,8 @@ class WarehouseManager(nn.Module):
         self._reserved: Dict[str, List[tuple]] = {}
         self.specs: List[WarehouseSpec] = []
         self.weights = nn.ParameterList()
+        #: Inference copies of warehouses as ``[n, ci, co]`` (see :meth:`transposed_cells`).
+        self._transposed = TransposedCells()
 
     # ------------------------------------------------------------------ phase 1: reserve
     def fuse_name(self, name: str) -> str:
@@ -376,6 +379,18 @@ class WarehouseManager(nn.Module):
             cells = self.weights[w].data[start:end]
             nn.init.kaiming_normal_(cells.view(-1, *cells.shape[2:]), mode='fan_out',
                                     nonlinearity='relu')
+
+    # ------------------------------------------------------------------ inference
+    def transposed_cells(self, index: int) -> torch.Tensor:
+        """Warehouse ``index`` as ``[n, ci, co]``, for the inference path of small maps
+        (:mod:`~kw_mm.cnn.fast_im2col_inference`): made once and kept while the warehouse is
+        unchanged (:class:`~kw_mm.cnn.transposed_cells.TransposedCells`), dropped by
+        ``train()``/``eval()``."""
+        return self._transposed.get(index, self.weights[index])
+
+    def train(self, mode: bool = True) -> 'WarehouseManager':
+        self._transposed.clear()  # a mode switch starts over (weights swapped by .data, EMA)
+        return super().train(mode)
 
     # ------------------------------------------------------------------ helpers
     def freeze(self, warehouse_names: Sequence[str]) -> None:

@@ -5,6 +5,7 @@ import torch.nn as nn
 
 import kw_mm.cnn.fast as fast
 import kw_mm.cnn.fast_im2col as fast_im2col
+import kw_mm.cnn.fast_im2col_inference as fast_im2col_inference
 from kw_mm.cnn import WarehouseManager
 from kw_mm.cnn.blocks import plan_blocks
 from kw_mm.cnn.explain import explain_layer, explain_model, format_explanation
@@ -37,10 +38,18 @@ def test_explain_late_depthwise_pointwise():
     assert len(plan.blocks) > 1 and max(plan.block_bytes) <= plan.budget
     assert 'L2' in plan.budget_rule and f'{torch.get_num_threads()} threads' in plan.budget_rule
     assert 'columns' in plan.extra and 'im2col' in plan.describe()
+    # cells of 1 input channel (shared with the depth-wise layer): im2col in inference too
+    assert plan.inference_path == 'im2col' and 'inference' not in plan.extra
+    alone = build([LATE]).layers[0].geometry  # cells 512x512
+    plan = explain_layer(alone, (8, 512, 7, 7))
+    assert plan.inference_path == 'im2col-transposed' and 'kept transposed' in plan.describe()
+    assert plan.inference_blocks == 512 // fast.plan_input_block(alone, 8, 4,
+                                                                 torch.device('cpu'))
     assert explain_layer(late, (8, 512, 56, 56)).path == 'grouped'
     dw = explain_layer(depthwise, (8, 512, 7, 7))
     assert dw.path == 'grouped' and 'groups=512' in dw.route and dw.blocks == [(0, 512)]
-    assert explain_layer(pointwise, (8, 512, 7, 7)).path == 'im2col'
+    point = explain_layer(pointwise, (8, 512, 7, 7))
+    assert point.path == point.inference_path == 'im2col' and 'inference' not in point.extra
     meta = explain_layer(late, (8, 512, 7, 7), device=torch.device('meta'))
     assert meta.blocks == [(0, 512)] and meta.budget is None and 'one block' in meta.budget_rule
     given = explain_layer(late, (8, 512, 7, 7), block_bytes=2**20)
@@ -54,6 +63,9 @@ def test_explained_plan_is_the_plan_that_runs(spec, shape, monkeypatch):
     """kw_conv records which path ran with which blocks; explain_layer says the same."""
     ran = []
     original_im2col, original_blocks = fast_im2col.forward, fast._forward_blocks
+    original_transposed = fast_im2col_inference.forward
+    monkeypatch.setattr(fast_im2col_inference, 'forward', lambda *a: ran.append(
+        ('im2col-transposed', a[4].cell_in // a[5])) or original_transposed(*a))
     monkeypatch.setattr(fast_im2col, 'forward',
                         lambda *a: ran.append(('im2col', a[5])) or original_im2col(*a))
     monkeypatch.setattr(fast, '_forward_blocks',
@@ -63,7 +75,8 @@ def test_explained_plan_is_the_plan_that_runs(spec, shape, monkeypatch):
     with torch.no_grad():
         layer(torch.randn(shape))
     plan = explain_layer(layer.geometry, shape)
-    assert ran == [(plan.path, plan.blocks)]
+    expected = plan.blocks if plan.inference_path == plan.path else plan.inference_blocks
+    assert ran == [(plan.inference_path, expected)]
 
 
 def test_explain_model_lists_every_layer():

@@ -14,6 +14,7 @@ import torch.nn as nn
 
 import kw_mm.cnn.fast as fast
 import kw_mm.cnn.fast_im2col as fast_im2col
+import kw_mm.cnn.fast_im2col_inference as fast_im2col_inference
 from kw_mm.cnn import (KWAttention, KWConvNd, KWLinear, WarehouseManager, kw_conv_reference,
                        set_temperature)
 import kw_mm.cnn.blocks as blocks_module
@@ -132,27 +133,40 @@ def two_blocks(geo, batch, itemsize, device, block_bytes=None, path='grouped'):
     return [(0, co // 2), (co // 2, co)]
 
 
+def half_input_block(geo, batch, itemsize, device, block_bytes=None):
+    """Two blocks of input channels on the transposed inference path (one if ci is odd)."""
+    return geo.cell_in // 2 if geo.cell_in % 2 == 0 else geo.cell_in
+
+
 def force_path(monkeypatch, path: str, blocked: bool) -> list:
     """Route every layer the im2col path can run to it (``'im2col'``: channel-major products,
-    ``'im2col-pixel-major'``: pixel-major products) or to the grouped / batched paths
-    (``'grouped'``); returns a list that records each im2col call."""
+    ``'im2col-pixel-major'``: pixel-major products, ``'im2col-transposed'``: pixel-major with
+    gradients and the transposed inference path of
+    :mod:`kw_mm.cnn.fast_im2col_inference` without) or to the grouped / batched paths
+    (``'grouped'``); returns a list that records each call of the path under test."""
     calls = []
     if path.startswith('im2col'):
         monkeypatch.setattr(fast_im2col, 'MIN_CELL_OUT', 1)
         monkeypatch.setattr(fast_im2col, 'MAX_PIXELS_PER_CHANNEL', float('inf'))
         monkeypatch.setattr(fast_im2col, 'PIXEL_MAJOR_BELOW',
-                            float('inf') if path == 'im2col-pixel-major' else 0)
+                            0 if path == 'im2col' else float('inf'))
     else:
         monkeypatch.setattr(fast_im2col, 'use_im2col', lambda geo, x: False)
-    original = fast_im2col.forward
+    if path == 'im2col-transposed':
+        monkeypatch.setattr(fast_im2col_inference, 'MIN_CELL_IN', 1)
+    else:
+        monkeypatch.setattr(fast_im2col_inference, 'uses_input_blocks', lambda geo, x: False)
+    module = fast_im2col_inference if path == 'im2col-transposed' else fast_im2col
+    original = module.forward
 
     def recording_forward(*args, **kwargs):
         calls.append(args[4])
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(fast_im2col, 'forward', recording_forward)
+    monkeypatch.setattr(module, 'forward', recording_forward)
     if blocked:
         monkeypatch.setattr(fast, 'plan_blocks', two_blocks)
+        monkeypatch.setattr(fast, 'plan_input_block', half_input_block)
     return calls
 
 
@@ -160,11 +174,14 @@ def force_path(monkeypatch, path: str, blocked: bool) -> list:
 IM2COL_CASES = {'3x3', '3x3-bias-stride2-gi', '3x3-dilated', '1x1-go-gi-bias', '1x1-stride2',
                 'linear', 'linear-2d-input', 'b0.5-zero-cells', 'b0.25-zero-cells',
                 'nonlocal-basis', 'b4'}
+#: Cases the transposed inference path must run when forced (dense 2-D, not point-wise).
+TRANSPOSED_CASES = {'3x3', '3x3-bias-stride2-gi', '3x3-dilated', 'b0.5-zero-cells',
+                    'b0.25-zero-cells', 'nonlocal-basis', 'b4'}
 
 
 @pytest.mark.parametrize('name', sorted(CASES))
 @pytest.mark.parametrize('blocked', [False, True])
-@pytest.mark.parametrize('path', ['grouped', 'im2col', 'im2col-pixel-major'])
+@pytest.mark.parametrize('path', ['grouped', 'im2col', 'im2col-pixel-major', 'im2col-transposed'])
 def test_fast_matches_reference(name, blocked, path, monkeypatch):
     specs, manager_kwargs, in_shape = CASES[name]
     calls = force_path(monkeypatch, path, blocked)
@@ -180,7 +197,8 @@ def test_fast_matches_reference(name, blocked, path, monkeypatch):
             x = x.contiguous(memory_format=torch.channels_last)
         _check(net, x)
     # the path under test really ran (the eval checks call the direct forward)
-    expected = path.startswith('im2col') and name in IM2COL_CASES
+    expected = name in (TRANSPOSED_CASES if path == 'im2col-transposed' else
+                        IM2COL_CASES if path.startswith('im2col') else ())
     assert bool(calls) == expected, (name, path, len(calls))
 
 
