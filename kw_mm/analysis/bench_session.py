@@ -111,4 +111,5 @@ def explain_layer_spec(in_channels: int, out_channels: int, kernel_size: int, si
     net, _ = bm.make_kw_layer(in_channels, out_channels, kernel_size, stride, groups,
                               budget=budget)
     shape = (batch, in_channels, size, size)
-    return format_explanation([('layer', explain_layer(net.layer.geometry, shape))])
+    return format_explanation([('layer', explain_layer(net.layer.geometry, shape,
+                                                       num_cells=net.layer.cells.shape[0]))])

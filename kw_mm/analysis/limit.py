@@ -96,7 +96,8 @@ def layer_limits(model: nn.Module, inputs: Dict[str, torch.Tensor], gemm_flops: 
         ms = {k: statistics.median(v) * 1e3 for k, v in times.items()}
         ms['assembly'] = assembly_flops(layer, x.shape[0]) / gemm_flops * 1e3
         ms['limit'] = ms['conv'] + ms['assembly'] + ms['attention']
-        geo, plan = layer.geometry, explain_layer(layer.geometry, x.shape, x.element_size())
+        geo = layer.geometry
+        plan = explain_layer(geo, x.shape, x.element_size(), num_cells=layer.cells.shape[0])
         rows.append(dict(name=name, shape=list(geo.weight_shape), input=list(x.shape),
                          stride=list(geo.stride), mixtures=geo.num_mixtures,
                          cells=layer.attention.num_cells, path=plan.inference_path,

@@ -66,7 +66,8 @@ class LayerPlan:
 
 def explain_layer(geo: KWGeometry, input_shape: Sequence[int], itemsize: int = 4,
                   device: torch.device = torch.device('cpu'),
-                  block_bytes: Optional[int] = None) -> LayerPlan:
+                  block_bytes: Optional[int] = None,
+                  num_cells: Optional[int] = None) -> LayerPlan:
     """The path and blocks :func:`~kw_mm.cnn.fast.kw_conv` picks for an input of
     ``input_shape`` (``[B, Cin, *spatial]``), and the numbers behind them.
 
@@ -76,6 +77,8 @@ def explain_layer(geo: KWGeometry, input_shape: Sequence[int], itemsize: int = 4
         itemsize (int): Bytes per element (4 for float32). Defaults to 4.
         device (torch.device): Only the CPU is blocked. Defaults to the CPU.
         block_bytes (int, optional): A budget to use instead of the machine's.
+        num_cells (int, optional): Cells of the layer's warehouse, which decide the inference
+            path of small maps; without it that path is not considered.
     """
     input_shape = tuple(int(v) for v in input_shape)
     batch, spatial = input_shape[0], input_shape[2:]
@@ -105,7 +108,8 @@ def explain_layer(geo: KWGeometry, input_shape: Sequence[int], itemsize: int = 4
             extra['columns'] = format_bytes(cols)
         extra['products'] = ('pixel-major' if fast_im2col.is_pixel_major(pixels) else
                              'channel-major') + f' ({pixels} output pixels)'
-        transposed, why = fast_im2col_inference.input_blocks_decision(geo, spatial)
+        transposed, why = (False, 'warehouse size not given') if num_cells is None else \
+            fast_im2col_inference.input_blocks_decision(geo, spatial, batch, num_cells)
         if transposed:
             block = plan_input_block(geo, batch, itemsize, device, block_bytes)
             inference = ('im2col-transposed', geo.cell_in // block)
@@ -113,6 +117,8 @@ def explain_layer(geo: KWGeometry, input_shape: Sequence[int], itemsize: int = 4
             extra['inference'] = (f'{why}: {inference[1]} block(s) of {block} input channels = '
                                   f'{format_bytes(block_size)} of kernels, from the warehouse '
                                   'kept transposed')
+        else:
+            extra['inference'] = f'same path ({why})'
         if block_bytes is None and device.type == 'cpu':
             train = plan_blocks(geo, batch, itemsize, device, None, path='im2col-train')
             extra['with gradients'] = (
@@ -149,7 +155,8 @@ def explain_model(model: nn.Module, inputs: torch.Tensor) -> List[Tuple[str, Lay
     with torch.no_grad():
         layer_inputs = record_kw_inputs(model, lambda: model(inputs))
     modules = dict(model.named_modules())
-    return [(name, explain_layer(modules[name].geometry, x.shape, x.element_size(), x.device))
+    return [(name, explain_layer(modules[name].geometry, x.shape, x.element_size(), x.device,
+                                 num_cells=modules[name].cells.shape[0]))
             for name, x in layer_inputs.items()]
 
 

@@ -322,7 +322,7 @@ def kw_conv(x: torch.Tensor,
         t is not None and t.requires_grad for t in (x, alpha, cells, bias))
     if fast_im2col.use_im2col(geo, x):
         if (not needs_grad and transposed_cells is not None
-                and fast_im2col_inference.uses_input_blocks(geo, x)):
+                and fast_im2col_inference.uses_input_blocks(geo, x, cells.shape[0])):
             block = plan_input_block(geo, x.shape[0], cells.element_size(), cells.device,
                                      block_bytes)
             return fast_im2col_inference.forward(x, alpha, transposed_cells(), bias, geo, block)

@@ -154,8 +154,10 @@ def force_path(monkeypatch, path: str, blocked: bool) -> list:
         monkeypatch.setattr(fast_im2col, 'use_im2col', lambda geo, x: False)
     if path == 'im2col-transposed':
         monkeypatch.setattr(fast_im2col_inference, 'MIN_CELL_IN', 1)
+        monkeypatch.setattr(fast_im2col_inference, 'MIN_BATCH', 1)
+        monkeypatch.setattr(fast_im2col_inference, 'MAX_CELLS_PER_PIXEL', float('inf'))
     else:
-        monkeypatch.setattr(fast_im2col_inference, 'uses_input_blocks', lambda geo, x: False)
+        monkeypatch.setattr(fast_im2col_inference, 'uses_input_blocks', lambda *args: False)
     module = fast_im2col_inference if path == 'im2col-transposed' else fast_im2col
     original = module.forward
 

@@ -18,7 +18,7 @@ def late_layer_net():
     ResNet18's layer4 does), and an input."""
     torch.manual_seed(0)
     net = build([conv(64, 64), conv(64, 64)])
-    return net, torch.randn(2, 64, 7, 7)
+    return net, torch.randn(4, 64, 7, 7)
 
 
 def test_cache_keeps_one_copy_while_unchanged():
@@ -101,15 +101,21 @@ def test_not_used_with_gradients():
 
 def test_routing_of_the_inference_path():
     """2-D layers with a kernel larger than 1x1 on maps under 64 output pixels, with cells of
-    at least 16 input channels."""
+    at least 16 input channels, batches of at least 4, at most one warehouse cell per pixel."""
     torch.manual_seed(0)
     geo = build([conv(512, 512), conv(256, 512, stride=2)]).layers[0].geometry
-    assert fast_im2col_inference.uses_input_blocks(geo, torch.empty(1, 512, 7, 7))
-    assert not fast_im2col_inference.uses_input_blocks(geo, torch.empty(1, 512, 14, 14))
+    uses = fast_im2col_inference.uses_input_blocks
+    assert uses(geo, torch.empty(8, 512, 7, 7), 27)
+    assert uses(geo, torch.empty(4, 512, 7, 7), 49)
+    assert not uses(geo, torch.empty(8, 512, 14, 14), 27)  # 196 pixels: channel-major
+    assert not uses(geo, torch.empty(3, 512, 7, 7), 27)  # batch under 4
+    assert not uses(geo, torch.empty(8, 512, 7, 7), 50)  # more cells than pixels
     pointwise = build([conv(512, 512, 1)]).layers[0].geometry
-    assert not fast_im2col_inference.uses_input_blocks(pointwise, torch.empty(1, 512, 7, 7))
+    assert not uses(pointwise, torch.empty(8, 512, 7, 7), 27)
     thin = build([conv(512, 512), conv(512, 512, groups=512)]).layers[0].geometry  # ci = 1
-    assert not fast_im2col_inference.uses_input_blocks(thin, torch.empty(1, 512, 7, 7))
+    assert not uses(thin, torch.empty(8, 512, 7, 7), 27)
+    why = fast_im2col_inference.input_blocks_decision(geo, (7, 7), 8, 108)[1]
+    assert why == '108 cells > 1 x 49 pixels: assembly-bound'
 
 
 def test_plan_input_block():
