@@ -36,15 +36,16 @@ from .functional import KWGeometry
 #: blocks of input channels too thin for the products: the im2col path runs them.
 MIN_CELL_IN = 16
 
-#: Smaller batches run the im2col path: a whole KW 1x ResNet18 at batch 1 ran 20% slower with
-#: this path (35.5 against 29.8 ms, Sapphire Rapids Xeon, 2 threads), its products being too
-#: short to gain what reading a second copy of the warehouse costs; from batch 4 it gains.
+#: Smaller batches run the im2col path: with this path at batch 1, KW 1x ResNet18 went from
+#: 1.55x to 1.89x its plain twin (``make bench``, Sapphire Rapids Xeon, 2 threads: models
+#: interleaved, so the second copy of the warehouse comes from memory at every forward), its
+#: products too short to gain that back; layer by layer it gains from batch 2, clearly at 4.
 MIN_BATCH = 4
 
 #: Layers whose warehouse has more cells than the layer has output pixels run the im2col path:
 #: the assembly (``n`` cells per kernel cell) then outweighs the products this path speeds up
-#: (KW 4x ResNet18, n = 108 on 7x7 maps: 251 against 244 ms at batch 8; KW 1x, n = 27: 182
-#: against 191 ms).
+#: (``make bench``, eval batch 8: KW 4x ResNet18, n = 108 on 7x7 maps, 2.41x its plain twin
+#: with this path, 2.08x without; KW 1x, n = 27, within the spread either way).
 MAX_CELLS_PER_PIXEL = 1.0
 
 
@@ -66,7 +67,8 @@ def input_blocks_decision(geo: KWGeometry, spatial: Sequence[int], batch: int,
     if batch < MIN_BATCH:
         return False, f'batch {batch} < {MIN_BATCH}: products too short'
     if num_cells > MAX_CELLS_PER_PIXEL * pixels:
-        return False, f'{num_cells} cells > {MAX_CELLS_PER_PIXEL:g} x {pixels} pixels: assembly-bound'
+        return False, (f'{num_cells} cells > {MAX_CELLS_PER_PIXEL:g} x {pixels} pixels: '
+                       'assembly-bound')
     return True, f'{pixels} output pixels: transposed kernels by input-channel blocks'
 
 
