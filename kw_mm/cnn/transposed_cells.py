@@ -14,7 +14,9 @@ same storage (``.data`` replaced, ``.to()``, ``.half()`` start over), same versi
 in-place write through autograd-visible ops, ``load_state_dict``, an optimizer step), and the
 same sampled values (a write through ``.data``, which the version counter does not see, as
 mmengine's EMA hook swaps weights). Switching the module with ``train()``/``eval()`` drops
-every copy.
+every copy. What this cannot see: a write through ``.data`` that leaves all sampled values as
+they were (editing a few cells in place); after such an edit call ``train()``/``eval()`` or
+:meth:`TransposedCells.clear`.
 """
 from typing import Dict, NamedTuple, Tuple
 
