@@ -204,6 +204,38 @@ def test_fast_matches_reference(name, blocked, path, monkeypatch):
     assert bool(calls) == expected, (name, path, len(calls))
 
 
+@pytest.mark.parametrize('frozen', ['cells', 'input'])
+@pytest.mark.parametrize('path', ['grouped', 'im2col', 'im2col-pixel-major'])
+def test_partial_gradients_match_reference(frozen, path, monkeypatch):
+    """With a frozen warehouse or an input without grad (the stem), every other gradient still
+    matches the oracle (the backward's block buffers are sized for what it computes)."""
+    calls = force_path(monkeypatch, path, blocked=True)
+    specs, manager_kwargs, in_shape = CASES['b4']  # n > B * M at batch 1
+    torch.manual_seed(0)
+    net = build(specs, **manager_kwargs)
+    set_temperature(net, 0.5)
+    layer = net.layers[0]
+    if frozen == 'cells':
+        net.manager.weights[0].requires_grad_(False)
+    for batch in (1, 3):
+        x = torch.randn(batch, *in_shape, requires_grad=frozen != 'input')
+        inputs = ([x] if frozen != 'input' else []) + [
+            p for p in net.parameters() if p.requires_grad]
+        grad_out = None
+        results = {}
+        for impl in ('fast', 'reference'):
+            with use_kw_impl(impl):
+                y = layer(x)
+            if grad_out is None:
+                grad_out = torch.randn(y.shape, generator=torch.Generator().manual_seed(1))
+            results[impl] = torch.autograd.grad(y, inputs, grad_out, allow_unused=True)
+        for a, b in zip(results['fast'], results['reference']):
+            assert (a is None) == (b is None)
+            if b is not None:
+                assert rel_err(a, b) < TOL
+    assert bool(calls) == path.startswith('im2col')
+
+
 def test_im2col_routing():
     """By default the im2col path takes the late ResNet layers and the point-wise layers with
     no more output pixels than output channels, and leaves large maps, small cells and
