@@ -36,16 +36,18 @@ from .functional import KWGeometry
 #: blocks of input channels too thin for the products: the im2col path runs them.
 MIN_CELL_IN = 16
 
-#: Smaller batches run the im2col path: with this path at batch 1, KW 1x ResNet18 went from
-#: 1.55x to 1.89x its plain twin (``make bench``, Sapphire Rapids Xeon, 2 threads: models
-#: interleaved, so the second copy of the warehouse comes from memory at every forward), its
-#: products too short to gain that back; layer by layer it gains from batch 2, clearly at 4.
+#: Smaller batches run the im2col path, which needs no transposed copy of the warehouse: at
+#: batch 1 this path did not make KW 1x ResNet18 faster (1.55x its plain twin with it, 1.56x
+#: without, Sapphire Rapids Xeon, 2 threads, copies kept between forwards); layer by layer it
+#: gains from batch 2, clearly at 4. (An earlier measurement, 1.89x with it, had the copy made
+#: again at every forward: the benchmark calls ``eval()`` before each one, which then dropped
+#: the copies.)
 MIN_BATCH = 4
 
 #: Layers whose warehouse has more cells than the layer has output pixels run the im2col path:
-#: the assembly (``n`` cells per kernel cell) then outweighs the products this path speeds up
-#: (``make bench``, eval batch 8: KW 4x ResNet18, n = 108 on 7x7 maps, 2.41x its plain twin
-#: with this path, 2.08x without; KW 1x, n = 27, within the spread either way).
+#: the assembly (``n`` cells per kernel cell) then outweighs the products this path speeds up,
+#: and the copy would cost memory for nothing (eval batch 8, KW 4x ResNet18, n = 108 on 7x7
+#: maps: 2.10x its plain twin with this path and without, copies kept between forwards).
 MAX_CELLS_PER_PIXEL = 1.0
 
 

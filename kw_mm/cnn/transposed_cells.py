@@ -6,17 +6,18 @@ that needs the cells with the output row ``p`` innermost. Transposing a warehous
 as much as what it saves in one layer (4 ms for KW 1x ResNet18's 28 MB ``layer4`` warehouse on
 a Sapphire Rapids Xeon), so the copy is made once and kept while the weights stay the same,
 one per warehouse (the layers sharing a warehouse share it). It costs memory: one more copy of
-the warehouses those layers draw from, held until the model is switched with
-``train()``/``eval()`` or :meth:`TransposedCells.clear` is called.
+the warehouses those layers draw from, held until the model switches between training and
+evaluation or :meth:`TransposedCells.clear` is called (``eval()`` on a model already evaluating
+keeps them).
 
 A kept copy is used only while its warehouse is provably the same tensor with the same values:
 same storage (``.data`` replaced, ``.to()``, ``.half()`` start over), same version counter (every
 in-place write through autograd-visible ops, ``load_state_dict``, an optimizer step), and the
 same sampled values (a write through ``.data``, which the version counter does not see, as
-mmengine's EMA hook swaps weights). Switching the module with ``train()``/``eval()`` drops
-every copy. What this cannot see: a write through ``.data`` that leaves all sampled values as
-they were (editing a few cells in place); after such an edit call ``train()``/``eval()`` or
-:meth:`TransposedCells.clear`.
+mmengine's EMA hook swaps weights). Switching the module between ``train()`` and ``eval()``
+drops every copy. What this cannot see: a write through ``.data`` that leaves all sampled values
+as they were (editing a few cells in place); after such an edit call
+``WarehouseManager.clear_transposed_cells()`` (or switch the model to ``train()`` and back).
 """
 from typing import Dict, NamedTuple, Tuple
 

@@ -84,6 +84,12 @@ def test_mode_switch_and_copies_start_empty():
         net.layers[0](x)
     assert len(net.manager._transposed) == 1
     assert len(copy.deepcopy(net).manager._transposed) == 0
+    net.eval()  # already evaluating: kept (inference code often calls eval() every batch)
+    assert len(net.manager._transposed) == 1
+    net.manager.clear_transposed_cells()
+    assert len(net.manager._transposed) == 0
+    with torch.no_grad():
+        net.layers[0](x)
     net.train()
     assert len(net.manager._transposed) == 0
     net.eval()
