@@ -53,7 +53,8 @@ def _run(pairs, threads, batch, size, reps, warmup, metrics, with_reference, mem
         results.append(result)
         if limits:
             log('  limits: every KW layer alone')
-            model_limits[result.kw] = lm.pair_limits(kw, result, machine.gemm_flops, batch, size)
+            model_limits[result.kw] = lm.pair_limits(kw, result, machine.gemm_flops, batch, size,
+                                                     bandwidth=machine.memory_bandwidth)
         if load:
             log(f'  eval_bN with {load} busy core(s)')
             with competing_load(load):
@@ -71,8 +72,9 @@ def format_session(session: dict) -> str:
     batch, loads, limits = session['batch'], session['loads'], session['limits']
     parts = [session['machine'].header(), bm.format_pairs(session['results'], batch)]
     if limits:
-        parts.append('Limits (plain + assembly at the GEMM rate + attention; train: assembly '
-                     f'and attention x{lm.TRAIN_FACTOR}):\n\n' + lm.format_model_limits(
+        parts.append('Limits (plain + assembly at the GEMM rate, or the warehouse read at the '
+                     'memory bandwidth where that is longer, + attention; train: assembly and '
+                     f'attention x{lm.TRAIN_FACTOR}):\n\n' + lm.format_model_limits(
                          limits, batch))
         for name, lim in limits.items():
             parts.append(f'KW layers of {name}, eval, batch {batch}:\n\n' +

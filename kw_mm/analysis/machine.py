@@ -1,10 +1,11 @@
-"""The machine a benchmark runs on: CPU, caches, threads, measured GEMM rate, competing load.
+"""The machine a benchmark runs on: CPU, caches, threads, measured GEMM rate and memory
+bandwidth, competing load.
 
 A speed ratio means little without the machine: the issue behind this module measured the same
 code at 1.72x on an Intel Xeon and 2.29x on an AMD EPYC. Every benchmark table therefore names
 the CPU model, its cache sizes (read from the system, :mod:`kw_mm.cnn.machine`) and the thread
-count, and measures the machine's matrix-product rate, from which
-:mod:`kw_mm.analysis.limit` computes what a KW layer cannot beat on that machine.
+count, and measures the machine's matrix-product rate and the rate at which it reads memory,
+from which :mod:`kw_mm.analysis.limit` computes what a KW layer cannot beat on that machine.
 :func:`competing_load` keeps cores busy with another process, for measuring under load.
 """
 import os
@@ -60,6 +61,43 @@ def measure_gemm_rate(threads: Optional[int] = None, size: int = GEMM_SIZE,
     return size**3 / best
 
 
+#: Megabytes read to measure the memory bandwidth: far beyond the caches of a CPU (a warehouse
+#: that the assembly reads at batch 1 is 12-50 MB; the hypervisor of a cloud machine may report
+#: a large shared "L3" that other tenants share).
+BANDWIDTH_MB = 256
+
+
+def measure_memory_bandwidth(threads: Optional[int] = None, megabytes: int = BANDWIDTH_MB,
+                             seconds: float = 0.3) -> float:
+    """The rate at which the machine reads memory, in bytes/s, at ``threads`` threads.
+
+    The best of as many sums of a ``megabytes`` float32 buffer as fit in ``seconds`` (at
+    least three): a stream read, as the assembly reads a warehouse that is not in the cache.
+
+    Args:
+        threads (int, optional): Defaults to ``torch.get_num_threads()``.
+        megabytes (int): Size of the buffer. Defaults to :data:`BANDWIDTH_MB`.
+        seconds (float): Time budget. Defaults to 0.3.
+    """
+    previous = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        buf = torch.ones(megabytes * 2**20 // 4)
+        buf.sum()  # pages mapped before timing
+        best = float('inf')
+        deadline = time.perf_counter() + seconds
+        rounds = 0
+        while rounds < 3 or time.perf_counter() < deadline:
+            start = time.perf_counter()
+            buf.sum()
+            best = min(best, time.perf_counter() - start)
+            rounds += 1
+    finally:
+        torch.set_num_threads(previous)
+    return buf.numel() * buf.element_size() / best
+
+
 @dataclass
 class MachineReport:
     """What a benchmark's numbers depend on."""
@@ -72,6 +110,7 @@ class MachineReport:
     gemm_flops: float  # FLOP/s at ``threads``
     loadavg: Optional[Tuple[float, float, float]]
     competing_processes: int = 0
+    memory_bandwidth: Optional[float] = None  # bytes/s read at ``threads``, if measured
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -82,7 +121,11 @@ class MachineReport:
                 '/'.join(f'{v:.1f}' for v in self.loadavg))
         text = (f'CPU: {self.cpu} ({self.cpu_count} CPUs); caches: {self.caches}; '
                 f'{self.threads} threads; GEMM rate {self.gemm_flops / 1e9:.0f} GFLOP/s '
-                f'({GEMM_SIZE}^3 float32, best round); load average {load}')
+                f'({GEMM_SIZE}^3 float32, best round); ')
+        if self.memory_bandwidth:
+            text += (f'memory read {self.memory_bandwidth / 1e9:.0f} GB/s (stream read, best '
+                     'round); ')
+        text += f'load average {load}'
         if self.competing_processes:
             text += f'; {self.competing_processes} competing busy process(es)'
         return text
@@ -96,14 +139,18 @@ def loadavg() -> Optional[Tuple[float, float, float]]:
 
 
 def machine_report(threads: Optional[int] = None, gemm_seconds: float = 0.3,
-                   competing_processes: int = 0) -> MachineReport:
-    """Describe this machine and measure its GEMM rate at ``threads`` threads."""
+                   competing_processes: int = 0,
+                   bandwidth_megabytes: int = BANDWIDTH_MB) -> MachineReport:
+    """Describe this machine and measure its GEMM rate and memory bandwidth at ``threads``
+    threads (``bandwidth_megabytes=0``: no bandwidth)."""
     caches = machine_caches()
     threads = threads or torch.get_num_threads()
+    bandwidth = (measure_memory_bandwidth(threads, bandwidth_megabytes, gemm_seconds)
+                 if bandwidth_megabytes else None)
     return MachineReport(caches.cpu, caches.describe(), caches.l2_per_core,
                          os.cpu_count() or 1, threads,
                          measure_gemm_rate(threads, seconds=gemm_seconds), loadavg(),
-                         competing_processes)
+                         competing_processes, bandwidth)
 
 
 #: The competing process: a busy loop, as a data-loading worker or a second job would be.

@@ -1,24 +1,33 @@
 """The machine report and the limits (kw_mm.analysis.machine / limit): tiny runs, no timing
 asserts."""
+import re
+
 import pytest
 import torch
 import torch.nn as nn
 
 from kw_mm.analysis import limit as lm
 from kw_mm.analysis.benchmark import PairResult
-from kw_mm.analysis.machine import competing_load, machine_report, measure_gemm_rate
-from kw_mm.cnn import WarehouseManager
+from kw_mm.analysis.machine import (competing_load, machine_report, measure_gemm_rate,
+                                    measure_memory_bandwidth)
+from kw_mm.cnn import KWConvNd, WarehouseManager
 
 KW, PLAIN = 'kw1x-resnet18_8xb32_in1k', 'resnet18_8xb32_in1k'
 
 
 def test_gemm_rate_and_machine_header():
     assert measure_gemm_rate(1, size=64, seconds=0.01) > 0
-    report = machine_report(1, gemm_seconds=0.01, competing_processes=1)
+    assert measure_memory_bandwidth(1, megabytes=4, seconds=0.01) > 0
+    report = machine_report(1, gemm_seconds=0.01, competing_processes=1, bandwidth_megabytes=4)
     header = report.header()
     assert header.startswith(f'CPU: {report.cpu}') and '1 threads' in header
     assert 'L2' in header and 'GEMM rate' in header and '1 competing busy' in header
+    assert re.search(r'; memory read \d+ GB/s \(stream read, best round\); load average',
+                     header)
     assert report.to_dict()['l2_per_core'] == report.l2_per_core
+    assert report.memory_bandwidth > 0
+    unmeasured = machine_report(1, gemm_seconds=0.01, bandwidth_megabytes=0)
+    assert unmeasured.memory_bandwidth is None and 'memory read' not in unmeasured.header()
 
 
 def test_competing_load_starts_and_ends_its_processes():
@@ -56,6 +65,16 @@ def test_layer_limits_add_up():
     assert ms['assembly'] == pytest.approx(flops / 1e9 * 1e3)
     assert row['kw_over_limit'] == pytest.approx(ms['kw'] / ms['limit'])
     assert row['path'] == 'grouped' and row['blocks'] == 1 and 'grouped' in row['plan']
+    # the roofline: a warehouse read slower than the FLOPs sets the assembly time
+    cells = net.conv.cells
+    assert lm.warehouse_bytes(net.conv) == cells.numel() * 4
+    read_ms = cells.numel() * 4 / 1e6 * 1e3  # at 1 MB/s
+    assert lm.assembly_ms(net.conv, 2, 1e9, bandwidth=1e6) == pytest.approx(read_ms)
+    assert lm.assembly_ms(net.conv, 2, 1e9, bandwidth=1e15) == pytest.approx(flops / 1e9 * 1e3)
+    slow = lm.layer_limits(net, {'conv': torch.randn(2, 16, 6, 6)}, gemm_flops=1e9, reps=1,
+                           warmup=0, bandwidth=1e6)[0]['ms']
+    assert slow['assembly'] == pytest.approx(read_ms)
+    assert slow['limit'] == pytest.approx(slow['conv'] + slow['attention'] + read_ms)
     table = lm.format_layer_limits(rows)
     assert len(table.splitlines()) == 4 and '| conv | 32x16x3x3 | 2x16x6x6 |' in table
     assert 'Reference ms' in table
@@ -77,6 +96,23 @@ def test_pair_limits_of_a_real_model():
     assert ev['limit_ms'] == pytest.approx(20.0 + ev['assembly_ms'] + att)
     assert train['limit_ms'] == pytest.approx(50.0 + 3 * (ev['assembly_ms'] + att))
     assert ev['kw_over_limit'] == pytest.approx(30.0 / ev['limit_ms'])
+    # with a memory bandwidth, every layer whose warehouse read takes longer than its FLOPs
+    # adds the difference (here: 1 GB/s, so every layer)
+    slow = lm.pair_limits(f'configs/{KW}.py', result, gemm_flops=1e11, batch=2, size=32,
+                          reps=1, warmup=0, bandwidth=1e9)
+    kw_layers = [m for m in lm.prepared_model(f'configs/{KW}.py', 2, 32).modules()
+                 if isinstance(m, KWConvNd)]
+    extra = sum(lm.warehouse_bytes(m) / 1e9 * 1e3 - lm.assembly_flops(m, 2) / 1e11 * 1e3
+                for m in kw_layers)
+    assert len(kw_layers) == 19 and extra > 0
+    assert slow['models']['eval_bN']['assembly_ms'] == pytest.approx(ev['assembly_ms'] + extra)
+    assert ev['kw_over_plain'] == pytest.approx(1.5)  # no per-round ratios: ratio of medians
+    # with per-round ratios, the limits table gives the same KW/plain as the pair table
+    result.ratios = {'eval_bN': {KW: 1.52}}
+    lim = lm.pair_limits(f'configs/{KW}.py', result, gemm_flops=1e11, batch=2, size=32, reps=1,
+                         warmup=0)
+    assert lim['models']['eval_bN']['kw_over_plain'] == 1.52
+    assert '| 1.52x |' in lm.format_model_limits({KW: lim}, 2).splitlines()[2]
     with pytest.raises(ValueError, match='FLOP count'):
         lm.pair_limits(f'configs/{KW}.py', PairResult(KW, PLAIN), 1e11, 2, 32)
 
@@ -99,12 +135,17 @@ def test_target_report_met_missed_and_profiles():
     assert f'{KW} eval bN KW/plain: 1.40x (target <= 1.5x): met' in text
     assert f'{KW} train bN KW/plain: 1.70x (target <= 1.8x): met' in text
     assert f'{KW} eval b1 KW/plain: 1.60x (target <= 1.5x): MISSED' in text
-    assert 'limit/plain 1.20x, KW/limit 1.33x' in text  # the miss's profile
+    assert 'limit/plain 1.20x, KW/limit 1.33x; layers measured at batch 8: ' in text
     assert 'layer1 25.0 ms vs limit 10.0 (2.50x, im2col' in text
     assert 'every KW layer KW/limit (worst layer1): 2.50x (target <= 1.5x): MISSED' in text
     assert '1 of 3 layers over: layer1 2.50x (im2col)' in text
     assert 'under load / quiet: 2.00x (target <= 1.5x): MISSED' in text
     assert lm.target_report([good], limits, 4) .count('eval') == 0  # targets are for batch 8
+    # on the line: two decimals would print the target itself next to MISSED
+    close = PairResult(KW, PLAIN, ratios={'eval_bN': {KW: 1.5021}, 'train': {KW: 1.7979}})
+    text = lm.target_report([close], {}, 8)
+    assert f'{KW} eval bN KW/plain: 1.502x (target <= 1.5x): MISSED' in text
+    assert f'{KW} train bN KW/plain: 1.798x (target <= 1.8x): met' in text
 
 
 def test_format_model_limits():

@@ -137,7 +137,8 @@ def main() -> None:
         from kw_mm.analysis.machine import machine_report
         machine = machine_report(threads)
         rows = lm.profile_limits(args.layer_profile, machine.gemm_flops, batch,
-                                 args.size or 224, args.reps, args.warmup, args.with_reference)
+                                 args.size or 224, args.reps, args.warmup, args.with_reference,
+                                 machine.memory_bandwidth)
         print(machine.header() + '\n')
         print(lm.format_layer_limits(rows))
         report.update(machine=machine.to_dict(), layer_profile=rows)
