@@ -236,6 +236,22 @@ def test_partial_gradients_match_reference(frozen, path, monkeypatch):
     assert bool(calls) == path.startswith('im2col')
 
 
+@pytest.mark.parametrize('num_rows,num_cells', [(72, 27), (72, 108), (9, 188), (8, 1000)])
+def test_backward_scratch_never_outgrows_the_kernels(num_rows, num_cells):
+    """The im2col backward's scratch holds a block's kernels or, a chunk of cell rows at a
+    time, its warehouse gradient: never more than the kernels (or one cell row) need."""
+    largest, cell_in = 48, 16
+    size, chunk = fast_im2col.scratch_plan(largest, num_rows, num_cells, cell_in, True, True)
+    assert size == max(largest * num_rows, num_cells) * cell_in
+    assert 1 <= chunk <= largest and chunk * num_cells * cell_in <= size
+    if num_cells <= num_rows:
+        assert chunk == largest  # one product per block, as before chunking
+    # without the column gradient the scratch is the warehouse gradient's chunk alone
+    size, chunk = fast_im2col.scratch_plan(largest, num_rows, num_cells, cell_in, False, True)
+    assert size == chunk * num_cells * cell_in
+    assert fast_im2col.scratch_plan(largest, num_rows, num_cells, cell_in, False, False)[0] == 0
+
+
 def test_im2col_routing():
     """By default the im2col path takes the late ResNet layers and the point-wise layers with
     no more output pixels than output channels, and leaves large maps, small cells and
