@@ -16,10 +16,11 @@ KW layers. The memory term is the roofline of the assembly: however the kernels 
 cell of the warehouse has to come from memory once per call (each KW layer mixes all the cells
 of its warehouse, 12-50 MB for the late ResNet layers, far more than the L2). It matters at
 batch 1, where the assembly has too few FLOPs per byte: KW 1x ResNet18 reads 167 MB of
-warehouses per image. ``KW / limit`` is then a ratio that means the same on any CPU: how much of the time
-the implementation adds beyond what the machine must do. (For a training step the limit counts
-the assembly three times, forward and the two gradient products, and the attentions three times
-their forward: an estimate, the backward of the attention is not timed.)
+warehouses per image. ``KW / limit`` is then a ratio that means the same on any CPU: how much
+of the time the implementation adds beyond what the machine must do. (For a training step the
+limit counts the assembly three times, forward and the two gradient products, and the
+attentions three times their forward: an estimate, the backward of the attention is not
+timed.)
 
 :func:`profile_limits` times every KW layer of a model alone; :func:`pair_limits` gives the
 model limits of a :class:`~kw_mm.analysis.benchmark.PairResult`; :func:`target_report` says which
@@ -85,14 +86,22 @@ def warehouse_bytes(layer: KWConvNd) -> int:
     return cells.numel() * cells.element_size()
 
 
+def memory_excess_ms(layer: KWConvNd, batch: int, gemm_flops: float,
+                     bandwidth: Optional[float]) -> float:
+    """How much longer reading the warehouse once at ``bandwidth`` (bytes/s) takes than the
+    assembly FLOPs of ``batch`` samples at the GEMM rate (0 if shorter or not measured)."""
+    if not bandwidth:
+        return 0.0
+    return max(0.0, (warehouse_bytes(layer) / bandwidth -
+                     assembly_flops(layer, batch) / gemm_flops) * 1e3)
+
+
 def assembly_ms(layer: KWConvNd, batch: int, gemm_flops: float,
                 bandwidth: Optional[float] = None) -> float:
     """The least time of assembling ``batch`` samples' kernels: the FLOPs at the GEMM rate,
     or the warehouse read once at ``bandwidth`` (bytes/s) if that takes longer."""
-    seconds = assembly_flops(layer, batch) / gemm_flops
-    if bandwidth:
-        seconds = max(seconds, warehouse_bytes(layer) / bandwidth)
-    return seconds * 1e3
+    return (assembly_flops(layer, batch) / gemm_flops * 1e3 +
+            memory_excess_ms(layer, batch, gemm_flops, bandwidth))
 
 
 def layer_limits(model: nn.Module, inputs: Dict[str, torch.Tensor], gemm_flops: float,
@@ -176,7 +185,7 @@ def pair_limits(spec: str, result: PairResult, gemm_flops: float, batch: int = 8
 
     Returns:
         dict: ``models``: metric -> ``plain_ms``, ``kw_ms``, ``assembly_ms``, ``attention_ms``,
-        ``limit_ms``, ``kw_over_limit``, ``limit_over_plain``; ``layers``: the
+        ``limit_ms``, ``kw_over_plain``, ``kw_over_limit``, ``limit_over_plain``; ``layers``: the
         :func:`layer_limits` rows at batch ``batch``.
     """
     flops = result.flops.get(result.kw, {}).get('flops_kw_assembly')
@@ -197,8 +206,7 @@ def pair_limits(spec: str, result: PairResult, gemm_flops: float, batch: int = 8
         # the counted FLOPs at the GEMM rate, plus what the layers whose warehouse read takes
         # longer than their FLOPs (batch 1) add beyond it
         asm = flops * b / gemm_flops * 1e3 + sum(
-            assembly_ms(m, b, gemm_flops, bandwidth) - assembly_ms(m, b, gemm_flops)
-            for m in kw_layers)
+            memory_excess_ms(m, b, gemm_flops, bandwidth) for m in kw_layers)
         plain, kw = times.get(result.plain), times.get(result.kw)
         if plain is None or kw is None:
             continue
@@ -237,8 +245,7 @@ def format_model_limits(limits: Dict[str, dict], batch: int) -> str:
             lines.append(
                 f"| {name} | {label} | {m['kw_ms']:.1f} | {m['plain_ms']:.1f} | "
                 f"{m['assembly_ms']:.1f} | {m['attention_ms']:.1f} | {m['limit_ms']:.1f} | "
-                f"{m.get('kw_over_plain', m['kw_ms'] / m['plain_ms']):.2f}x | "
-                f"{m['limit_over_plain']:.2f}x | "
+                f"{m['kw_over_plain']:.2f}x | {m['limit_over_plain']:.2f}x | "
                 f"{m['kw_over_limit']:.2f}x |")
     return '\n'.join(lines)
 

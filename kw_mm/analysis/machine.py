@@ -14,7 +14,7 @@ import sys
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from typing import Iterator, List, Optional, Tuple
+from typing import Callable, Iterator, List, Optional, Tuple
 
 import torch
 
@@ -26,39 +26,45 @@ from kw_mm.cnn.machine import machine_caches
 GEMM_SIZE = 512
 
 
+def best_seconds(fn: Callable[[], object], threads: Optional[int] = None,
+                 seconds: float = 0.3, min_rounds: int = 3) -> float:
+    """The fastest of as many calls of ``fn`` as fit in ``seconds`` (at least ``min_rounds``)
+    at ``threads`` threads (the previous count is restored): the rate the cores reach when
+    nothing disturbs them, which is what a limit should assume (on a busy machine the best
+    round is the least disturbed one). Call ``fn`` once before, to warm it up."""
+    previous = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        best = float('inf')
+        deadline = time.perf_counter() + seconds
+        rounds = 0
+        while rounds < min_rounds or time.perf_counter() < deadline:
+            start = time.perf_counter()
+            fn()
+            best = min(best, time.perf_counter() - start)
+            rounds += 1
+    finally:
+        torch.set_num_threads(previous)
+    return best
+
+
 def measure_gemm_rate(threads: Optional[int] = None, size: int = GEMM_SIZE,
                       seconds: float = 0.3) -> float:
     """The machine's matrix-product rate in FLOP/s (one multiply-add = one FLOP, as
-    :mod:`kw_mm.analysis.flops` counts), at ``threads`` threads.
-
-    The best of as many ``size``-cube float32 products as fit in ``seconds``: the rate the
-    cores reach when nothing disturbs them, which is what a limit should assume (on a busy
-    machine the best round is the least disturbed one).
+    :mod:`kw_mm.analysis.flops` counts), at ``threads`` threads: the best of as many
+    ``size``-cube float32 products as fit in ``seconds`` (:func:`best_seconds`).
 
     Args:
         threads (int, optional): Defaults to ``torch.get_num_threads()``.
         size (int): Side of the square matrices. Defaults to :data:`GEMM_SIZE`.
         seconds (float): Time budget. Defaults to 0.3.
     """
-    previous = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(threads)
-    try:
-        gen = torch.Generator().manual_seed(0)
-        a = torch.randn(size, size, generator=gen)
-        b = torch.randn(size, size, generator=gen)
-        out = torch.mm(a, b)
-        best = float('inf')
-        deadline = time.perf_counter() + seconds
-        rounds = 0
-        while rounds < 3 or time.perf_counter() < deadline:
-            start = time.perf_counter()
-            torch.mm(a, b, out=out)
-            best = min(best, time.perf_counter() - start)
-            rounds += 1
-    finally:
-        torch.set_num_threads(previous)
-    return size**3 / best
+    gen = torch.Generator().manual_seed(0)
+    a = torch.randn(size, size, generator=gen)
+    b = torch.randn(size, size, generator=gen)
+    out = torch.mm(a, b)
+    return size**3 / best_seconds(lambda: torch.mm(a, b, out=out), threads, seconds)
 
 
 #: Megabytes read to measure the memory bandwidth: far beyond the caches of a CPU (a warehouse
@@ -69,33 +75,19 @@ BANDWIDTH_MB = 256
 
 def measure_memory_bandwidth(threads: Optional[int] = None, megabytes: int = BANDWIDTH_MB,
                              seconds: float = 0.3) -> float:
-    """The rate at which the machine reads memory, in bytes/s, at ``threads`` threads.
-
-    The best of as many sums of a ``megabytes`` float32 buffer as fit in ``seconds`` (at
-    least three): a stream read, as the assembly reads a warehouse that is not in the cache.
+    """The rate at which the machine reads memory, in bytes/s, at ``threads`` threads: the
+    best of as many sums of a ``megabytes`` float32 buffer as fit in ``seconds``
+    (:func:`best_seconds`), a stream read, as the assembly reads a warehouse that is not in
+    the cache.
 
     Args:
         threads (int, optional): Defaults to ``torch.get_num_threads()``.
         megabytes (int): Size of the buffer. Defaults to :data:`BANDWIDTH_MB`.
         seconds (float): Time budget. Defaults to 0.3.
     """
-    previous = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(threads)
-    try:
-        buf = torch.ones(megabytes * 2**20 // 4)
-        buf.sum()  # pages mapped before timing
-        best = float('inf')
-        deadline = time.perf_counter() + seconds
-        rounds = 0
-        while rounds < 3 or time.perf_counter() < deadline:
-            start = time.perf_counter()
-            buf.sum()
-            best = min(best, time.perf_counter() - start)
-            rounds += 1
-    finally:
-        torch.set_num_threads(previous)
-    return buf.numel() * buf.element_size() / best
+    buf = torch.ones(megabytes * 2**20 // 4)
+    buf.sum()  # pages mapped before timing
+    return buf.numel() * buf.element_size() / best_seconds(buf.sum, threads, seconds)
 
 
 @dataclass

@@ -151,6 +151,7 @@ def test_target_report_met_missed_and_profiles():
 def test_format_model_limits():
     limits = {KW: dict(models={'eval_bN': dict(plain_ms=20.0, kw_ms=30.0, assembly_ms=1.0,
                                                attention_ms=2.0, limit_ms=23.0,
-                                               kw_over_limit=30 / 23, limit_over_plain=1.15)})}
+                                               kw_over_plain=1.5, kw_over_limit=30 / 23,
+                                               limit_over_plain=1.15)})}
     table = lm.format_model_limits(limits, 8)
     assert f'| {KW} | eval b8 | 30.0 | 20.0 | 1.0 | 2.0 | 23.0 | 1.50x | 1.15x | 1.30x |' in table
