@@ -1,4 +1,4 @@
-# Two commands set up and exercise a fresh machine (see README):
+# Two commands set up and exercise a fresh machine (see README.md and docs/install.md):
 #   make demo   builds every paper variant (model-zoo table), pretrains KW ResNet18 on the embedded
 #               demo set, then fine-tunes and evaluates a KW Mask R-CNN on the demo COCO set, and
 #               draws pictures: detections and the KW attention maps (work_dirs/demo_*/vis/)
@@ -13,7 +13,7 @@ DET_CFG   := configs/demo/mask-rcnn_kw-r18_demo-coco.py
 CLS_DIR   := work_dirs/demo_cls
 DET_DIR   := work_dirs/demo_det
 
-.PHONY: venv demo demo-zoo demo-data demo-cls demo-det demo-vis test bench clean-demo
+.PHONY: venv demo demo-zoo demo-data demo-cls demo-det demo-vis test bench gpu-check clean-demo
 
 venv: $(STAMP)
 
@@ -55,8 +55,18 @@ demo-vis: venv demo-data
 test: venv
 	$(PY) -m pytest -q tests
 
+# The speed tables of docs/speed_and_memory.md: eager PyTorch (with the limits and the load
+# ratio), then the exported models in ONNX Runtime; each also written as markdown.
 bench: venv
-	$(PY) tools/analysis/benchmark.py --preset paper-cpu --with-reference --load
+	@mkdir -p work_dirs/bench
+	$(PY) tools/analysis/benchmark.py --preset paper-cpu --with-reference --load \
+		--markdown work_dirs/bench/eager.md
+	$(PY) tools/analysis/benchmark.py --preset paper-cpu --onnx --markdown work_dirs/bench/onnx.md
+
+# On a CUDA machine: KW layers and backbones against the CPU oracle, AMP training steps, and the
+# paper's Tables 12 and 16 measured side by side (tools/analysis/gpu_check.py).
+gpu-check: venv
+	$(PY) tools/analysis/gpu_check.py --markdown gpu_check.md
 
 clean-demo:
 	rm -rf $(CLS_DIR) $(DET_DIR) $(DEMO_DATA)

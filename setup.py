@@ -45,7 +45,7 @@ setup(
     packages=find_packages(include=['kw_mm', 'kw_mm.*']),
     cmdclass={'build_py': BuildWithMim},
     python_requires='>=3.9',
-    # mmcv (with ops) is built from source by tools/setup_env.sh; see README "Install".
+    # mmcv (with ops) is built from source by tools/setup_env.sh; see docs/install.md.
     install_requires=['torch', 'mmengine>=0.10,<1.0', 'mmpretrain>=1.2', 'mmdet>=3.3', 'pyyaml'],
     license='Apache-2.0',
 )

@@ -1,5 +1,5 @@
 # KW (1x) DeiT-Tiny, paper Table 11: 6.39M; this layout gives 6,387,424 (exact,
-# README "KW DeiT"). mmpretrain's DeiT recipe with a KWVisionTransformer backbone (value, output
+# docs/model_zoo.md, "KW DeiT"). mmpretrain's DeiT recipe with a KWVisionTransformer backbone (value, output
 # projection and MLP layers from warehouses, query and key static) and the temperature anneal.
 _base_ = ['./deit-tiny_4xb256_in1k.py', './_base_/kw-deit_temperature.py']
 

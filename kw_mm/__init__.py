@@ -1,5 +1,9 @@
 """kw_mm: KernelWarehouse (ICML 2024) dynamic convolution for mmpretrain and mmdet."""
-from .cnn import get_temperature, set_temperature
+from ._warnings import quiet_toolbox_warnings
+
+quiet_toolbox_warnings()
+
+from .cnn import get_temperature, set_temperature  # noqa: E402 (after the warning filters)
 from .version import __version__
 
 __all__ = ['__version__', 'get_temperature', 'set_temperature']
@@ -8,7 +12,7 @@ __all__ = ['__version__', 'get_temperature', 'set_temperature']
 def _register_all() -> None:
     # Importing the toolbox-facing packages registers their modules in the kw_mm scope. They
     # need mmengine; the layers in kw_mm.cnn do not.
-    from . import engine, models  # noqa: F401
+    from . import datasets, engine, models  # noqa: F401
     # torch >= 2.6 loads with weights_only=True; let the Runner resume its own checkpoints
     # (their metadata types only, see kw_mm.utils.checkpoint) in any script importing kw_mm.
     from .utils.checkpoint import allow_mmengine_checkpoints

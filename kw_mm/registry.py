@@ -6,9 +6,12 @@ imports ``kw_mm.registry`` for the ``kw_mm.`` prefix and then the modules listed
 """
 from mmengine.registry import HOOKS as MMENGINE_HOOKS
 from mmengine.registry import MODELS as MMENGINE_MODELS
+from mmengine.registry import TRANSFORMS as MMENGINE_TRANSFORMS
 from mmengine.registry import Registry
 
 MODELS = Registry('model', parent=MMENGINE_MODELS, scope='kw_mm', locations=['kw_mm.models'])
 HOOKS = Registry('hook', parent=MMENGINE_HOOKS, scope='kw_mm', locations=['kw_mm.engine'])
+TRANSFORMS = Registry('transform', parent=MMENGINE_TRANSFORMS, scope='kw_mm',
+                      locations=['kw_mm.datasets'])
 
-__all__ = ['MODELS', 'HOOKS']
+__all__ = ['MODELS', 'HOOKS', 'TRANSFORMS']

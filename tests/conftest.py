@@ -9,8 +9,8 @@
 - A Runner with ``randomness.deterministic=True`` switches torch to deterministic algorithms for
   the whole process; the switch is turned off again after each test.
 
-Disk: the tool tests write checkpoints (about 1.8 GB at the peak of a full run, measured
-2026-12-02; pytest.ini deletes a passing test's directory when it ends); the session refuses to
+Disk: the tool tests write checkpoints (about 1.8 GB at the peak of a full run; pytest.ini
+deletes a passing test's directory when it ends); the session refuses to
 start with less than :data:`MIN_FREE_DISK_GB` free in the temporary directory instead of failing
 late with ``No space left on device``.
 

@@ -5,20 +5,12 @@
 # process per GPU (nccl). Without a GPU: NPROC CPU processes with the gloo backend (the tools
 # switch env_cfg.dist_cfg.backend), so multi-process runs work on any machine.
 # NNODES, NODE_RANK, PORT and MASTER_ADDR select multi-node runs as in mmpretrain/mmdet.
-# The interpreter: $PYTHON if set, else python of an activated virtualenv, else the repo's .venv
-# (made by make / tools/setup_env.sh) if it exists, else python.
+# The interpreter: tools/select_python.sh.
 set -euo pipefail
 SCRIPT=$1
 NPROC=$2
 DIR="$(cd "$(dirname "$0")" && pwd)"
-VENV_PYTHON="${DIR}/../.venv/bin/python"
-if [[ -n "${PYTHON:-}" ]]; then
-  PY="${PYTHON}"
-elif [[ -z "${VIRTUAL_ENV:-}" && -x "${VENV_PYTHON}" ]]; then
-  PY="${VENV_PYTHON}"
-else
-  PY=python
-fi
+source "${DIR}/select_python.sh"
 if ! [[ "${NPROC}" =~ ^[1-9][0-9]*$ ]]; then
   echo "$(basename "$0"): the number of processes must be a positive integer, got '${NPROC}'" >&2
   exit 2

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Create (or reuse) the project's virtual environment at .venv.
 #
-# The verified stack (see README "Install"): torch 2.14.1 + torchvision 0.29.1 from this machine's
+# The verified stack (see docs/install.md): torch 2.14.1 + torchvision 0.29.1 from this machine's
 # local wheel folders, mmcv 2.1.0 built from source with its C++ ops, mmengine 0.10.7, mmdet 3.3.0,
 # mmpretrain 1.2.0, pycocotools, the test requirements and openmim. Building mmcv takes 15-25
 # minutes on 2 cores, so the wheel is built once per machine and kept in a cache keyed by the

@@ -5,27 +5,33 @@ Examples:
     python tools/train.py configs/demo/kw1x-resnet18_demo-cls.py --work-dir work_dirs/demo_cls
     python tools/train.py CONFIG --resume                      # resume the latest checkpoint
     python tools/train.py CONFIG --cfg-options data_root=/data/imagenet
-    bash tools/dist_train.sh CONFIG 8                          # 8 processes (GPUs, or CPUs+gloo)
+    python tools/train.py CONFIG --compile                     # torch.compile (compile=True)
+    bash tools/dist_train.sh CONFIG 8 --auto-scale-lr          # 8 processes (GPUs, or CPUs+gloo)
+    bash tools/slurm_train.sh PARTITION JOB CONFIG WORK_DIR    # a slurm cluster
 
 Before anything is built the tool checks the overrides (``--cfg-options``), the hooks'
-arguments, the temperature anneal against ``max_epochs``, the work dir (existing checkpoints
-need ``--resume`` or ``--overwrite``) and every image of the data sets (``--skip-data-check``).
-Checkpoints carry the random states, so a resumed run continues bit for bit.
+arguments, the temperature anneal against ``max_epochs`` and the work dir (existing checkpoints
+need ``--resume`` or ``--overwrite``). It does not read the data set before training: an
+unreadable image is named (path and dataset index) when the loader meets it, and
+``tools/misc/verify_dataset.py`` checks every image once per new copy of a data set.
+``--auto-scale-lr`` scales the lr to the run's total batch (processes x per-process batch x
+gradient accumulation); the header line gives the lr used. Checkpoints carry the random states,
+so a resumed run continues bit for bit.
 """
 import argparse
 
 from mmengine.config import Config
-from mmengine.registry import init_default_scope
 
 from kw_mm.engine import check_temperature_schedule, pretrained_checkpoint_temperature
 from kw_mm.engine.hooks.kw_temperature_hook import temperature_hook_cfg_in, unfinished_anneal
 from kw_mm.runner.config_checks import check_hook_args
-from kw_mm.runner.data_check import check_dataloader_images
+from kw_mm.runner.data_check import name_bad_images
 from kw_mm.runner.launch import (add_runner_args, apply_runner_args, check_checkpoint_file,
                                  check_data_roots, close_distributed, register_toolbox,
                                  setup_cpu_distributed, use_safe_checkpoint_loader)
-from kw_mm.runner.output import (build_runner, is_first_process, last_validation_metrics,
-                                 run_header, say, temperature_summary)
+from kw_mm.runner.output import (build_runner, last_validation_metrics, run_header, say,
+                                 temperature_summary)
+from kw_mm.runner.scale_lr import apply_auto_scale_lr, launched_processes, lr_summary
 from kw_mm.runner.summary import format_metrics
 from kw_mm.runner.work_dir import check_work_dir
 from kw_mm.utils.checkpoint import load_file
@@ -33,7 +39,8 @@ from kw_mm.utils.checkpoint import load_file
 RANDOM_STATE_HOOK = 'kw_mm.RandomStateHook'
 
 
-def parse_args() -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (a function so that other options can be added to it)."""
     parser = argparse.ArgumentParser(description='Train a kw_mm model')
     parser.add_argument('config', help='config file')
     parser.add_argument('--resume', nargs='?', type=str, const='auto',
@@ -47,12 +54,20 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--allow-unfinished-anneal', action='store_true',
                         help='train even if the temperature anneal ends after max_epochs (the '
                         'model is then trained, and saved, at t > 0)')
+    parser.add_argument('--auto-scale-lr', action='store_true',
+                        help='scale the lr from auto_scale_lr.base_batch_size to the total '
+                        'batch (processes x per-process batch x accumulative_counts)')
     parser.add_argument('--skip-data-check', action='store_true',
-                        help='do not check the images of the data sets before training')
+                        help='accepted for old scripts; training does not read the data set '
+                        'before it starts (tools/misc/verify_dataset.py does)')
     parser.add_argument('--amp', action='store_true', help='automatic mixed precision (GPU)')
     parser.add_argument('--no-validate', action='store_true', help='skip validation')
     add_runner_args(parser)
-    return parser.parse_args()
+    return parser
+
+
+def parse_args() -> argparse.Namespace:
+    return build_parser().parse_args()
 
 
 def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
@@ -75,7 +90,18 @@ def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
     if temperature_hook is not None and args.allow_unfinished_anneal:
         temperature_hook['allow_unfinished_anneal'] = True
     cfg.custom_hooks = hooks
+    name_bad_images(cfg, ['train_dataloader', 'val_dataloader'])
     return cfg
+
+
+def learning_rate(cfg: Config, args: argparse.Namespace) -> str:
+    """Apply ``--auto-scale-lr`` (or the config's ``auto_scale_lr.enable``) and say which lr
+    the run uses."""
+    processes = launched_processes(args.launcher)
+    auto = cfg.get('auto_scale_lr')
+    if args.auto_scale_lr or (isinstance(auto, dict) and auto.get('enable')):
+        return apply_auto_scale_lr(cfg, processes, args.config)
+    return lr_summary(cfg, processes)
 
 
 def check_anneal(cfg: Config) -> None:
@@ -128,6 +154,7 @@ def main() -> None:
     scope = register_toolbox(cfg)
     check_hook_args(cfg, scope)
     check_anneal(cfg)
+    lr_line = learning_rate(cfg, args)
     fresh = check_work_dir(cfg.work_dir, args.resume, args.overwrite, args.allow_fresh)
     if fresh:
         say(fresh)
@@ -140,11 +167,7 @@ def main() -> None:
     succeeded = False
     try:
         setup_cpu_distributed(cfg, args.launcher)
-        if not args.skip_data_check:
-            init_default_scope(scope)
-            check_dataloader_images(cfg, ['train_dataloader', 'val_dataloader'],
-                                    progress=is_first_process())
-        say(run_header('train', cfg, args.config))
+        say(f"{run_header('train', cfg, args.config)}; {lr_line}")
         runner = build_runner(cfg, args.verbose)
         check_temperature_schedule(runner)
         runner.train()

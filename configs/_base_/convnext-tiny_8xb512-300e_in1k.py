@@ -9,6 +9,12 @@ _base_ = 'mmpretrain::convnext/convnext-tiny_32xb128_in1k.py'
 
 custom_imports = dict(imports=['kw_mm'], allow_failed_imports=False)
 
+# Memory per GPU: 512 images per GPU is more than most GPUs hold (each config states its
+# figure, from `python tools/analysis/memory.py CONFIG --device cuda`). On smaller GPUs keep the
+# total batch of 4096 with the paper's 128 images per GPU (Table 16) and 4-step accumulation:
+#   --cfg-options train_dataloader.batch_size=128 optim_wrapper.accumulative_counts=4
+# (the same lr, lr schedule and temperature schedule per epoch; with another number of GPUs
+# add --auto-scale-lr, which counts processes x per-GPU batch x accumulation).
 train_dataloader = dict(batch_size=512)
 
 param_scheduler = [

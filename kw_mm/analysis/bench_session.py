@@ -1,18 +1,22 @@
 """One benchmark session of KW models against their plain twins, on the machine at hand.
 
-What ``make bench`` prints (``tools/analysis/benchmark.py``): the machine (CPU, caches,
-threads, measured GEMM rate, load), the pair table of :mod:`kw_mm.analysis.benchmark`, the
-limits of every model and KW layer (:mod:`kw_mm.analysis.limit`), the ratios under a competing
-load, and every target as met or missed with the profile of each miss.
+What ``make bench`` measures (``tools/analysis/benchmark.py``): the machine (CPU, caches,
+threads, measured GEMM rate, load; :mod:`kw_mm.analysis.machine_report`), the pairs of
+:mod:`kw_mm.analysis.benchmark`, the limits of every model and KW layer
+(:mod:`kw_mm.analysis.limit`) and the ratios under a competing load;
+:func:`kw_mm.analysis.report.format_session` prints it with the targets the tool sets.
 """
-from typing import Callable, Dict, List, Sequence, Tuple
+from contextlib import nullcontext
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
 from kw_mm.cnn.explain import explain_layer, explain_model, format_explanation
+from kw_mm.cnn.plan import planning_as
 from . import benchmark as bm
 from . import limit as lm
-from .machine import competing_load, machine_report
+from .contestants import build_spec, load_spec
+from .machine_report import competing_load, machine_report
 
 
 def run_session(pairs: Sequence[Tuple[str, str]], threads: int, batch: int = 8,
@@ -24,7 +28,7 @@ def run_session(pairs: Sequence[Tuple[str, str]], threads: int, batch: int = 8,
     ``load`` cores kept busy by competing processes.
 
     Returns:
-        dict: ``machine`` (:class:`~kw_mm.analysis.machine.MachineReport`), ``results``
+        dict: ``machine`` (:class:`~kw_mm.analysis.machine_report.MachineReport`), ``results``
         (:class:`~kw_mm.analysis.benchmark.PairResult` list), ``limits`` (name ->
         :func:`~kw_mm.analysis.limit.pair_limits`), ``loaded`` (PairResult list) and ``loads``
         (name -> :func:`~kw_mm.analysis.limit.load_ratios`), ``batch``, ``load``.
@@ -66,27 +70,6 @@ def _run(pairs, threads, batch, size, reps, warmup, metrics, with_reference, mem
                 loads=loads, batch=batch, load=load)
 
 
-def format_session(session: dict) -> str:
-    """The machine header, the pair table, the limit tables, the load ratios and the
-    target report of :func:`run_session`."""
-    batch, loads, limits = session['batch'], session['loads'], session['limits']
-    parts = [session['machine'].header(), bm.format_pairs(session['results'], batch)]
-    if limits:
-        parts.append('Limits (plain + assembly at the GEMM rate, or the warehouse read at the '
-                     'memory bandwidth where that is longer, + attention; train: assembly and '
-                     f'attention x{lm.TRAIN_FACTOR}):\n\n' + lm.format_model_limits(
-                         limits, batch))
-        for name, lim in limits.items():
-            parts.append(f'KW layers of {name}, eval, batch {batch}:\n\n' +
-                         lm.format_layer_limits(lim['layers']))
-    if loads:
-        parts.append(f"Under load ({session['load']} busy core(s)), eval b{batch}, KW/plain "
-                     'loaded / quiet: ' + ', '.join(f"{k} {v['eval_bN']:.2f}x"
-                                                    for k, v in loads.items() if 'eval_bN' in v))
-    parts.append('Targets:\n' + lm.target_report(session['results'], limits, batch, loads))
-    return '\n\n'.join(parts)
-
-
 def session_to_dict(session: dict) -> dict:
     """:func:`run_session`'s result as JSON-ready data."""
     return dict(machine=session['machine'].to_dict(),
@@ -95,23 +78,29 @@ def session_to_dict(session: dict) -> dict:
                 loads=session['loads'])
 
 
-def explain_models(specs: Sequence[str], batch: int = 8, size: int = 224) -> str:
-    """The fast path plan of every KW layer of every model in ``specs`` (configs or paper
-    variants) at ``batch`` x ``size``, and why (``--explain``)."""
+def explain_models(specs: Sequence[str], batch: int = 8, size: int = 224,
+                   device_type: Optional[str] = None) -> str:
+    """The plan of every KW layer of every model in ``specs`` (configs or paper variants) at
+    ``batch`` x ``size``, and why (``--explain``); planned as ``device_type`` would
+    (:func:`~kw_mm.cnn.plan.planning_as`) if given."""
     texts = []
-    for spec in specs:
-        model = bm.build_spec(bm.load_spec(spec)).eval()
-        plans = explain_model(model, torch.randn(batch, 3, size, size))
-        texts.append(f'# {spec} (batch {batch}, {size}x{size})\n' + format_explanation(plans))
+    with planning_as(device_type) if device_type else nullcontext():
+        for spec in specs:
+            model = build_spec(load_spec(spec)).eval()
+            plans = explain_model(model, torch.randn(batch, 3, size, size))
+            texts.append(f'# {spec} (batch {batch}, {size}x{size})\n' +
+                         format_explanation(plans))
     return '\n\n'.join(texts)
 
 
 def explain_layer_spec(in_channels: int, out_channels: int, kernel_size: int, size: int,
                        batch: int = 8, stride: int = 1, groups: int = 1,
-                       budget: float = 1.0) -> str:
+                       budget: float = 1.0, device_type: Optional[str] = None) -> str:
     """The plan of one KW layer in a warehouse of its own (as ``--layer`` builds it)."""
     net, _ = bm.make_kw_layer(in_channels, out_channels, kernel_size, stride, groups,
                               budget=budget)
-    shape = (batch, in_channels, size, size)
-    return format_explanation([('layer', explain_layer(net.layer.geometry, shape,
-                                                       num_cells=net.layer.cells.shape[0]))])
+    layer, shape = net.layer, (batch, in_channels, size, size)
+    with planning_as(device_type) if device_type else nullcontext():
+        plans = [explain_layer(layer.geometry, shape, num_cells=layer.cells.shape[0],
+                               needs_grad=grad) for grad in (False, True)]
+        return format_explanation([('layer', *plans)])

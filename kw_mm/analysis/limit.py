@@ -6,9 +6,9 @@ convolution with them. Nothing can make it cheaper than
 
     limit = the plain convolution of the same shape (measured, same input)
             + the assembly: its FLOPs at the machine's GEMM rate (measured,
-              :func:`kw_mm.analysis.machine.measure_gemm_rate`), or, where that is
+              :func:`kw_mm.analysis.machine_report.measure_gemm_rate`), or, where that is
               longer, the warehouse read once at the machine's memory bandwidth
-              (measured, :func:`kw_mm.analysis.machine.measure_memory_bandwidth`)
+              (measured, :func:`kw_mm.analysis.machine_report.measure_memory_bandwidth`)
             + its attention (measured),
 
 and a KW model no cheaper than its plain twin plus the assembly and the attentions of all its
@@ -23,10 +23,11 @@ attentions three times their forward: an estimate, the backward of the attention
 timed.)
 
 :func:`profile_limits` times every KW layer of a model alone; :func:`pair_limits` gives the
-model limits of a :class:`~kw_mm.analysis.benchmark.PairResult`; :func:`target_report` says which
-of the issue's targets are met and, for each miss, where the time goes.
+model limits of a :class:`~kw_mm.analysis.benchmark.PairResult`
+(:mod:`kw_mm.analysis.report` prints them and holds them to their targets).
 """
 import statistics
+from contextlib import nullcontext
 from typing import Dict, List, Optional, Sequence
 
 import torch
@@ -35,21 +36,12 @@ import torch.nn as nn
 from kw_mm.cnn import KWConvNd
 from kw_mm.cnn.explain import explain_layer, record_kw_inputs
 from kw_mm.cnn.fast import use_kw_impl
-from .benchmark import (TARGETS, PairResult, build_spec, calibrate_norms, interleaved_times,
-                        load_spec)
+from .benchmark import PairResult
+from .contestants import build_spec, calibrate_norms, load_spec
+from .measure import interleaved_times
 
-#: Every KW layer of these models within this factor of its limit (eval, batch N).
-LAYER_TARGETS: Dict[str, float] = {
-    'kw1x-resnet18_8xb32_in1k': 1.5,
-    'kw4x-resnet18_8xb32_in1k': 1.5,
-    'kw1x-resnet50_8xb512-300e_in1k': 1.5,
-}
-#: Under a competing busy process, KW/plain may grow by at most this factor (eval, batch N).
-LOAD_TARGET = 1.5
 #: How often the assembly and the attention run in a training step, relative to eval.
 TRAIN_FACTOR = 3
-#: Layers listed in the profile of a miss.
-PROFILE_TOP = 4
 
 
 # ----------------------------------------------------------------------------------- layers
@@ -67,9 +59,9 @@ def plain_conv(layer: KWConvNd) -> nn.Module:
                     bias=layer.bias is not None).eval()
 
 
-def _inference(fn, x: torch.Tensor, impl: str = 'fast'):
+def _inference(fn, x: torch.Tensor, impl: Optional[str] = None):
     def step() -> None:
-        with torch.inference_mode(), use_kw_impl(impl):
+        with torch.inference_mode(), use_kw_impl(impl) if impl else nullcontext():
             fn(x)
     return step
 
@@ -112,7 +104,7 @@ def layer_limits(model: nn.Module, inputs: Dict[str, torch.Tensor], gemm_flops: 
 
     Returns:
         list[dict]: per layer ``name``, ``shape``, ``input``, ``mixtures``, ``cells``,
-        ``plan`` (:meth:`~kw_mm.cnn.explain.LayerPlan.describe`), ``path``, ``ms`` (``kw``,
+        ``plan`` (:meth:`~kw_mm.cnn.plan.LayerPlan.describe`, inference), ``path``, ``ms`` (``kw``,
         ``conv``, ``attention``, ``assembly`` (:func:`assembly_ms`), ``limit``, and
         ``reference`` if asked) and ``kw_over_limit``.
     """
@@ -129,11 +121,12 @@ def layer_limits(model: nn.Module, inputs: Dict[str, torch.Tensor], gemm_flops: 
         ms['assembly'] = assembly_ms(layer, x.shape[0], gemm_flops, bandwidth)
         ms['limit'] = ms['conv'] + ms['assembly'] + ms['attention']
         geo = layer.geometry
-        plan = explain_layer(geo, x.shape, x.element_size(), num_cells=layer.cells.shape[0])
+        plan = explain_layer(geo, x.shape, layer.cells.dtype, x.device,
+                             num_cells=layer.cells.shape[0])
         rows.append(dict(name=name, shape=list(geo.weight_shape), input=list(x.shape),
                          stride=list(geo.stride), mixtures=geo.num_mixtures,
-                         cells=layer.attention.num_cells, path=plan.inference_path,
-                         blocks=plan.inference_blocks, plan=plan.describe(), ms=ms,
+                         cells=layer.attention.num_cells, path=plan.path,
+                         blocks=len(plan.blocks), plan=plan.describe(), ms=ms,
                          kw_over_limit=ms['kw'] / ms['limit']))
     return rows
 
@@ -228,118 +221,3 @@ def load_ratios(quiet: PairResult, loaded: PairResult) -> Dict[str, float]:
         if quiet.kw in ratios and quiet.kw in quiet.ratios.get(metric, {}):
             out[metric] = ratios[quiet.kw] / quiet.ratios[metric][quiet.kw]
     return out
-
-
-# ----------------------------------------------------------------------------------- output
-METRIC_NAMES = {'eval_b1': 'eval b1', 'eval_bN': 'eval bN', 'train': 'train bN'}
-TARGET_KEYS = {'eval_b1': 'eval_b1', 'eval_bN': 'eval_b8', 'train': 'train'}
-
-
-def format_model_limits(limits: Dict[str, dict], batch: int) -> str:
-    """Per model and metric: KW, plain and limit times, KW/plain, limit/plain and KW/limit."""
-    lines = ['| Model | Metric | KW ms | Plain ms | Assembly ms | Attention ms | Limit ms | '
-             'KW/plain | Limit/plain | KW/limit |', '|' + '---|' * 10]
-    for name, lim in limits.items():
-        for metric, m in lim['models'].items():
-            label = METRIC_NAMES[metric].replace('bN', f'b{batch}')
-            lines.append(
-                f"| {name} | {label} | {m['kw_ms']:.1f} | {m['plain_ms']:.1f} | "
-                f"{m['assembly_ms']:.1f} | {m['attention_ms']:.1f} | {m['limit_ms']:.1f} | "
-                f"{m['kw_over_plain']:.2f}x | {m['limit_over_plain']:.2f}x | "
-                f"{m['kw_over_limit']:.2f}x |")
-    return '\n'.join(lines)
-
-
-def format_layer_limits(rows: Sequence[dict]) -> str:
-    """Per KW layer: shape, path, times, limit and KW/limit, and the totals."""
-    has_ref = any('reference' in r['ms'] for r in rows)
-    head = ['Layer', 'Kernel', 'Input', 'M', 'n', 'Path (blocks)', 'KW ms'] + (
-        ['Reference ms'] if has_ref else []) + ['Conv ms', 'Attention ms', 'Assembly ms',
-                                                'Limit ms', 'KW/conv', 'KW/limit']
-    lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
-    keys = ['kw'] + (['reference'] if has_ref else []) + ['conv', 'attention', 'assembly',
-                                                           'limit']
-    total = dict.fromkeys(keys, 0.0)
-    for r in rows:
-        ms = r['ms']
-        for k in keys:
-            total[k] += ms.get(k, 0.0)
-        lines.append(f"| {r['name']} | {'x'.join(map(str, r['shape']))} | "
-                     f"{'x'.join(map(str, r['input']))} | {r['mixtures']} | {r['cells']} | "
-                     f"{r['path']} ({r['blocks']}) | " +
-                     ' | '.join(f'{ms.get(k, 0.0):.2f}' for k in keys) +
-                     f" | {ms['kw'] / ms['conv']:.2f}x | {r['kw_over_limit']:.2f}x |")
-    lines.append('| total | | | | | | ' + ' | '.join(f'{total[k]:.1f}' for k in keys) +
-                 f" | {total['kw'] / total['conv']:.2f}x | {total['kw'] / total['limit']:.2f}x |")
-    return '\n'.join(lines)
-
-
-def _layer_profile_text(rows: Sequence[dict], top: int = PROFILE_TOP) -> str:
-    """The layers that lose most against their limits, and the totals."""
-    worst = sorted(rows, key=lambda r: r['ms']['kw'] - r['ms']['limit'], reverse=True)[:top]
-    kw = sum(r['ms']['kw'] for r in rows)
-    parts = [f"KW layers {kw:.1f} ms vs limit {sum(r['ms']['limit'] for r in rows):.1f} ms "
-             f"(conv {sum(r['ms']['conv'] for r in rows):.1f}, attention "
-             f"{sum(r['ms']['attention'] for r in rows):.1f}, assembly "
-             f"{sum(r['ms']['assembly'] for r in rows):.1f})"]
-    for r in worst:
-        ms = r['ms']
-        parts.append(f"{r['name']} {ms['kw']:.1f} ms vs limit {ms['limit']:.1f} "
-                     f"({r['kw_over_limit']:.2f}x, {r['path']}, conv {ms['conv']:.1f})")
-    return '; '.join(parts)
-
-
-def _against(value: float, target: float) -> str:
-    """``value`` to two decimals, or three where two would read as the target itself (a
-    1.502x miss of a 1.5x target is printed 1.502x, not 1.50x)."""
-    text = f'{value:.2f}'
-    return f'{value:.3f}' if float(text) == target and value != target else text
-
-
-def target_report(results: Sequence[PairResult], limits: Dict[str, dict], batch: int,
-                  loads: Optional[Dict[str, Dict[str, float]]] = None) -> str:
-    """Every target of the issue as met or missed; each miss with its profile.
-
-    Args:
-        results: The pair results.
-        limits: ``name -> pair_limits(...)`` for those results.
-        batch: The batch size N (the targets are set for 8).
-        loads: ``name -> load_ratios(...)`` if measured under load.
-    """
-    lines = []
-
-    def add(label: str, value: float, target: float, profile: Optional[str]) -> None:
-        met = value <= target
-        lines.append(f"- {label}: {_against(value, target)}x (target <= {target:g}x): "
-                     f"{'met' if met else 'MISSED'}")
-        if not met and profile:
-            lines.append(f'  profile: {profile}')
-
-    for r in results:
-        lim = limits.get(r.kw, {})
-        rows = lim.get('layers', [])
-        profile = _layer_profile_text(rows) if rows else None
-        targets = TARGETS.get(r.kw, {}) if batch == 8 else {}
-        for metric, key in TARGET_KEYS.items():
-            ratio = r.ratios.get(metric, {}).get(r.kw)
-            if key in targets and ratio is not None:
-                m = lim.get('models', {}).get(metric)
-                extra = (f"limit/plain {m['limit_over_plain']:.2f}x, KW/limit "
-                         f"{m['kw_over_limit']:.2f}x; " if m else '')
-                if profile and metric == 'eval_b1':
-                    extra += f'layers measured at batch {batch}: '
-                add(f'{r.kw} {METRIC_NAMES[metric]} KW/plain', ratio, targets[key],
-                    extra + (profile or ''))
-        if r.kw in LAYER_TARGETS and rows:
-            worst = max(rows, key=lambda row: row['kw_over_limit'])
-            over = [row for row in rows if row['kw_over_limit'] > LAYER_TARGETS[r.kw]]
-            text = ', '.join(f"{row['name']} {row['kw_over_limit']:.2f}x ({row['path']})"
-                             for row in over)
-            add(f'{r.kw} every KW layer KW/limit (worst {worst["name"]})',
-                worst['kw_over_limit'], LAYER_TARGETS[r.kw],
-                f'{len(over)} of {len(rows)} layers over: {text}')
-        for metric, value in (loads or {}).get(r.kw, {}).items():
-            add(f'{r.kw} {METRIC_NAMES[metric]} KW/plain under load / quiet', value,
-                LOAD_TARGET, None)
-    return '\n'.join(lines)
-

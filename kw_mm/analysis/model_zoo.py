@@ -1,6 +1,5 @@
 """The model-zoo table: every paper variant of the model index built, counted and compared with
 the paper."""
-import os.path as osp
 from typing import Iterable, List, Optional
 
 import torch
@@ -53,31 +52,6 @@ def format_table(rows: Iterable[dict]) -> str:
         lines.append(f"| {r['family']} | {r['budget_label'] or 'baseline'} | "
                      f"{r['params'] / 1e6:.2f}M ({r['params']:,}) | {r['paper_params_m']:.2f}M | "
                      f'{release} | {flops} | {m} | {n} |')
-    return '\n'.join(lines)
-
-
-#: How the README names the families of the index.
-FAMILY_TITLES = {'resnet18': 'ResNet18', 'resnet50': 'ResNet50', 'mobilenet-v2': 'MobileNetV2 1.0',
-                 'mobilenet-v2-w0.5': 'MobileNetV2 0.5', 'convnext-tiny': 'ConvNeXt-Tiny',
-                 'deit-tiny': 'DeiT-Tiny', 'deit-small': 'DeiT-Small'}
-LAYOUT_TITLES = {'paper': ' (Table 14)', 'release': ' (release)'}
-
-
-def readme_table() -> str:
-    """The README's model-zoo table, from the model index alone (one row per paper variant,
-    the paper's top-1 of each of its configs)."""
-    lines = ['| Backbone | KW | Params (ours) | Params (paper) | Paper top-1 (%) | Table | Config |',
-             '|---|---|---|---|---|---|---|']
-    for v in list_variants():
-        kw = '-' if not v.is_kw else v.budget_label + LAYOUT_TITLES.get(v.layout, '')
-        footnote = v.models[0].metadata.get('Paper Parameters Footnote')
-        paper = f'{v.paper_params_m:.2f}M' + (f' {footnote}' if footnote else '')
-        top1 = ' / '.join('-' if m.metric('Top 1 Accuracy') is None else
-                          f"{m.metric('Top 1 Accuracy'):.2f}" for m in v.models)
-        tables = ' / '.join(m.paper_table.replace('Table ', 'T') for m in v.models)
-        configs = ', '.join(f'[`{osp.basename(m.config)}`]({m.config})' for m in v.models)
-        lines.append(f'| {FAMILY_TITLES[v.family]} | {kw} | {v.params:,} | {paper} | {top1} | '
-                     f'{tables} | {configs} |')
     return '\n'.join(lines)
 
 

@@ -4,10 +4,12 @@ Models are built through the real registries of the toolbox their config names
 (``default_scope``: mmpretrain or mmdet); ``kw_mm.`` types resolve through kw_mm's scope.
 """
 import importlib
-import os.path as osp
 from typing import Any, Mapping, Union
 
 import torch.nn as nn
+
+from .configs import model_of_config, read_config
+from .model_index import get_config_path
 
 #: default_scope -> the module whose ``register_all_modules`` sets the toolbox up.
 TOOLBOXES = {'mmpretrain': 'mmpretrain.utils', 'mmdet': 'mmdet.utils'}
@@ -36,30 +38,14 @@ def _register(scope: str) -> None:
 
 def load_config(config: str) -> Any:
     """An mmengine ``Config`` from a config file or the name of a model of the index."""
-    from mmengine.config import Config
-    if not config.endswith('.py'):
-        from .model_index import get_config_path
-        config = get_config_path(config)
-    if not osp.isfile(config):
-        raise FileNotFoundError(f'config file not found: {config}')
-    return Config.fromfile(config)
+    return read_config(config if config.endswith('.py') else get_config_path(config))
 
 
 def model_config(config: Union[str, Mapping]) -> dict:
     """The ``model`` of a config (file, index name or loaded), as a plain dict whose top-level
     type carries the config's scope (``mmpretrain.ImageClassifier``), with the config's
     top-level ``data_preprocessor`` merged in as the Runner does."""
-    cfg = load_config(config) if isinstance(config, str) else config
-    if cfg.get('model') is None:
-        raise ValueError(f'config {getattr(cfg, "filename", "?")} has no model')
-    model_cfg = cfg.model.to_dict() if hasattr(cfg.model, 'to_dict') else dict(cfg.model)
-    if '.' not in str(model_cfg.get('type', '')):
-        # Unprefixed types resolve in the config's default scope.
-        model_cfg['type'] = f'{cfg.get("default_scope", "mmpretrain")}.{model_cfg["type"]}'
-    preprocessor = cfg.get('data_preprocessor')
-    if preprocessor is not None:
-        model_cfg.setdefault('data_preprocessor', dict(preprocessor))
-    return model_cfg
+    return model_of_config(load_config(config) if isinstance(config, str) else config)
 
 
 def build_model(model: Union[str, Mapping], device: str = 'cpu') -> nn.Module:

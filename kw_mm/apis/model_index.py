@@ -4,7 +4,7 @@ The index is ``model-index.yml`` (OpenMMLab's metafile format, importing
 ``configs/metafile.yml``), shipped inside the package as ``kw_mm/.mim/`` together with the
 configs, so an installed kw_mm finds both without a source checkout. It is the single source of
 truth for the paper's variants: the model-zoo table, the benchmark's plain twins, the converter's
-variant detection and the README's zoo table read it.
+variant detection and the documentation's model-zoo tables read it.
 
 Two views of one file:
 
@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from functools import lru_cache
 from typing import Dict, List, Optional
+
+from .configs import model_of_config, read_config
 
 #: Where the package keeps its index and configs (``kw_mm/.mim``: copied by ``pip install .``,
 #: symbolic links to the repository's files in a source checkout).
@@ -179,8 +181,7 @@ class Variant:
     def model_cfg(self, num_classes: int = 1000) -> dict:
         """The classifier of :attr:`config_path` (backbone, neck and head; no training-time
         batch augments or data preprocessor) for ``num_classes`` classes."""
-        from .builder import model_config
-        cfg = model_config(self.config_path)
+        cfg = model_of_config(read_config(self.config_path))
         arch = {k: cfg[k] for k in ('type', 'backbone', 'neck', 'head') if k in cfg}
         arch['head'] = dict(arch['head'], num_classes=num_classes)
         return arch

@@ -14,7 +14,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .attention_fold import FoldedLinear, can_fold
 from .functional import ATTENTION_FUNCTIONS, CAF_EPS, normalize_logits
+from .precision import attention_precision, pool_to
 
 #: Smallest hidden width of the attention MLP.
 MIN_HIDDEN = 16
@@ -211,6 +213,8 @@ class KWAttention(nn.Module):
         # Where each of the [M, n] mixture weights comes from in the flattened [rows, cols]
         # attentions (index rows * cols: always zero); only for a non-shared access.
         self.register_buffer('expand_index', torch.zeros(0, dtype=torch.long), persistent=False)
+        # fc1 with the evaluation BatchNorm folded in (runtime state, see attention_fold)
+        self._folded = FoldedLinear()
         self.reset_parameters()
 
     def _compact_shape(self, budget: float) -> Tuple[int, int]:
@@ -294,11 +298,40 @@ class KWAttention(nn.Module):
         flat = torch.cat([flat, flat.new_zeros(flat.shape[0], 1)], dim=1)
         return flat[:, self.expand_index].view(-1, self.num_mixtures, self.num_cells)
 
+    @attention_precision
     def hidden(self, x: torch.Tensor) -> torch.Tensor:
-        """The hidden vector ``[B, h]`` of the attention MLP (pool, fc1, norm, ReLU)."""
-        pooled = x.flatten(2).mean(dim=-1) if x.dim() > 2 else x
+        """The hidden vector ``[B, h]`` of the attention MLP (pool, fc1, norm, ReLU), in the
+        parameters' dtype (float32 under autocast: :mod:`~kw_mm.cnn.precision`)."""
+        dtype = self.fc1.weight.dtype
+        pooled = pool_to(x.flatten(2), (-1, ), dtype) if x.dim() > 2 else x.to(dtype)
         return self.act1(self.norm1(self.fc1(pooled)))
 
+    def _folds_mlp(self) -> bool:
+        """Whether the forward runs the folded MLP: an evaluating BatchNorm, no autograd
+        recording, and no hooks on the MLP's modules (they would not run)."""
+        if torch.is_grad_enabled() or not can_fold(self.norm1):
+            return False
+        return not any(m._forward_hooks or m._forward_pre_hooks
+                       for m in (self.fc1, self.norm1, self.act1, self.fc2))
+
+    def _folded_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """:meth:`logits` with the BatchNorm folded into fc1 (:mod:`~kw_mm.cnn.attention_fold`)."""
+        weight_t, bias = self._folded.get(self.fc1, self.norm1)
+        dtype = weight_t.dtype
+        pooled = pool_to(x.flatten(2), (-1, ), dtype) if x.dim() > 2 else x.to(dtype)
+        z = F.linear(torch.addmm(bias, pooled, weight_t).relu_(), self.fc2.weight, self.fc2.bias)
+        if self.use_basis:
+            z = self._expand_basis(z)
+        return z.view(x.shape[0], self.rows, self.planes_per_mixture)
+
+    def train(self, mode: bool = True) -> 'KWAttention':
+        # A switch drops the folded fc1: mmengine's loops switch after their hooks have
+        # swapped weights through .data, which no version counter sees.
+        if mode != self.training:
+            self._folded.clear()
+        return super().train(mode)
+
+    @attention_precision
     def logits(self, x: torch.Tensor, hidden: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Unnormalized mixture logits ``[B, M, n + 1]`` (zero cell last); ``hidden`` may be
         given if already computed (KW* reads other heads from it)."""
@@ -318,14 +351,21 @@ class KWAttention(nn.Module):
         z = torch.cat([nonlocal_[:, :s], local, nonlocal_[:, s:], zero], dim=1)
         return z.reshape(batch, -1) + self.basis_bias
 
+    @attention_precision
     def forward(self, x: torch.Tensor, hidden: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """Mixture weights ``alpha`` ``[B, M, n]`` (contiguous).
+        """Mixture weights ``alpha`` ``[B, M, n]`` (contiguous), in the parameters' dtype
+        (float32 under autocast: :mod:`~kw_mm.cnn.precision`).
 
         Same math as :func:`~kw_mm.cnn.functional.kw_attention_reference` (normalization, then
         ``(1 - t) * a + t * beta``, zero-cell column dropped). CAF is fused into one pass that
         writes only the kept columns: ``alpha = t * beta + z * ((1 - t) / (|z|_1 + eps))``.
+        In evaluation without autograd the BatchNorm is folded into fc1
+        (:mod:`~kw_mm.cnn.attention_fold`).
         """
-        z = self.logits(x, hidden)
+        if hidden is None and self._folds_mlp():
+            z = self._folded_logits(x)
+        else:
+            z = self.logits(x, hidden)
         t = self.mix_temperature
         if self.attention_function != 'caf':
             a = normalize_logits(z, self.attention_function)

@@ -1,131 +1,47 @@
-"""Why a KW layer runs the fast path and the blocks it runs: the planner's decisions, printed.
+"""Why a KW layer runs the path and blocks it runs: the layer's plan, printed.
 
-:func:`~kw_mm.cnn.fast.kw_conv` routes a layer with
-:func:`~kw_mm.cnn.fast_im2col.im2col_decision` and blocks it with
-:func:`~kw_mm.cnn.blocks.plan_blocks`, whose budget comes from the cache sizes of the machine.
-:func:`explain_layer` calls the same functions and keeps the numbers they decided on, so a user
-on another CPU sees which path and blocks were chosen and why (``tools/analysis/benchmark.py
---explain``).
+:func:`~kw_mm.cnn.fast.kw_conv` runs the plan :func:`~kw_mm.cnn.plan.plan_layer` makes;
+:func:`explain_layer` asks for the same plan and :meth:`~kw_mm.cnn.plan.LayerPlan.describe`
+says why, so a user on another CPU (or planning for another device,
+:func:`~kw_mm.cnn.plan.planning_as`) sees which path, product order and blocks were chosen,
+against which budget (``tools/analysis/benchmark.py --explain``).
 """
-import math
-from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
 
-from . import fast_im2col, fast_im2col_inference
-from .blocks import BLOCK_L2_SHARE, Block, block_budget, plan_blocks, plan_input_block
+from .cpu_caches import format_bytes, machine_caches
+from .fast import get_kw_impl
 from .functional import KWGeometry
-from .machine import format_bytes, machine_caches
+from .plan import PATH_RULES, LayerPlan, active_thresholds, plan_layer, planned_device_type
 
-#: The fast paths, as :func:`explain_layer` names them (``'im2col-transposed'``: the inference
-#: path of small maps, :mod:`~kw_mm.cnn.fast_im2col_inference`).
-PATHS = ('im2col', 'im2col-transposed', 'grouped', 'pointwise')
-
-
-@dataclass
-class LayerPlan:
-    """What the fast path does with one KW layer at one input size."""
-
-    path: str  # one of PATHS
-    route: str  # why that path
-    input_shape: Tuple[int, ...]
-    blocks: List[Block]
-    row_bytes: int  # kernel bytes of one cell row of every mixture and sample
-    budget: Optional[int]  # kernel bytes per block allowed (None: not blocked, off the CPU)
-    budget_rule: str  # where the budget comes from
-    extra: dict = field(default_factory=dict)  # per-path sizes (im2col columns)
-    #: Where inference (no gradients) differs: 'im2col-transposed' and its input-channel
-    #: blocks; else the path and blocks above.
-    inference_path: Optional[str] = None
-    inference_blocks: Optional[int] = None
-
-    def __post_init__(self) -> None:
-        if self.inference_path is None:
-            self.inference_path, self.inference_blocks = self.path, len(self.blocks)
-
-    @property
-    def block_bytes(self) -> List[int]:
-        return [(p1 - p0) * self.row_bytes for p0, p1 in self.blocks]
-
-    def describe(self) -> str:
-        rows = sorted({p1 - p0 for p0, p1 in self.blocks})
-        sizes = sorted(set(self.block_bytes))
-        text = (f'{self.path}: {self.route}; {len(self.blocks)} block(s) of '
-                f"{'/'.join(map(str, rows))} cell rows = "
-                f"{'/'.join(format_bytes(s) for s in sizes)} of kernels")
-        if self.budget is not None:
-            text += f' (budget {format_bytes(self.budget)} = {self.budget_rule})'
-        else:
-            text += f' ({self.budget_rule})'
-        for key, value in self.extra.items():
-            text += f'; {key} {value}'
-        return text
+#: One explained layer: its name, its plan in inference and in a step with gradients.
+LayerExplanation = Tuple[str, LayerPlan, LayerPlan]
 
 
-def explain_layer(geo: KWGeometry, input_shape: Sequence[int], itemsize: int = 4,
-                  device: torch.device = torch.device('cpu'),
-                  block_bytes: Optional[int] = None,
-                  num_cells: Optional[int] = None) -> LayerPlan:
-    """The path and blocks :func:`~kw_mm.cnn.fast.kw_conv` picks for an input of
-    ``input_shape`` (``[B, Cin, *spatial]``), and the numbers behind them.
+def explain_layer(geo: KWGeometry, input_shape: Sequence[int],
+                  dtype: torch.dtype = torch.float32,
+                  device: Union[torch.device, str] = 'cpu',
+                  block_bytes: Optional[int] = None, num_cells: Optional[int] = None,
+                  needs_grad: bool = False, kw_impl: str = 'auto') -> LayerPlan:
+    """The plan :func:`~kw_mm.cnn.fast.kw_conv` runs for an input of ``input_shape``
+    (``[B, Cin, *spatial]``).
 
     Args:
         geo (KWGeometry): The layer.
         input_shape (sequence[int]): Its input's shape.
-        itemsize (int): Bytes per element (4 for float32). Defaults to 4.
-        device (torch.device): Only the CPU is blocked. Defaults to the CPU.
-        block_bytes (int, optional): A budget to use instead of the machine's.
-        num_cells (int, optional): Cells of the layer's warehouse, which decide the inference
-            path of small maps; without it that path is not considered.
+        dtype (torch.dtype): The kernels' dtype. Defaults to float32.
+        device (torch.device | str): Where it runs. Defaults to the CPU.
+        block_bytes (int, optional): A budget to use instead of the device's.
+        num_cells (int, optional): Cells of the layer's warehouse when a transposed copy is
+            kept (KW layers keep one in inference); without it the transposed inference path
+            is not considered.
+        needs_grad (bool): Plan a step with gradients. Defaults to False.
+        kw_impl (str): As the layer's ``kw_impl``. Defaults to ``'auto'``.
     """
-    input_shape = tuple(int(v) for v in input_shape)
-    batch, spatial = input_shape[0], input_shape[2:]
-    im2col, route = fast_im2col.im2col_decision(geo, spatial)
-    path = 'im2col' if im2col else ('pointwise' if geo.is_pointwise else 'grouped')
-    planner_path = 'im2col' if im2col else 'grouped'
-    device = torch.device(device)
-    blocks = plan_blocks(geo, batch, itemsize, device, block_bytes, path=planner_path)
-    row_bytes = batch * geo.num_mixtures * geo.cell_in * itemsize
-    budget, caches = block_bytes, machine_caches()
-    if block_bytes is not None:
-        rule = 'given'
-    elif device.type != 'cpu':
-        rule = f'{device.type}: one block'
-    else:
-        threads = torch.get_num_threads()
-        budget = block_budget(planner_path, threads)
-        rule = (f'{BLOCK_L2_SHARE[planner_path]:g} x L2 {format_bytes(caches.l2_per_core)}'
-                f' x {threads} threads')
-    if geo.groups > 1 and len(blocks) == 1 and budget is not None:
-        rule += '; grouped layers are one block'
-    extra, inference = {}, (None, None)
-    if path == 'im2col':
-        pixels = math.prod(geo.output_size(spatial))
-        if not geo.is_pointwise:
-            cols = batch * geo.groups_spatial * geo.in_channels * pixels * itemsize
-            extra['columns'] = format_bytes(cols)
-        extra['products'] = ('pixel-major' if fast_im2col.is_pixel_major(pixels) else
-                             'channel-major') + f' ({pixels} output pixels)'
-        transposed, why = (False, 'warehouse size not given') if num_cells is None else \
-            fast_im2col_inference.input_blocks_decision(geo, spatial, batch, num_cells)
-        if transposed:
-            block = plan_input_block(geo, batch, itemsize, device, block_bytes)
-            inference = ('im2col-transposed', geo.cell_in // block)
-            block_size = batch * geo.num_mixtures * geo.cell_out * block * itemsize
-            extra['inference'] = (f'{why}: {inference[1]} block(s) of {block} input channels = '
-                                  f'{format_bytes(block_size)} of kernels, from the warehouse '
-                                  'kept transposed')
-        else:
-            extra['inference'] = f'same path ({why})'
-        if block_bytes is None and device.type == 'cpu':
-            train = plan_blocks(geo, batch, itemsize, device, None, path='im2col-train')
-            extra['with gradients'] = (
-                f'{len(train)} block(s) (budget {format_bytes(block_budget("im2col-train"))} = '
-                f"{BLOCK_L2_SHARE['im2col-train']:g} x L2 x threads)")
-    return LayerPlan(path, route, input_shape, blocks, row_bytes, budget, rule, extra,
-                     *inference)
+    return plan_layer(geo, input_shape, dtype, device, needs_grad, kw_impl=kw_impl,
+                      num_cells=num_cells, block_bytes=block_bytes)
 
 
 def record_kw_inputs(model: nn.Module, run: Callable[[], object]) -> Dict[str, torch.Tensor]:
@@ -149,25 +65,60 @@ def record_kw_inputs(model: nn.Module, run: Callable[[], object]) -> Dict[str, t
     return captured
 
 
-def explain_model(model: nn.Module, inputs: torch.Tensor) -> List[Tuple[str, LayerPlan]]:
-    """:func:`explain_layer` for every KW layer of ``model`` at the input sizes of one forward
-    pass with ``inputs`` (no gradients)."""
+def explain_model(model: nn.Module, inputs: torch.Tensor) -> List[LayerExplanation]:
+    """The plans of every KW layer of ``model`` at the input sizes of one forward pass with
+    ``inputs`` (no gradients): in inference (with the warehouse kept transposed, as KW layers
+    keep it) and in a training step."""
     with torch.no_grad():
         layer_inputs = record_kw_inputs(model, lambda: model(inputs))
     modules = dict(model.named_modules())
-    return [(name, explain_layer(modules[name].geometry, x.shape, x.element_size(), x.device,
-                                 num_cells=modules[name].cells.shape[0]))
-            for name, x in layer_inputs.items()]
+    explained = []
+    for name, x in layer_inputs.items():
+        layer = modules[name]
+        cells = layer.cells
+        impl = get_kw_impl(layer)
+        impl = 'auto' if impl in ('reference', 'export') else impl
+        explained.append((name, explain_layer(layer.geometry, x.shape, cells.dtype, x.device,
+                                              num_cells=cells.shape[0], kw_impl=impl),
+                          explain_layer(layer.geometry, x.shape, cells.dtype, x.device,
+                                        needs_grad=True, kw_impl=impl)))
+    return explained
 
 
-def format_explanation(plans: Sequence[Tuple[str, LayerPlan]]) -> str:
-    """The machine's caches, then one line per layer: name, input, and the plan."""
-    caches = machine_caches()
+def _blocks_text(plan: LayerPlan) -> str:
+    rows = sorted({p1 - p0 for p0, p1 in plan.blocks})
+    return (f"{plan.path}, {len(plan.blocks)} block(s) of {'/'.join(map(str, rows))} "
+            f'(budget {format_bytes(plan.budget)} = {plan.budget_rule()})')
+
+
+def explanation_line(name: str, inference: LayerPlan, training: LayerPlan) -> str:
+    """``name [input]: <inference plan>; with gradients: <path, blocks, budget>``."""
+    return (f"{name} [{'x'.join(map(str, inference.input_shape))}]: {inference.describe()}; "
+            f'with gradients: {_blocks_text(training)}')
+
+
+def format_explanation(explained: Sequence[LayerExplanation],
+                       device: Union[torch.device, str] = 'cpu') -> str:
+    """The machine's caches, the routing rules and budgets, then one line per layer."""
+    caches, th = machine_caches(), active_thresholds()
+    device_type = planned_device_type(device)
+    shares = []
+    for path, rule in PATH_RULES.items():
+        text = f'{path} {getattr(th, rule.share):g}'
+        if rule.trains and rule.share_grad != rule.share:
+            text += f' ({getattr(th, rule.share_grad):g} with gradients)'
+        shares.append(text)
+    shares = ', '.join(shares)
     lines = [f'CPU: {caches.cpu}; caches: {caches.describe()} (from {caches.source}); '
              f'{torch.get_num_threads()} threads',
-             f'routing: im2col for dense layers with cells of >= {fast_im2col.MIN_CELL_OUT} '
-             f'rows, point-wise or 2-D with <= {fast_im2col.MAX_PIXELS_PER_CHANNEL:g} output '
-             'pixel per output channel; else grouped (spatial) / batched point-wise']
-    for name, plan in plans:
-        lines.append(f"{name} [{'x'.join(map(str, plan.input_shape))}]: {plan.describe()}")
+             f'routing: im2col for dense layers with cells of >= {th.min_cell_out} rows, '
+             f'point-wise or 2-D with <= {th.max_pixels_per_channel:g} output pixel per output '
+             f'channel (pixel-major products under {th.pixel_major_below} output pixels); in '
+             f'inference im2col-transposed where cells have >= {th.min_cell_in} input '
+             f'channels, the batch >= {th.min_batch} and <= {th.max_cells_per_pixel:g} cells '
+             'per output pixel; else grouped (spatial) / pointwise',
+             f'budgets: planned for {device_type}; kernel bytes per block on the CPU = share x '
+             f'L2 per core x threads ({shares}); on other devices '
+             f'{format_bytes(th.device_block_bytes)} (device_block_bytes)']
+    lines += [explanation_line(*item) for item in explained]
     return '\n'.join(lines)

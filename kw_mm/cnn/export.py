@@ -1,71 +1,106 @@
 """The export formulation of the KernelWarehouse convolution (same math as
 ``functional.kw_conv_reference``), for ONNX and other graph exporters.
 
-The straightforward KW convolution (and the fast paths' spatial layers) convolves the whole batch
-with one grouped convolution whose ``groups`` is ``groups * B`` and whose weight is the stack of
-the ``B`` per-sample kernels. A graph exporter cannot express that with a symbolic batch: the
-weight's shape depends on the batch, and ONNX's ``Conv`` needs a kernel of known shape ("ONNX
-export of convolution for kernel of unknown shape", the one issue filed on the reference
-release). :func:`kw_conv_export` computes the same result with operators whose weights never
-depend on the batch:
+The straightforward KW convolution convolves the whole batch with one grouped convolution whose
+``groups`` is ``groups * B`` and whose weight is the stack of the ``B`` per-sample kernels. An
+ONNX ``Conv`` takes a computed weight, but its ``group`` is an attribute: a constant of the
+graph. :func:`kw_conv_export` therefore picks its operators by what the tracer knows about the
+batch size:
 
-1. **Patch extraction as a fixed convolution.** A depth-wise convolution with a constant 0/1
-   kernel ``[Cin * K, 1, *k]`` (``K = prod(k)``) copies, for every input channel, the ``K``
-   positions of each receptive field into ``K`` channels (stride, padding and dilation of the
-   layer): ``[B, Cin * K, *out]``, channel ``c * K + s``. Point-wise layers without padding skip
-   it (a strided view of the input).
-2. **Kernel assembly by MatMul.** ``alpha [B, M, n] @ cells [n, co * ci]``, then reshapes and one
-   transpose into ``[B, groups, Cout / groups, (Cin / groups) * K]`` (input index ``(c, s)``,
-   the patches' order).
-3. **Per-sample convolution by batched MatMul.** ``[B, G, Cout/G, Cin/G * K] @
-   [B, G, Cin/G * K, L]`` gives ``[B, G, Cout/G, L]``; a reshape gives ``[B, Cout, *out]``.
+* **Kernel assembly by MatMul** straight into the per-sample kernels ``[B, Cout, Cin / groups,
+  *k]``, with the transposed warehouse so that no kernel is transposed afterwards
+  (:func:`assemble_kernels`).
+* **Point-wise layers** (1x1, no groups, no padding; ``KWLinear``) at any batch: one batched
+  MatMul ``[B, Cout, Cin] @ [B, Cin, L]`` (:func:`pointwise_conv`), no loop, no copy of the
+  input.
+* **Spatial layers at a batch size known when tracing** (a static-batch export; batch 1 is a
+  plain ``Conv`` whose weight is a computed tensor): one grouped ``Conv`` with the batch folded
+  into the channels, ``groups * B`` groups (:func:`batch_folded_conv`).
+* **Spatial layers at a symbolic batch** (a dynamic-batch export): a ``torch.scan`` over the
+  samples, each convolved with its own kernel (:func:`scanned_conv`), exported as an ONNX
+  ``Scan`` whose body is one ``Conv``. ONNX Runtime runs the body's ``Conv`` on slices of the
+  batch without copying them: the input is read once, as a plain convolution reads it.
 
-Every reshape keeps the batch as ``-1``, so an exported graph takes any batch size. The
-formulation is slower and uses ``K`` times the input's memory for the patches: it is for
-export, not for training (:func:`~kw_mm.cnn.fast.use_kw_impl` ``('export')`` selects it).
+No formulation copies the input once per kernel tap: the convolutions are the runtime's own
+(im2col or direct), which is what makes the exported graph about as fast as the PyTorch path.
+:func:`~kw_mm.cnn.fast.use_kw_impl` ``('export')`` selects this implementation; it also runs in
+eager PyTorch (any batch), which the tests compare with the reference.
 """
 import math
-from typing import Optional
+from typing import Optional, Union
 
 import torch
 
 from .functional import CONV_FUNCS, KWGeometry, strided_input
 
+BatchSize = Union[int, torch.SymInt]
 
-def patch_kernel(geo: KWGeometry, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """The constant depth-wise kernel ``[Cin * K, 1, *k]`` that extracts the receptive fields.
 
-    Output channel ``c * K + s`` of the depth-wise convolution is input channel ``c`` seen at
-    kernel position ``s`` (row-major over ``k``), the order of the kernels' flattened taps.
+def assemble_kernels(alpha: torch.Tensor, cells: torch.Tensor,
+                     geo: KWGeometry) -> torch.Tensor:
+    """Per-sample kernels ``[B, Cout, Cin / groups, *k]`` from attentions ``[B, M, n]``.
+
+    A kernel's kernel taps are its innermost dimension, but they index the attentions, not the
+    cells: the product ``alpha @ cells`` puts them outermost and would need a transpose of
+    every sample's kernel (the largest tensors of the graph) after it. Spatial layers therefore
+    multiply the other way round, ``cells^T [co * ci, n] @ alpha^T [n, k]`` for every sample
+    and block of mixtures, which writes the taps innermost: only the small attentions are
+    transposed (the transposed warehouse is a constant of the graph, folded once by the
+    runtime). Only layers that split the input channels into several cells (``gi > 1``) still
+    swap two blocks of their kernels. The batch stays ``-1`` in every reshape, so a symbolic
+    batch traces to one graph.
     """
-    taps = geo.groups_spatial
-    one_hot = torch.eye(taps, dtype=dtype, device=device).reshape(taps, 1, *geo.kernel_size)
-    return one_hot.repeat(geo.in_channels, *([1] * (geo.dim + 1)))
+    n, taps = cells.shape[0], geo.groups_spatial
+    go, gi = geo.groups_out, geo.groups_in
+    if taps == 1:  # point-wise: [B, (o, i), n] @ [n, (p, q)], one product for the whole batch
+        kernels = torch.matmul(alpha, cells.reshape(n, -1))
+    else:  # (b, s, o, i, k) -> (b, o, i, k, s), then [(p, q), n] @ [n, s] per (b, o, i)
+        alpha_t = alpha.reshape(-1, taps, go, gi, n).permute(0, 2, 3, 4, 1)
+        kernels = torch.matmul(cells.reshape(n, -1).t(), alpha_t)
+    kernels = kernels.reshape(-1, go, gi, geo.cell_out, geo.cell_in * taps)
+    if gi > 1:  # (b, o, i, p, (q, s)) -> (b, o, p, i, (q, s))
+        kernels = kernels.permute(0, 1, 3, 2, 4)
+    return kernels.reshape(-1, *geo.weight_shape)
 
 
-def extract_patches(x: torch.Tensor, geo: KWGeometry) -> torch.Tensor:
-    """The layer's receptive fields ``[B, Cin * K, *out]`` (channel ``c * K + s``)."""
-    if geo.groups_spatial == 1 and not any(geo.padding):
-        return strided_input(x, geo)
-    return CONV_FUNCS[geo.dim](x, patch_kernel(geo, x.dtype, x.device), None,
-                               groups=geo.in_channels, **geo.conv_kwargs())
+def pointwise_conv(x: torch.Tensor, kernels: torch.Tensor, geo: KWGeometry) -> torch.Tensor:
+    """A point-wise layer as one batched matrix product ``[B, Cout, Cin] @ [B, Cin, L]``."""
+    x = strided_input(x, geo)
+    out_size = x.shape[2:]
+    out = torch.matmul(kernels.reshape(-1, geo.out_channels, geo.in_channels),
+                       x.reshape(-1, geo.in_channels, math.prod(out_size)))
+    return out.reshape(-1, geo.out_channels, *out_size)
 
 
-def assemble_grouped_kernels(alpha: torch.Tensor, cells: torch.Tensor,
-                             geo: KWGeometry) -> torch.Tensor:
-    """Per-sample kernels as ``[B, groups, Cout / groups, Cin / groups * K]`` matrices."""
-    flat = torch.matmul(alpha, cells.reshape(cells.shape[0], -1))  # [B, M, co * ci]
-    flat = flat.reshape(-1, geo.groups_spatial, geo.groups_out, geo.groups_in, geo.cell_out,
-                        geo.cell_in)
-    # (b, s, o, i, p, q) -> (b, o, p, i, q, s): output channel o*co + p, input (i*ci + q, s)
-    kernels = flat.permute(0, 2, 4, 3, 5, 1)
-    return kernels.reshape(-1, geo.groups, geo.out_channels // geo.groups,
-                           geo.in_per_group * geo.groups_spatial)
+def batch_folded_conv(x: torch.Tensor, kernels: torch.Tensor, geo: KWGeometry,
+                      batch: int) -> torch.Tensor:
+    """All samples in one grouped convolution, the batch folded into the channels (``groups *
+    batch`` groups: a static batch size). At batch 1 it is the plain convolution."""
+    out = CONV_FUNCS[geo.dim](x.reshape(1, batch * geo.in_channels, *x.shape[2:]),
+                              kernels.reshape(batch * geo.out_channels, *geo.weight_shape[1:]),
+                              None, groups=geo.groups * batch, **geo.conv_kwargs())
+    return out.reshape(batch, geo.out_channels, *out.shape[2:])
+
+
+def scanned_conv(x: torch.Tensor, kernels: torch.Tensor, geo: KWGeometry) -> torch.Tensor:
+    """Each sample convolved with its own kernel by a scan over the batch (any batch size)."""
+    from torch._higher_order_ops.scan import scan
+    conv = CONV_FUNCS[geo.dim]
+    kwargs = dict(groups=geo.groups, **geo.conv_kwargs())
+
+    def one_sample(carry: torch.Tensor, sample):
+        xi, wi = sample
+        # The carry is unused (scan needs one) and must not alias its input: a fresh scalar.
+        return carry + 0, conv(xi.unsqueeze(0), wi, None, **kwargs).squeeze(0)
+
+    _, out = scan(one_sample, x.new_zeros(()), (x, kernels))
+    return out
 
 
 def kw_conv_export(x: torch.Tensor, alpha: torch.Tensor, cells: torch.Tensor,
                    bias: Optional[torch.Tensor], geo: KWGeometry) -> torch.Tensor:
-    """The KW convolution with batch-independent weights only (see the module docstring).
+    """The KW convolution in operators that export with a static or symbolic batch (see the
+    module docstring).
 
     Args:
         x (Tensor): Input ``[B, Cin, *spatial]``.
@@ -77,12 +112,14 @@ def kw_conv_export(x: torch.Tensor, alpha: torch.Tensor, cells: torch.Tensor,
     Returns:
         Tensor: ``[B, Cout, *spatial_out]``, equal to ``kw_conv_reference``'s up to rounding.
     """
-    patches = extract_patches(x, geo)
-    out_size = patches.shape[2:]
-    patches = patches.reshape(-1, geo.groups, geo.in_per_group * geo.groups_spatial,
-                              math.prod(out_size))
-    out = torch.matmul(assemble_grouped_kernels(alpha, cells, geo), patches)
-    out = out.reshape(-1, geo.out_channels, *out_size)
+    kernels = assemble_kernels(alpha, cells, geo)
+    batch: BatchSize = x.shape[0]
+    if geo.is_pointwise:
+        out = pointwise_conv(x, kernels, geo)
+    elif isinstance(batch, int):
+        out = batch_folded_conv(x, kernels, geo, batch)
+    else:
+        out = scanned_conv(x, kernels, geo)
     if bias is not None:
         out = out + bias.view(1, -1, *([1] * geo.dim))
     return out

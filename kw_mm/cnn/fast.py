@@ -3,10 +3,11 @@
 :func:`kw_conv` computes what :func:`~kw_mm.cnn.functional.kw_conv_reference` computes (per-sample
 kernels ``alpha @ cells``, each sample convolved with its own kernel, optional bias), forward and
 backward, and is what :class:`~kw_mm.cnn.kw_conv.KWConvNd` runs by default. Where the time went in
-the reference (see ``docs/speed.md``) and what is done instead:
+the reference (see ``docs/speed_and_memory.md``) and what is done instead:
 
-* **Kernels are assembled in blocks of output channels** that fit in the cache
-  (:func:`~kw_mm.cnn.blocks.plan_blocks`): for a block, one matrix product ``alpha @ cells[:, rows]``
+* **Kernels are assembled in blocks of output channels** that fit in the cache (the layer's
+  plan, :func:`~kw_mm.cnn.plan.plan_layer`): for a block, one matrix product
+  ``alpha @ cells[:, rows]``
   over the whole batch, the permute into the layout the convolution wants while it is still in
   the cache, and the convolution of every sample with its block right away. The reference
   assembles all ``B`` kernels at once (75 MB for a 512-channel 3x3 layer at batch 8): each such
@@ -30,22 +31,28 @@ the reference (see ``docs/speed.md``) and what is done instead:
   weight gradients (``aten.convolution_backward`` / ``bmm``), the kernel gradient permuted back
   in the cache and turned into the gradients of ``alpha`` and of the block's cells rows by two
   products. The kernels are not kept for the backward but re-assembled block by block
-  (:data:`SAVE_KERNELS`), so training keeps no ``B`` kernels per layer alive: peak memory is
-  lower than the reference's.
+  (unless the plan says ``save_kernels``), so training keeps no ``B`` kernels per layer alive:
+  peak memory is lower than the reference's.
 
-Everything is plain ``torch`` (``mm``, ``bmm``, ``convolution``, ``convolution_backward``) and
-runs on any device; on devices other than the CPU a layer is a single block.
+Which of these runs, in which product order and blocks, is the layer's plan
+(:mod:`kw_mm.cnn.plan`): :func:`kw_conv` looks it up (made once per shape) and
+:func:`run_plan` executes it. Everything is plain ``torch`` (``mm``, ``bmm``, ``convolution``,
+``convolution_backward``) and runs on any device; off the CPU the blocks bound the memory of a
+layer's kernels instead of fitting a cache.
 """
 from typing import Callable, Optional, Sequence, Tuple
 
 import torch
+import torch.nn as nn
 
 from . import fast_im2col, fast_im2col_inference
-from .blocks import Block, plan_blocks, plan_input_block
+from .blocks import Block
 from .functional import CONV_FUNCS, KWGeometry, strided_input
-
-#: Keep the assembled kernels for the backward instead of re-assembling them there.
-SAVE_KERNELS = False
+from .plan import KW_IMPLS  # noqa: F401 (the implementations use_kw_impl accepts)
+from .plan import (IM2COL, IM2COL_TRANSPOSED, PIXEL_MAJOR, POINTWISE, LayerPlan, cached_plan,
+                   check_kw_impl, static_shape)
+from .fast_im2col import product_into
+from .transposed_cells import transpose_cells
 
 
 # ------------------------------------------------------------------------------ assembly
@@ -142,7 +149,7 @@ def _pointwise_backward(x: torch.Tensor, w: torch.Tensor, grad_out: torch.Tensor
     if need_w:
         grad_w = torch.empty_like(w)
         for i in range(geo.groups_in):
-            torch.bmm(g, flat[:, i * ci:(i + 1) * ci].transpose(1, 2), out=grad_w[:, i])
+            product_into(grad_w[:, i], torch.bmm, g, flat[:, i * ci:(i + 1) * ci].transpose(1, 2))
     if need_x:
         parts = [torch.bmm(w[:, i].transpose(1, 2), g) for i in range(geo.groups_in)]
         grad_flat = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
@@ -225,14 +232,14 @@ def _forward_blocks(x: torch.Tensor, alpha: torch.Tensor, cells: torch.Tensor,
 class KWConvFunction(torch.autograd.Function):
     """Blocked KW convolution with a backward that walks the same blocks.
 
-    Inputs ``(x, alpha, cells, bias, geo, blocks)``; see :func:`kw_conv`. Not twice
-    differentiable.
+    Inputs ``(x, alpha, cells, bias, plan)`` (a grouped or point-wise
+    :class:`~kw_mm.cnn.plan.LayerPlan`); see :func:`kw_conv`. Not twice differentiable.
     """
 
     @staticmethod
-    def forward(ctx, x, alpha, cells, bias, geo, blocks):
-        pointwise = geo.is_pointwise
-        keep = [] if SAVE_KERNELS else None
+    def forward(ctx, x, alpha, cells, bias, plan):
+        geo, blocks, pointwise = plan.geometry, plan.blocks, plan.path == POINTWISE
+        keep = [] if plan.save_kernels else None
         out = _forward_blocks(x, alpha, cells, bias, geo, blocks, pointwise, keep)
         ctx.geo, ctx.blocks, ctx.pointwise = geo, blocks, pointwise
         ctx.save_for_backward(x, alpha, cells, *(keep or []))
@@ -270,7 +277,7 @@ class KWConvFunction(torch.autograd.Function):
                     grad_rows_alpha = part if grad_rows_alpha is None else \
                         grad_rows_alpha.add_(part)
                 if need_cells:
-                    torch.mm(rows.t(), grad_rows, out=_cell_rows(grad_cells, blk))
+                    product_into(_cell_rows(grad_cells, blk), torch.mm, rows.t(), grad_rows)
         grad_alpha = None
         if need_alpha:
             n = alpha.shape[-1]
@@ -280,7 +287,42 @@ class KWConvFunction(torch.autograd.Function):
             grad_alpha = grad_rows_alpha.reshape(alpha.shape)
         if need_bias:
             grad_bias = grad_out.sum(dim=[0] + list(range(2, grad_out.dim())))
-        return grad_x, grad_alpha, grad_cells, grad_bias, None, None
+        return grad_x, grad_alpha, grad_cells, grad_bias, None
+
+
+def needs_grad(*tensors: Optional[torch.Tensor]) -> bool:
+    """Whether a backward can follow: grad mode on and any of ``tensors`` requiring grad."""
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
+def run_plan(plan: LayerPlan, x: torch.Tensor, alpha: torch.Tensor, cells: torch.Tensor,
+             bias: Optional[torch.Tensor],
+             transposed_cells: Optional[Callable[[], torch.Tensor]] = None) -> torch.Tensor:
+    """Execute ``plan`` (its path, product order and blocks) on one input.
+
+    Args:
+        plan (LayerPlan): Made for ``x``'s shape (:func:`~kw_mm.cnn.plan.plan_layer`).
+        x, alpha, cells, bias: As :func:`kw_conv`.
+        transposed_cells (callable, optional): Returns ``cells`` as ``[n, ci, co]`` for the
+            ``'im2col-transposed'`` path; without it that path transposes ``cells`` itself.
+    """
+    geo = plan.geometry
+    grad = needs_grad(x, alpha, cells, bias)
+    if plan.path == IM2COL_TRANSPOSED:
+        if grad:
+            raise RuntimeError(f'{IM2COL_TRANSPOSED} has no backward: plan a step with '
+                               'gradients with needs_grad=True')
+        cells_t = transposed_cells() if transposed_cells is not None else transpose_cells(cells)
+        return fast_im2col_inference.forward(x, alpha, cells_t, bias, geo, plan.input_block)
+    if plan.path == IM2COL:
+        if not grad:
+            return fast_im2col.forward(x, alpha, cells, bias, geo, plan.blocks,
+                                       plan.order == PIXEL_MAJOR)
+        return fast_im2col.KWIm2colFunction.apply(x, alpha, cells, bias, plan)
+    if not grad:
+        return _forward_blocks(x, alpha, cells, bias, geo, plan.blocks, plan.path == POINTWISE,
+                               None)
+    return KWConvFunction.apply(x, alpha, cells, bias, plan)
 
 
 def kw_conv(x: torch.Tensor,
@@ -289,11 +331,13 @@ def kw_conv(x: torch.Tensor,
             bias: Optional[torch.Tensor],
             geo: KWGeometry,
             block_bytes: Optional[int] = None,
-            transposed_cells: Optional[Callable[[], torch.Tensor]] = None) -> torch.Tensor:
+            transposed_cells: Optional[Callable[[], torch.Tensor]] = None,
+            kw_impl: str = 'auto') -> torch.Tensor:
     """The KW convolution: per-sample kernels ``alpha @ cells`` applied to ``x``.
 
     Same result as :func:`~kw_mm.cnn.functional.kw_conv_reference` (up to float rounding),
-    forward and backward.
+    forward and backward. Runs the layer's plan (:func:`~kw_mm.cnn.plan.cached_plan`, made once
+    per input shape, dtype, device type and gradient mode).
 
     Args:
         x (Tensor): Input ``[B, Cin, *spatial]`` (any memory format).
@@ -301,11 +345,14 @@ def kw_conv(x: torch.Tensor,
         cells (Tensor): The warehouse ``[n, co, ci, 1, ...]``.
         bias (Tensor, optional): ``[Cout]``.
         geo (KWGeometry): The layer's shapes.
-        block_bytes (int, optional): Kernel bytes per block (see :func:`plan_blocks`).
-        transposed_cells (callable, optional): Returns ``cells`` as ``[n, ci, co]``
-            (:class:`~kw_mm.cnn.transposed_cells.TransposedCells`); called only in inference
-            on small maps (:func:`~kw_mm.cnn.fast_im2col_inference.uses_input_blocks`), which
-            then run on that path. Without it they run the im2col path.
+        block_bytes (int, optional): Kernel bytes per block instead of the device's budget.
+        transposed_cells (callable, optional): Returns ``cells`` as ``[n, ci, co]``, kept
+            between calls (:class:`~kw_mm.cnn.transposed_cells.TransposedCells`); with it the
+            plan may run inference on small maps on the ``'im2col-transposed'`` path (called
+            only then). Not used under ``torch.compile``, which cannot trace the kept copy's
+            checks: compiled inference runs the im2col path there.
+        kw_impl (str): ``'auto'`` (or ``'fast'``), or a path name of
+            :data:`~kw_mm.cnn.plan.PATHS` to force where it applies. Defaults to ``'auto'``.
 
     Returns:
         Tensor: ``[B, Cout, *spatial_out]``.
@@ -317,54 +364,40 @@ def kw_conv(x: torch.Tensor,
         dtype = torch.get_autocast_dtype(device_type)
         with torch.autocast(device_type, enabled=False):
             return kw_conv(x.to(dtype), alpha.to(dtype), cells.to(dtype),
-                           None if bias is None else bias.to(dtype), geo, block_bytes)
-    needs_grad = torch.is_grad_enabled() and any(
-        t is not None and t.requires_grad for t in (x, alpha, cells, bias))
-    if fast_im2col.use_im2col(geo, x):
-        if (not needs_grad and transposed_cells is not None
-                and fast_im2col_inference.uses_input_blocks(geo, x, cells.shape[0])):
-            block = plan_input_block(geo, x.shape[0], cells.element_size(), cells.device,
-                                     block_bytes)
-            return fast_im2col_inference.forward(x, alpha, transposed_cells(), bias, geo, block)
-        blocks = plan_blocks(geo, x.shape[0], cells.element_size(), cells.device, block_bytes,
-                             path='im2col-train' if needs_grad else 'im2col')
-        if not needs_grad:
-            return fast_im2col.forward(x, alpha, cells, bias, geo, blocks)
-        return fast_im2col.KWIm2colFunction.apply(x, alpha, cells, bias, geo, blocks)
-    blocks = plan_blocks(geo, x.shape[0], cells.element_size(), cells.device, block_bytes)
-    if not needs_grad:
-        return _forward_blocks(x, alpha, cells, bias, geo, blocks, geo.is_pointwise, None)
-    return KWConvFunction.apply(x, alpha, cells, bias, geo, blocks)
+                           None if bias is None else bias.to(dtype), geo, block_bytes,
+                           kw_impl=kw_impl)
+    keep_transposed = transposed_cells is not None and not torch.compiler.is_compiling()
+    plan = cached_plan(geo, static_shape(x), cells.dtype, device_type,
+                       needs_grad(x, alpha, cells, bias), kw_impl,
+                       cells.shape[0] if keep_transposed else None, block_bytes)
+    return run_plan(plan, x, alpha, cells, bias, transposed_cells if keep_transposed else None)
 
 
 # ---------------------------------------------------------------------------- implementation switch
-#: The implementations :class:`~kw_mm.cnn.kw_conv.KWConvNd` can run.
-KW_IMPLS = ('fast', 'reference', 'export')
-_impl = 'fast'
+#: The implementation every KW layer runs while :class:`use_kw_impl` is active (else its own
+#: ``kw_impl``).
+_impl_override: Optional[str] = None
 
 
-def get_kw_impl() -> str:
-    """The implementation KW layers run: ``'fast'`` (default), ``'reference'`` or ``'export'``."""
-    return _impl
-
-
-def set_kw_impl(name: str) -> None:
-    """Make every KW layer run ``name``: ``'fast'``, ``'reference'`` or ``'export'``.
-
-    ``'reference'`` runs :func:`~kw_mm.cnn.functional.kw_attention_reference` and
-    :func:`~kw_mm.cnn.functional.kw_conv_reference`: the straightforward implementation the
-    benchmark compares against and the tests check the fast paths with. ``'export'`` runs
-    :func:`~kw_mm.cnn.export.kw_conv_export`, a formulation whose weights never depend on the
-    batch size, for graph exporters (ONNX with a symbolic batch).
-    """
-    global _impl
-    if name not in KW_IMPLS:
-        raise ValueError(f'KW implementation must be one of {KW_IMPLS}, got {name!r}')
-    _impl = name
+def get_kw_impl(layer: Optional[nn.Module] = None) -> str:
+    """The implementation a KW layer runs: a :class:`use_kw_impl` block's, else the layer's
+    ``kw_impl``, else ``'auto'`` (one of :data:`~kw_mm.cnn.plan.KW_IMPLS`)."""
+    if _impl_override is not None:
+        return _impl_override
+    return getattr(layer, 'kw_impl', 'auto') if layer is not None else 'auto'
 
 
 class use_kw_impl:
-    """Context manager running KW layers with another implementation.
+    """Context manager: every KW layer runs implementation ``name`` inside the block (over the
+    layers' own ``kw_impl``).
+
+    ``'auto'`` (or ``'fast'``): the layer's plan; ``'reference'``: the straightforward
+    implementation (:func:`~kw_mm.cnn.functional.kw_attention_reference` and
+    :func:`~kw_mm.cnn.functional.kw_conv_reference`), which the benchmark compares against and
+    the tests check the fast paths with; ``'export'``: :func:`~kw_mm.cnn.export.kw_conv_export`,
+    a formulation whose weights never depend on the batch size, for graph exporters (ONNX with a
+    symbolic batch); a path name of :data:`~kw_mm.cnn.plan.PATHS`: that path wherever it
+    applies. Blocks nest; the previous choice is restored on exit.
 
     Example:
         >>> with use_kw_impl('reference'):
@@ -372,15 +405,26 @@ class use_kw_impl:
     """
 
     def __init__(self, name: str) -> None:
-        if name not in KW_IMPLS:
-            raise ValueError(f'KW implementation must be one of {KW_IMPLS}, got {name!r}')
-        self.name = name
+        self.name = check_kw_impl(name)
         self.previous = None
 
     def __enter__(self) -> 'use_kw_impl':
-        self.previous = get_kw_impl()
-        set_kw_impl(self.name)
+        global _impl_override
+        self.previous, _impl_override = _impl_override, self.name
         return self
 
     def __exit__(self, *exc) -> None:
-        set_kw_impl(self.previous)
+        global _impl_override
+        _impl_override = self.previous
+
+
+def apply_kw_impl(module: nn.Module, name: str) -> nn.Module:
+    """Set ``kw_impl`` (:data:`~kw_mm.cnn.plan.KW_IMPLS`) on every KW layer of ``module`` (a
+    layer, a backbone, a whole model); returns ``module``."""
+    from .kw_conv import KWConvNd  # kw_conv imports this module
+    check_kw_impl(name)
+    for m in module.modules():
+        if isinstance(m, KWConvNd):
+            m.kw_impl = name
+    return module
+

@@ -11,10 +11,13 @@ the convolution library reorders them again into its own. This path needs neithe
   the ``[co, kh * kw * Cin]`` matrix an im2col product wants (rows ``p``, columns
   ``(s, i, q)`` = (spatial position, input channel)), a strided view: no permute copy.
 * **im2col columns in (spatial position, channel) order**, ``[B, kh * kw * Cin, Ho * Wo]``,
-  gathered once per layer (cheap for small maps; this path is only used for those, see
-  :func:`use_im2col`), and one ``bmm`` over the batch per block and output group.
-* **Blocks of output rows** (:func:`~kw_mm.cnn.blocks.plan_blocks`, ``path='im2col'``): the kernels of a block are assembled and
-  used while they are in the cache, the buffers stay small and are reused.
+  gathered once per layer (cheap for small maps; the layer's plan sends only those here,
+  :func:`kw_mm.cnn.plan.im2col_rule`), and one ``bmm`` over the batch per block and output
+  group, channel-major (``W @ cols``) or pixel-major (``cols^T @ W^T``, the plan's product
+  order for maps of few pixels).
+* **Blocks of output rows** (the plan's row blocks, :mod:`kw_mm.cnn.blocks`): the kernels of a
+  block are assembled and used while they are in the cache, the buffers stay small and are
+  reused.
 * **Backward** walks the same blocks: the column gradient ``W^T @ grad`` (folded back by
   col2im), the kernel gradient ``grad @ cols^T`` written straight into the same
   output-row-major layout, and from it the gradients of ``alpha`` and of the cells by two
@@ -31,64 +34,6 @@ import torch.nn.functional as F
 
 from .blocks import Block
 from .functional import KWGeometry, strided_input
-
-#: Layers use this path when the output map has at most this many pixels per output channel:
-#: there the kernels dominate and the im2col columns are cheap (512 channels at 7x7, 256 at
-#: 14x14); for larger maps the grouped convolution, which needs no columns, is faster, and so
-#: is the batched point-wise product for point-wise layers (which need no columns).
-MAX_PIXELS_PER_CHANNEL = 1.0
-#: Output maps with fewer pixels than this are computed pixel-major: per sample
-#: ``cols^T @ W^T`` (``[pixels, K] @ [K, rows]``) instead of ``W @ cols``, the same products
-#: (equal up to float rounding: bit-identical on ResNet's 7x7 layers, 2e-7 apart on some small
-#: point-wise ones, where the product kernels order the sums differently), but the kernels then
-#: run over the block's rows (a multiple of 16) instead of an odd pixel count (49 at 7x7): the
-#: per-sample products of ResNet's 7x7 layers ran 7% faster on a Sapphire Rapids Xeon. One copy
-#: puts the output back channel-major.
-PIXEL_MAJOR_BELOW = 64
-#: Cells with fewer output rows (MobileNetV2's 8- and 32-row cells) make the per-block
-#: products too small; the grouped / batched paths of :mod:`kw_mm.cnn.fast` are faster there.
-MIN_CELL_OUT = 64
-
-
-def im2col_decision(geo: KWGeometry, spatial: Sequence[int]) -> Tuple[bool, str]:
-    """Whether a layer with input of spatial size ``spatial`` runs on this path, and why.
-
-    Dense (``groups == 1``) layers with cells of at least :data:`MIN_CELL_OUT` rows, point-wise
-    (any dimension) or 2-D, whose output map has at most :data:`MAX_PIXELS_PER_CHANNEL` pixels
-    per output channel, i.e. when the im2col columns (``kh * kw * Cin * pixels``) are no larger
-    than the kernel (``kh * kw * Cin * Cout``) the grouped path would copy and reorder. Both
-    are ratios of the layer's own sizes, the same on any CPU.
-    """
-    if geo.groups != 1:
-        return False, f'groups={geo.groups}: grouped convolution'
-    if geo.cell_out < MIN_CELL_OUT:
-        return False, f'cells of {geo.cell_out} < {MIN_CELL_OUT} rows: products too small'
-    if not geo.is_pointwise and geo.dim != 2:
-        return False, f'{geo.dim}-D layer: im2col is 2-D only'
-    pixels = math.prod(geo.output_size(tuple(spatial)))
-    limit = MAX_PIXELS_PER_CHANNEL * geo.out_channels
-    if geo.is_pointwise:
-        # No columns; the per-sample products still lose to the batched point-wise path when
-        # the map is large next to the kernels (ResNet50's expanding 1x1 layers at 56x56 and
-        # 28x28: 7.1 vs 5.3 ms, 3.7 vs 2.9 ms at batch 8).
-        if pixels <= limit:
-            return True, f'dense point-wise, {pixels} output pixels <= {limit:g}'
-        return False, f'point-wise, {pixels} output pixels > {limit:g}: batched point-wise'
-    if pixels <= limit:
-        return True, f'{pixels} output pixels <= {limit:g} (columns no larger than kernels)'
-    return False, f'{pixels} output pixels > {limit:g} (columns larger than kernels)'
-
-
-def is_pixel_major(pixels: int) -> bool:
-    """Whether the per-sample products of a map of ``pixels`` output pixels run pixel-major
-    (see :data:`PIXEL_MAJOR_BELOW`)."""
-    return pixels < PIXEL_MAJOR_BELOW
-
-
-def use_im2col(geo: KWGeometry, x: torch.Tensor) -> bool:
-    """Whether a layer runs on this path (:func:`im2col_decision` for ``x``'s size)."""
-    return im2col_decision(geo, tuple(x.shape[2:]))[0]
-
 
 # ------------------------------------------------------------------------------ layouts
 def _taps(geo: KWGeometry, out_hw: Tuple[int, int]) -> List[Tuple[slice, slice]]:
@@ -115,9 +60,9 @@ def im2col(x: torch.Tensor, geo: KWGeometry) -> Tuple[torch.Tensor, Tuple[int, .
     # Every kernel position's window of the padded input as one strided view
     # [B, kh, kw, C, Ho, Wo], gathered by a single copy: one parallel region instead of one
     # per kernel position (short regions are what a competing process makes expensive).
+    # (the view keeps padded's storage offset: as_strided's default)
     windows = padded.as_strided((batch, kh, kw, channels, *out_hw),
-                                (s_b, dh * s_h, dw * s_w, s_c, sh * s_h, sw * s_w),
-                                padded.storage_offset())
+                                (s_b, dh * s_h, dw * s_w, s_c, sh * s_h, sw * s_w))
     return windows.reshape(batch, -1, out_hw[0] * out_hw[1]), out_hw
 
 
@@ -179,6 +124,15 @@ def _out_columns(t: torch.Tensor, geo: KWGeometry, blk: Block, o: int) -> torch.
 
 
 # ------------------------------------------------------------------------------ passes
+def product_into(out: torch.Tensor, product, *args: torch.Tensor) -> torch.Tensor:
+    """``product(*args, out=out)`` for an ``out`` that may be a strided view: written in place
+    in eager mode; under ``torch.compile``, which cannot trace ``out=`` into a non-contiguous
+    view, computed and copied into it (the compiler plans the buffers itself)."""
+    if torch.compiler.is_compiling():
+        return out.copy_(product(*args))
+    return product(*args, out=out)
+
+
 def _view(buf: torch.Tensor, *shape: int) -> torch.Tensor:
     """The first ``prod(shape)`` elements of the flat ``buf`` as a contiguous ``shape``."""
     return buf[:math.prod(shape)].view(shape)
@@ -195,14 +149,16 @@ def _assemble(rows: torch.Tensor, by_row: torch.Tensor, blk: Block,
 
 
 def forward(x: torch.Tensor, alpha: torch.Tensor, cells: torch.Tensor,
-            bias: Optional[torch.Tensor], geo: KWGeometry,
-            blocks: List[Block]) -> torch.Tensor:
-    """``[B, Cout, Ho, Wo]``: every sample's im2col columns times its own kernels."""
+            bias: Optional[torch.Tensor], geo: KWGeometry, blocks: Sequence[Block],
+            pixel_major: bool) -> torch.Tensor:
+    """``[B, Cout, Ho, Wo]``: every sample's im2col columns times its own kernels, in row
+    ``blocks``, pixel-major (per sample ``cols^T @ W^T``, one copy puts the output back
+    channel-major) or channel-major (``W @ cols``): the same products, equal up to float
+    rounding."""
     batch = x.shape[0]
     cols, out_hw = im2col(x, geo)
     rows, by_row = mixture_rows(alpha, geo), _cells_by_row(cells)
     pixels = cols.shape[-1]
-    pixel_major = is_pixel_major(pixels)
     out = cols.new_empty((batch, pixels, geo.out_channels) if pixel_major else
                          (batch, geo.out_channels, pixels))
     buf = None if len(blocks) == 1 else cols.new_empty(
@@ -211,10 +167,11 @@ def forward(x: torch.Tensor, alpha: torch.Tensor, cells: torch.Tensor,
         w = _assemble(rows, by_row, blk, buf)
         for o in range(geo.groups_out):
             if pixel_major:
-                torch.bmm(cols.transpose(1, 2), _kernels(w, geo, batch, o).transpose(1, 2),
-                          out=_out_columns(out, geo, blk, o))
+                product_into(_out_columns(out, geo, blk, o), torch.bmm, cols.transpose(1, 2),
+                             _kernels(w, geo, batch, o).transpose(1, 2))
             else:
-                torch.bmm(_kernels(w, geo, batch, o), cols, out=_out_rows(out, geo, blk, o))
+                product_into(_out_rows(out, geo, blk, o), torch.bmm, _kernels(w, geo, batch, o),
+                             cols)
     if pixel_major:
         out = out.transpose(1, 2).contiguous()
     if bias is not None:
@@ -242,14 +199,15 @@ def scratch_plan(largest: int, num_rows: int, num_cells: int, cell_in: int, need
 class KWIm2colFunction(torch.autograd.Function):
     """:func:`forward` with a backward that walks the same blocks (not twice differentiable).
 
-    Inputs ``(x, alpha, cells, bias, geo, blocks)``.
+    Inputs ``(x, alpha, cells, bias, plan)`` (a :class:`~kw_mm.cnn.plan.LayerPlan`).
     """
 
     @staticmethod
-    def forward(ctx, x, alpha, cells, bias, geo, blocks):
-        ctx.geo, ctx.blocks = geo, blocks
+    def forward(ctx, x, alpha, cells, bias, plan):
+        ctx.geo, ctx.blocks = plan.geometry, plan.blocks
         ctx.save_for_backward(x, alpha, cells)
-        return forward(x, alpha, cells, bias, geo, blocks)
+        return forward(x, alpha, cells, bias, plan.geometry, plan.blocks,
+                       plan.order == 'pixel-major')
 
     @staticmethod
     @torch.autograd.function.once_differentiable
@@ -267,14 +225,13 @@ class KWIm2colFunction(torch.autograd.Function):
         grad_rows = rows.new_zeros(rows.shape) if need_alpha else None
         grad_cells = cells.new_empty(cells.shape) if need_cells else None
         # One buffer per kind of block, reused by every block, and no zero fill of grad_cols:
-        # with fresh blocks and the fill, a 512x512x3x3 layer's backward at 7x7 took 35.7 ms
-        # instead of 32.9, a 256x256x3x3 one at 14x14 21.4 instead of 19.1 (batch 8, 2 threads).
+        # fresh blocks come from the allocator page-faulted and the fill is one more pass over
+        # memory (`tools/analysis/benchmark.py --layer-profile` shows the backward's share).
         # ``scratch`` holds a block's kernels until the column gradient has used them, then
         # its warehouse gradient: that product is written into the contiguous scratch and
         # copied into place, because written straight into the strided ``[n, co, ci]`` view it
-        # went through torch's per-matrix fallback (512x512x3x3 at 7x7, a block of 48 rows:
-        # 0.54 ms instead of 0.29 + 0.12 for the copy; KW 1x ResNet18 training step 1.84x ->
-        # 1.80x its plain twin). Handing the gradient back transposed instead cost more:
+        # went through torch's per-matrix fallback, slower than the product plus the copy.
+        # Handing the gradient back transposed instead cost more:
         # autograd copies it into the warehouse's layout.
         largest = max(p1 - p0 for p0, p1 in blocks)
         num_rows, num_cells = rows.shape[0], cells.shape[0]
@@ -298,7 +255,7 @@ class KWIm2colFunction(torch.autograd.Function):
                     else:
                         grad_cols.baddbmm_(w_t, g)
                 if gw is not None:
-                    torch.bmm(g, cols.transpose(1, 2), out=_kernels(gw, geo, batch, o))
+                    product_into(_kernels(gw, geo, batch, o), torch.bmm, g, cols.transpose(1, 2))
             if need_alpha:
                 # sum over the block's rows p of W-grad[p] @ cells[:, p, :]^T
                 grad_rows += torch.bmm(gw, by_row[blk[0]:blk[1]].transpose(1, 2)).sum(0)
@@ -311,4 +268,4 @@ class KWIm2colFunction(torch.autograd.Function):
         grad_x = col2im(grad_cols, geo, x.shape, out_hw) if need_x else None
         grad_alpha = _rows_to_alpha(grad_rows, geo, batch) if need_alpha else None
         grad_bias = grad.sum(dim=(0, 2)) if need_bias else None
-        return grad_x, grad_alpha, grad_cells, grad_bias, None, None
+        return grad_x, grad_alpha, grad_cells, grad_bias, None

@@ -15,6 +15,7 @@ from .attention import KWAttention
 from .export import kw_conv_export
 from .functional import KWGeometry, kw_attention_reference, kw_conv_reference
 from .kw_star import KWStarAttention, kw_star_conv
+from .plan import check_kw_impl
 
 IntOrTuple = Union[int, Sequence[int]]
 
@@ -41,6 +42,11 @@ class KWConvNd(nn.Module):
         groups (int): As ``nn.Conv{dim}d``. Defaults to 1.
         bias (bool): Add a learned bias. Defaults to False.
         warehouse_name (str): The warehouse it draws its cells from (set by the manager).
+        kw_impl (str): How it runs (:data:`~kw_mm.cnn.plan.KW_IMPLS`): ``'auto'`` (its plan,
+            :mod:`kw_mm.cnn.plan`), ``'reference'``, ``'export'`` or a fast path's name
+            (forced where it applies). A :class:`~kw_mm.cnn.fast.use_kw_impl` block overrides
+            it; :func:`~kw_mm.cnn.fast.apply_kw_impl` sets it on every layer of a model.
+            Defaults to ``'auto'``.
     """
 
     dim: int = 0
@@ -54,7 +60,8 @@ class KWConvNd(nn.Module):
                  dilation: IntOrTuple = 1,
                  groups: int = 1,
                  bias: bool = False,
-                 warehouse_name: str = 'default') -> None:
+                 warehouse_name: str = 'default',
+                 kw_impl: str = 'auto') -> None:
         super().__init__()
         if in_channels % groups or out_channels % groups:
             raise ValueError(f'in_channels ({in_channels}) and out_channels ({out_channels}) '
@@ -67,6 +74,7 @@ class KWConvNd(nn.Module):
         self.dilation = _ntuple(dilation, self.dim, 'dilation')
         self.groups = groups
         self.warehouse_name = warehouse_name
+        self.kw_impl = check_kw_impl(kw_impl)
         self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
         self.geometry: Optional[KWGeometry] = None
         self._owner: list = []
@@ -111,7 +119,7 @@ class KWConvNd(nn.Module):
         cells = self.cells
         if isinstance(self.attention, KWStarAttention):  # KW* (with ODConv's attentions)
             return kw_star_conv(self, x)
-        impl = fast.get_kw_impl()
+        impl = fast.get_kw_impl(self)
         if impl == 'reference':
             att = self.attention
             alpha = att.expand(kw_attention_reference(att.logits(x), att.beta, att.mix_temperature,
@@ -119,10 +127,10 @@ class KWConvNd(nn.Module):
             return kw_conv_reference(x, alpha, cells, self.bias, self.geometry)
         if impl == 'export':
             return kw_conv_export(x, self.attention(x), cells, self.bias, self.geometry)
-        manager = self._owner[0]
+        manager, index = self._owner[0], self.warehouse_index
         return fast.kw_conv(x, self.attention(x), cells, self.bias, self.geometry,
-                            transposed_cells=lambda: manager.transposed_cells(
-                                self.warehouse_index))
+                            transposed_cells=lambda: manager.transposed_cells(index),
+                            kw_impl=impl)
 
     def extra_repr(self) -> str:
         s = (f'{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, '
@@ -131,6 +139,8 @@ class KWConvNd(nn.Module):
             s += f', dilation={self.dilation}'
         if self.groups != 1:
             s += f', groups={self.groups}'
+        if self.kw_impl != 'auto':
+            s += f', kw_impl={self.kw_impl!r}'
         if self.bias is None:
             s += ', bias=False'
         return s + f', warehouse={self.warehouse_name!r}'
@@ -162,15 +172,16 @@ class KWLinear(nn.Module):
         out_features (int): Output features.
         bias (bool): Add a learned bias. Defaults to True.
         warehouse_name (str): The warehouse it draws its cells from.
+        kw_impl (str): As :class:`KWConvNd`. Defaults to ``'auto'``.
     """
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True,
-                 warehouse_name: str = 'default') -> None:
+                 warehouse_name: str = 'default', kw_impl: str = 'auto') -> None:
         super().__init__()
         self.in_features = in_features
         self.out_features = out_features
         self.conv = KWConv1d(in_features, out_features, 1, bias=bias,
-                             warehouse_name=warehouse_name)
+                             warehouse_name=warehouse_name, kw_impl=kw_impl)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape

@@ -29,6 +29,7 @@ from . import fast
 from .attention import KWAttention
 from .export import kw_conv_export
 from .functional import kw_attention_reference, kw_conv_reference
+from .precision import attention_precision
 
 
 class KWStarAttention(KWAttention):
@@ -63,9 +64,10 @@ class KWStarAttention(KWAttention):
         t = self.temperature
         return a if t == 0.0 else t + (1.0 - t) * a
 
+    @attention_precision
     def modulations(self, hidden: torch.Tensor) -> Tuple[Optional[torch.Tensor], ...]:
         """Channel ``[B, Cin]``, filter ``[B, Cout]`` and spatial ``[B, k*k]`` (or None)
-        attentions from the hidden vector."""
+        attentions from the hidden vector, in the parameters' dtype (float32 under autocast)."""
         return (self._head(self.channel_fc, hidden), self._head(self.filter_fc, hidden),
                 self._head(self.spatial_fc, hidden))
 
@@ -75,7 +77,7 @@ def kw_star_conv(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
     att = layer.attention
     hidden = att.hidden(x)
     channel, filter_, spatial = att.modulations(hidden)
-    impl = fast.get_kw_impl()
+    impl = fast.get_kw_impl(layer)
     reference = impl == 'reference'
     if reference:
         alpha = att.expand(kw_attention_reference(att.logits(x, hidden), att.beta,
@@ -86,10 +88,12 @@ def kw_star_conv(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
         per_position = att.num_mixtures // att.spatial_size  # go * gi mixtures per position
         alpha = alpha * spatial.repeat_interleave(per_position, dim=1).unsqueeze(-1)
     view = (x.shape[0], -1) + (1, ) * (x.dim() - 2)
-    x = x * channel.view(view)
+    # The float32 attentions of autocast scale the feature maps in the maps' own dtype.
+    x = x * channel.view(view).to(x.dtype)
     conv = {'reference': kw_conv_reference, 'export': kw_conv_export}.get(impl, fast.kw_conv)
-    out = conv(x, alpha, layer.cells, None, layer.geometry) * filter_.view(view)
-    return out if layer.bias is None else out + layer.bias.view(1, -1, *view[2:])
+    out = conv(x, alpha, layer.cells, None, layer.geometry)
+    out = out * filter_.view(view).to(out.dtype)
+    return out if layer.bias is None else out + layer.bias.view(1, -1, *view[2:]).to(out.dtype)
 
 
 def kw_star_extra_params(in_channels: int, out_channels: int, kernel_size: tuple,

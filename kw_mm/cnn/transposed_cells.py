@@ -3,8 +3,7 @@
 The inference path for small maps (:mod:`kw_mm.cnn.fast_im2col_inference`) assembles kernels
 already transposed, ``W^T[(s, i, q), p]``, the layout its per-sample products run fastest on;
 that needs the cells with the output row ``p`` innermost. Transposing a warehouse costs about
-as much as what it saves in one layer (4 ms for KW 1x ResNet18's 28 MB ``layer4`` warehouse on
-a Sapphire Rapids Xeon), so the copy is made once and kept while the weights stay the same,
+as much as what it saves in one layer (it reads and writes the whole warehouse), so the copy is made once and kept while the weights stay the same,
 one per warehouse (the layers sharing a warehouse share it). It costs memory: one more copy of
 the warehouses those layers draw from, held until the model switches between training and
 evaluation or :meth:`TransposedCells.clear` is called (``eval()`` on a model already evaluating
@@ -60,6 +59,12 @@ class TransposedCells:
     def get(self, index: int, cells: torch.Tensor) -> torch.Tensor:
         """Warehouse ``index`` (whose current tensor is ``cells``) as ``[n, ci, co]``: the kept
         copy when ``cells`` is unchanged since it was made, else a new one (kept)."""
+        if torch.compiler.is_compiling():
+            # A compiled graph cannot keep a copy between calls nor check one (storage
+            # address, version counter): it transposes in the graph. Inductor's freezing
+            # (``torch._inductor.config.freezing``) folds that copy into a constant for
+            # inference graphs.
+            return transpose_cells(cells)
         key, entry = _key(cells), self._entries.get(index)
         if entry is not None and entry.key == key and torch.equal(entry.fingerprint,
                                                                   _fingerprint(cells)):

@@ -399,8 +399,8 @@ class WarehouseManager(nn.Module):
         # A switch between training and evaluation starts over (mmengine's loops switch after
         # their hooks have swapped weights through .data, as the EMA hook does). eval() on a
         # module already in evaluation keeps the copies: inference code that calls eval()
-        # before every batch would otherwise transpose the warehouses at every batch (KW 1x
-        # ResNet18 at batch 8: about 4-6 ms of a 160 ms forward, wall clock).
+        # before every batch would otherwise transpose the warehouses at every batch, a
+        # visible share of a forward pass.
         if mode != self.training:
             self.clear_transposed_cells()
         return super().train(mode)

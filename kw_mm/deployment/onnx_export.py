@@ -1,9 +1,11 @@
 """ONNX export of kw_mm models with a symbolic batch size, checked with onnxruntime.
 
-The graph is traced with the KW layers in their export formulation
-(:func:`~kw_mm.cnn.export.kw_conv_export`: patches by a fixed convolution, per-sample kernels
-applied by batched MatMul), so no weight of the graph depends on the batch size, through
-``torch.export`` (a symbolic batch dimension) and ``torch.onnx``. What is exported:
+The graph is traced through ``torch.export`` (a symbolic batch dimension, or a static batch
+size) and ``torch.onnx`` with the KW layers in their export formulation
+(:func:`~kw_mm.cnn.export.kw_conv_export`): the per-sample kernels are assembled by one MatMul
+and applied by ONNX Runtime's own ``Conv`` (a ``Scan`` over the samples at a symbolic batch, one
+grouped ``Conv`` at a static batch) or, for point-wise layers, by one batched MatMul. What is
+exported:
 
 * a classifier (mmpretrain ``ImageClassifier``): the class scores before softmax;
 * its backbone only (``part='backbone'``): the tuple of the selected stage outputs;
@@ -170,15 +172,19 @@ def example_input(batch: int, shape: Sequence[int], seed: int = 0) -> torch.Tens
 
 
 def export_onnx(target: nn.Module, path: str, shape: Sequence[int] = (3, 224, 224),
-                dynamic_batch: bool = True, metadata: Optional[Dict[str, str]] = None) -> str:
+                dynamic_batch: bool = True, metadata: Optional[Dict[str, str]] = None,
+                batch: int = 1) -> str:
     """Export ``target`` (e.g. an :class:`ExportTarget`) to the ONNX file ``path``.
 
     Args:
         target (nn.Module): Takes ``[B, *shape]``; put in eval mode.
         path (str): The ``.onnx`` file (weights inside it).
         shape (Sequence[int]): ``(C, H, W)`` of one input.
-        dynamic_batch (bool): A symbolic batch dimension; else batch 1. Defaults to True.
+        dynamic_batch (bool): A symbolic batch dimension; else the static ``batch``. Defaults
+            to True.
         metadata (dict, optional): Written to the model's ``metadata_props``.
+        batch (int): The batch size of a static-batch file (``dynamic_batch=False``); a KW
+            layer's samples then run in one grouped ``Conv``. Defaults to 1.
 
     Returns:
         str: ``path``.
@@ -187,12 +193,15 @@ def export_onnx(target: nn.Module, path: str, shape: Sequence[int] = (3, 224, 22
         ExportError: A layer cannot be exported (named, with the exporter's reason).
         ModuleNotFoundError: onnx or onnxscript are missing (with how to install them).
     """
+    if batch < 1 or (dynamic_batch and batch != 1):
+        raise ValueError(f'batch is the size of a static-batch file (dynamic_batch=False), a '
+                         f'positive int; got batch={batch} with dynamic_batch={dynamic_batch}')
     require('onnx', 'ONNX export')
     require('onnxscript', 'ONNX export (torch.onnx)')
     target.eval()
     check_exportable(target)
     # torch.export specializes sizes 0 and 1: trace a symbolic batch with two samples.
-    example = example_input(2 if dynamic_batch else 1, shape)
+    example = example_input(2 if dynamic_batch else batch, shape)
     dynamic_shapes = ({0: torch.export.Dim('batch')}, ) if dynamic_batch else None
     with torch.no_grad(), use_kw_impl('export'), ModuleTrail(target) as trail:
         try:

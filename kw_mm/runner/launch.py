@@ -16,6 +16,7 @@ import torch
 from kw_mm.apis import build_model, register_toolbox  # noqa: F401 (the tools' entry points)
 from kw_mm.utils.checkpoint import allow_mmengine_checkpoints, load_file
 
+from .compile import enable_compile
 from .config_checks import check_cfg_options
 
 DATALOADERS = ('train_dataloader', 'val_dataloader', 'test_dataloader')
@@ -193,7 +194,7 @@ def pop_data_root(cfg_options: Optional[dict]) -> Optional[str]:
 
 def add_runner_args(parser: argparse.ArgumentParser) -> None:
     """The options ``tools/train.py`` and ``tools/test.py`` share: ``--work-dir``,
-    ``--cfg-options``, ``--launcher`` and ``--local-rank``."""
+    ``--cfg-options``, ``--launcher``, ``--local-rank``, ``--compile`` and ``--verbose``."""
     from mmengine.config import DictAction
     parser.add_argument('--work-dir', help='directory for logs and checkpoints')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
@@ -201,6 +202,9 @@ def add_runner_args(parser: argparse.ArgumentParser) -> None:
                         'dataset to PATH')
     parser.add_argument('--launcher', choices=LAUNCHERS, default='none', help='job launcher')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    parser.add_argument('--compile', action='store_true',
+                        help='run the model compiled by torch.compile (sets the config key '
+                        '"compile", which mmengine reads)')
     parser.add_argument('--verbose', action='store_true',
                         help="print mmengine's environment dump and the full config (they are "
                         'always in the log file)')
@@ -222,6 +226,8 @@ def apply_runner_args(cfg: Any, args: argparse.Namespace) -> Any:
     if data_root is not None:
         override_data_root(cfg, data_root)
     cfg.launcher = args.launcher
+    if getattr(args, 'compile', False):  # tools that run no model (the data scan) lack it
+        enable_compile(cfg)
     if args.work_dir is not None:
         cfg.work_dir = args.work_dir
     elif cfg.get('work_dir') is None:

@@ -2,6 +2,7 @@
 import json
 
 from kw_mm.analysis import bench_session as bs
+from kw_mm.analysis.report import Targets, format_session
 
 from tests.helpers import REPO_ROOT as ROOT
 
@@ -19,7 +20,9 @@ def test_session_prints_machine_limits_load_and_targets():
     assert set(session['limits'][result.kw]['models']) == {'eval_bN'}
     assert len(session['limits'][result.kw]['layers']) == 19
     assert session['loads'][result.kw]['eval_bN'] > 0
-    text = bs.format_session(session)
+    targets = Targets(models={result.kw: dict(eval_b8=1.5)}, layers={result.kw: 1.5}, load=1.5,
+                      batch=2)
+    text = format_session(session, targets)
     for part in ('1 threads; GEMM rate', '| Model | Metric | KW ms |', 'KW layers of',
                  'Under load (1 busy core(s)), eval b2', 'Targets:',
                  'every KW layer KW/limit', 'under load / quiet'):

@@ -1,4 +1,6 @@
-"""The benchmark tool's measuring code (kw_mm.analysis.benchmark): tiny runs, no timing asserts."""
+"""The benchmark's measuring code (kw_mm.analysis.benchmark / measure / contestants / report)
+and the tool's presets: tiny runs, no timing asserts."""
+import importlib.util
 import os.path as osp
 import subprocess
 import sys
@@ -7,8 +9,21 @@ import pytest
 import torch
 
 from kw_mm.analysis import benchmark as bm
+from kw_mm.analysis import measure
+from kw_mm.analysis.contestants import (CONTESTANT_KINDS, Contestant, make_contestant,
+                                        register_contestant_kind)
+from kw_mm.analysis.report import Targets, format_layer_rows, format_pairs
 
 from tests.helpers import REPO_ROOT as ROOT
+
+
+def tool_presets():
+    """tools/analysis/benchmark_presets.py, the presets and targets of the tool."""
+    path = osp.join(ROOT, 'tools', 'analysis', 'benchmark_presets.py')
+    spec = importlib.util.spec_from_file_location('benchmark_presets', path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def test_plain_twin_of_configs_and_variants():
@@ -25,13 +40,15 @@ def test_plain_twin_of_configs_and_variants():
 
 
 def test_preset_configs_exist_and_load():
-    for kw, plain in bm.PRESETS['paper-cpu']['pairs']:
+    presets = tool_presets()
+    for kw, plain in presets.PRESETS['paper-cpu']['pairs']:
         for path in (kw, plain):
             spec = bm.load_spec(osp.join(ROOT, path))
             assert spec.cfg['type'] and spec.optim_cfg is not None
             optimizer = bm.build_optimizer(torch.nn.Linear(2, 2), spec)
             assert type(optimizer).__name__ == spec.optim_cfg['optimizer']['type']
-        assert osp.splitext(osp.basename(kw))[0] in bm.TARGETS
+        assert osp.splitext(osp.basename(kw))[0] in presets.TARGETS.models
+    assert set(presets.TARGETS.layers) <= set(presets.TARGETS.models)
 
 
 def test_load_spec_errors():
@@ -43,14 +60,14 @@ def test_load_spec_errors():
 
 def test_interleaved_times_and_ratios():
     calls = []
-    times = bm.interleaved_times({'a': lambda: calls.append('a'), 'b': lambda: calls.append('b')},
+    times = measure.interleaved_times({'a': lambda: calls.append('a'), 'b': lambda: calls.append('b')},
                                  reps=3, warmup=1)
     assert calls == ['a', 'b'] * 4  # round robin, warm-up first
     assert [len(v) for v in times.values()] == [3, 3]
     times = {'kw': [2.0, 4.0, 3.0], 'plain': [1.0, 1.0, 2.0]}
-    assert bm.ratio_stats(times, 'kw', 'plain') == 2.0  # median of 2, 4, 1.5
+    assert measure.ratio_stats(times, 'kw', 'plain') == 2.0  # median of 2, 4, 1.5
     with pytest.raises(ValueError, match='clock'):
-        bm.set_clock('sundial')
+        measure.set_clock('sundial')
 
 
 def test_peak_memory_counts_live_tensors():
@@ -60,7 +77,7 @@ def test_peak_memory_counts_live_tensors():
         del a, b
         torch.empty(2**20, dtype=torch.uint8)
 
-    peak = bm.peak_memory(step, torch.device('cpu'))
+    peak = measure.peak_memory(step, torch.device('cpu'))
     assert 3 * 2**20 <= peak < 4 * 2**20
 
 
@@ -70,7 +87,7 @@ def test_benchmark_layer_rows():
     assert set(row['times_ms']['eval']) == {'kw', 'kw reference', 'conv'}
     assert row['num_mixtures'] == 9 and row['num_cells'] == 9
     assert set(row['memory_mb']) == {'kw', 'kw reference', 'conv'}
-    table = bm.format_layer_rows([row])
+    table = format_layer_rows([row])
     assert table.count('\n') == 2 and '8->16 k3' in table
 
 
@@ -81,17 +98,60 @@ def test_pair_table_format():
     r.ratios = {'eval_bN': {'kw1x-resnet18_8xb32_in1k': 1.5}}
     r.memory_mb = {'train': {'kw1x-resnet18_8xb32_in1k': 240.0, 'resnet18_8xb32_in1k': 200.0,
                              'kw1x-resnet18_8xb32_in1k (reference)': 650.0}}
-    table = bm.format_pairs([r], 8)
+    targets = Targets(models={'kw1x-resnet18_8xb32_in1k': dict(eval_b8=1.5)})
+    table = format_pairs([r], 8, targets)
     rows = table.splitlines()
     assert len({row.count('|') for row in rows}) == 1  # every row has every column
     assert '1.50x (target <= 1.5x: met)' in table
     assert '0.37x' in table  # peak memory KW / straightforward implementation
+    assert 'target' not in format_pairs([r], 8)  # the library sets no target
+    assert 'target' not in format_pairs([r], 4, targets)  # set for batch 8
+
+
+class Doubled(Contestant):
+    """A contestant kind for the test: runs the eager step twice (eval only)."""
+
+    kind = 'doubled'
+    trains = False
+
+    def eval_fn(self, inputs):
+        once = super().eval_fn(inputs)
+
+        def step():
+            once()
+            once()
+        return step
+
+
+def test_contestant_kinds_share_one_side_by_side_path():
+    """A registered kind is measured beside the eager models, named 'model (kind)', ratios to
+    the plain model; a kind without a training step is left out of 'train'."""
+    register_contestant_kind('doubled', Doubled)
+    try:
+        models = [osp.join(ROOT, 'configs', c) for c in (
+            'mobilenet-v2-w0.5_8xb32-150e_in1k.py', 'kw1x-mobilenet-v2-w0.5_8xb32-150e_in1k.py')]
+        result = bm.benchmark_side_by_side(models, batch=2, size=32, reps=1, warmup=0,
+                                           metrics=['eval_bN', 'train'], memory=True,
+                                           log=lambda _: 0, kinds=('eager', 'doubled'))
+        plain, kw = (osp.splitext(osp.basename(m))[0] for m in models)
+        assert result.names == [plain, f'{plain} (doubled)', kw, f'{kw} (doubled)']
+        assert set(result.times_ms['eval_bN']) == set(result.names)
+        assert set(result.times_ms['train']) == {plain, kw}
+        assert set(result.memory_mb['train']) == {plain, kw}
+        assert set(result.memory_mb['eval']) == set(result.names)
+        assert result.ratios['eval_bN'][plain] == 1.0
+        with pytest.raises(ValueError, match="already registered"):
+            register_contestant_kind('doubled', Contestant)
+        with pytest.raises(ValueError, match="got 'interpreted'"):
+            make_contestant('interpreted', 'x', torch.nn.Linear(1, 1), None)
+    finally:
+        CONTESTANT_KINDS.pop('doubled')
 
 
 ALLOCATOR_PROBE = '''
 import resource, sys, torch
-from kw_mm.analysis import benchmark as bm
-mode = bm.set_allocator(sys.argv[1])
+from kw_mm.analysis import measure
+mode = measure.set_allocator(sys.argv[1])
 def touch():
     t = torch.empty(16 * 2**20)  # 64 MB, above glibc's largest mmap threshold
     t.fill_(1.0)
@@ -102,7 +162,7 @@ for _ in range(5):  # the fewest page faults of five re-allocations (memory recl
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt  # kernel may hit one)
     touch()
     faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
-print(mode, bm.environment()['allocator'], min(faults))
+print(mode, measure.environment()['allocator'], min(faults))
 '''
 
 
@@ -121,4 +181,4 @@ def test_allocator_regime(mode):
     else:
         assert faults > pages // 2
     with pytest.raises(ValueError, match="got 'cold'"):
-        bm.set_allocator('cold')
+        measure.set_allocator('cold')

@@ -1,5 +1,5 @@
-"""The machine report and the limits (kw_mm.analysis.machine / limit): tiny runs, no timing
-asserts."""
+"""The machine report, the limits and the target report (kw_mm.analysis.machine_report / limit /
+report): tiny runs, no timing asserts."""
 import re
 
 import pytest
@@ -8,11 +8,16 @@ import torch.nn as nn
 
 from kw_mm.analysis import limit as lm
 from kw_mm.analysis.benchmark import PairResult
-from kw_mm.analysis.machine import (competing_load, machine_report, measure_gemm_rate,
-                                    measure_memory_bandwidth)
+from kw_mm.analysis.machine_report import (competing_load, machine_report, measure_gemm_rate,
+                                           measure_memory_bandwidth)
+from kw_mm.analysis.report import (Targets, format_layer_limits, format_model_limits,
+                                   target_report)
 from kw_mm.cnn import KWConvNd, WarehouseManager
 
 KW, PLAIN = 'kw1x-resnet18_8xb32_in1k', 'resnet18_8xb32_in1k'
+#: Targets as the tool sets them (tools/analysis/benchmark_presets.py).
+TARGETS = Targets(models={KW: dict(eval_b8=1.5, train=1.8, eval_b1=1.5)}, layers={KW: 1.5},
+                  load=1.5)
 
 
 def test_gemm_rate_and_machine_header():
@@ -75,7 +80,7 @@ def test_layer_limits_add_up():
                            warmup=0, bandwidth=1e6)[0]['ms']
     assert slow['assembly'] == pytest.approx(read_ms)
     assert slow['limit'] == pytest.approx(slow['conv'] + slow['attention'] + read_ms)
-    table = lm.format_layer_limits(rows)
+    table = format_layer_limits(rows)
     assert len(table.splitlines()) == 4 and '| conv | 32x16x3x3 | 2x16x6x6 |' in table
     assert 'Reference ms' in table
 
@@ -112,7 +117,7 @@ def test_pair_limits_of_a_real_model():
     lim = lm.pair_limits(f'configs/{KW}.py', result, gemm_flops=1e11, batch=2, size=32, reps=1,
                          warmup=0)
     assert lim['models']['eval_bN']['kw_over_plain'] == 1.52
-    assert '| 1.52x |' in lm.format_model_limits({KW: lim}, 2).splitlines()[2]
+    assert '| 1.52x |' in format_model_limits({KW: lim}, 2).splitlines()[2]
     with pytest.raises(ValueError, match='FLOP count'):
         lm.pair_limits(f'configs/{KW}.py', PairResult(KW, PLAIN), 1e11, 2, 32)
 
@@ -131,7 +136,7 @@ def test_target_report_met_missed_and_profiles():
     loaded = PairResult(KW, PLAIN, ratios={'eval_bN': {KW: 2.8}})
     loads = {KW: lm.load_ratios(good, loaded)}
     assert loads[KW]['eval_bN'] == pytest.approx(2.0)
-    text = lm.target_report([good], limits, 8, loads)
+    text = target_report([good], limits, 8, loads, TARGETS)
     assert f'{KW} eval bN KW/plain: 1.40x (target <= 1.5x): met' in text
     assert f'{KW} train bN KW/plain: 1.70x (target <= 1.8x): met' in text
     assert f'{KW} eval b1 KW/plain: 1.60x (target <= 1.5x): MISSED' in text
@@ -140,10 +145,11 @@ def test_target_report_met_missed_and_profiles():
     assert 'every KW layer KW/limit (worst layer1): 2.50x (target <= 1.5x): MISSED' in text
     assert '1 of 3 layers over: layer1 2.50x (im2col)' in text
     assert 'under load / quiet: 2.00x (target <= 1.5x): MISSED' in text
-    assert lm.target_report([good], limits, 4) .count('eval') == 0  # targets are for batch 8
+    assert target_report([good], limits, 4, targets=TARGETS).count('eval') == 0  # set for b8
+    assert target_report([good], limits, 8, loads) == ''  # the library sets no target
     # on the line: two decimals would print the target itself next to MISSED
     close = PairResult(KW, PLAIN, ratios={'eval_bN': {KW: 1.5021}, 'train': {KW: 1.7979}})
-    text = lm.target_report([close], {}, 8)
+    text = target_report([close], {}, 8, targets=TARGETS)
     assert f'{KW} eval bN KW/plain: 1.502x (target <= 1.5x): MISSED' in text
     assert f'{KW} train bN KW/plain: 1.798x (target <= 1.8x): met' in text
 
@@ -153,5 +159,5 @@ def test_format_model_limits():
                                                attention_ms=2.0, limit_ms=23.0,
                                                kw_over_plain=1.5, kw_over_limit=30 / 23,
                                                limit_over_plain=1.15)})}
-    table = lm.format_model_limits(limits, 8)
+    table = format_model_limits(limits, 8)
     assert f'| {KW} | eval b8 | 30.0 | 20.0 | 1.0 | 2.0 | 23.0 | 1.50x | 1.15x | 1.30x |' in table

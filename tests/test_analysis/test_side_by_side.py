@@ -8,14 +8,15 @@ import sys
 
 import pytest
 
-from kw_mm.analysis.side_by_side import (SIDE_BY_SIDE_PRESETS, benchmark_side_by_side,
-                                         format_side_by_side)
+from kw_mm.analysis.benchmark import benchmark_side_by_side
+from kw_mm.analysis.report import format_side_by_side
 
 from tests.helpers.tool_runs import ROOT, check, run
+from .test_benchmark import tool_presets
 
 
 def test_presets_name_existing_configs_with_the_plain_model_first():
-    for name, models in SIDE_BY_SIDE_PRESETS.items():
+    for name, models in tool_presets().SIDE_BY_SIDE_PRESETS.items():
         assert all(osp.isfile(osp.join(ROOT, m)) for m in models), name
         assert not osp.basename(models[0]).startswith(('kw', 'dyconv', 'odconv', 'condconv'))
 

@@ -66,12 +66,6 @@ def test_variants_twins_and_release_names():
         get_model('resnet19')
 
 
-def test_readme_zoo_table_is_the_index():
-    from kw_mm.analysis.model_zoo import readme_table
-    with open(osp.join(ROOT, 'README.md')) as f:
-        assert readme_table() in f.read()
-
-
 def test_recorded_flops_are_measured():
     """The index's Parameters and FLOPs are what the model-zoo code measures (two variants;
     every variant's Parameters are checked in test_paper_sizes)."""

@@ -8,7 +8,8 @@ import torch
 
 import kw_mm.cnn.fast_im2col_inference as fast_im2col_inference
 from kw_mm.cnn import use_kw_impl
-from kw_mm.cnn.blocks import plan_input_block
+from kw_mm.cnn.blocks import input_block
+from kw_mm.cnn.plan import REASONS, transposed_rule
 from kw_mm.cnn.transposed_cells import TransposedCells, transpose_cells
 from tests.test_cnn.test_fast import build, conv, rel_err
 
@@ -110,9 +111,13 @@ def test_routing_of_the_inference_path():
     at least 16 input channels, batches of at least 4, at most one warehouse cell per pixel."""
     torch.manual_seed(0)
     geo = build([conv(512, 512), conv(256, 512, stride=2)]).layers[0].geometry
-    uses = fast_im2col_inference.uses_input_blocks
+
+    def uses(geo, x, num_cells, needs_grad=False):
+        return transposed_rule(geo, x.shape[2:], x.shape[0], num_cells, needs_grad)[0]
     assert uses(geo, torch.empty(8, 512, 7, 7), 27)
     assert uses(geo, torch.empty(4, 512, 7, 7), 49)
+    assert not uses(geo, torch.empty(8, 512, 7, 7), 27, needs_grad=True)  # no backward
+    assert not uses(geo, torch.empty(8, 512, 7, 7), None)  # no kept copy
     assert not uses(geo, torch.empty(8, 512, 14, 14), 27)  # 196 pixels: channel-major
     assert not uses(geo, torch.empty(3, 512, 7, 7), 27)  # batch under 4
     assert not uses(geo, torch.empty(8, 512, 7, 7), 50)  # more cells than pixels
@@ -120,22 +125,22 @@ def test_routing_of_the_inference_path():
     assert not uses(pointwise, torch.empty(8, 512, 7, 7), 27)
     thin = build([conv(512, 512), conv(512, 512, groups=512)]).layers[0].geometry  # ci = 1
     assert not uses(thin, torch.empty(8, 512, 7, 7), 27)
-    why = fast_im2col_inference.input_blocks_decision(geo, (7, 7), 8, 108)[1]
-    assert why == '108 cells > 1 x 49 pixels: assembly-bound'
+    code, args = transposed_rule(geo, (7, 7), 8, 108, False)[1]
+    assert REASONS[code].format(*args) == '108 cells > 1 x 49 pixels: assembly-bound'
 
 
-def test_plan_input_block():
-    """The largest aligned divisor of the cells' input channels within the budget."""
+def test_input_block():
+    """The largest aligned divisor of the cells' input channels within the budget (below the
+    alignment only for a strict memory bound)."""
     torch.manual_seed(0)
     geo = build([conv(512, 512)]).layers[0].geometry  # cells 512x512, M = 9
     per_channel = 8 * geo.num_mixtures * geo.cell_out * 4
-    cpu = torch.device('cpu')
-    assert plan_input_block(geo, 8, 4, cpu, 113 * per_channel) == 64
-    assert plan_input_block(geo, 8, 4, cpu, 128 * per_channel) == 128
-    assert plan_input_block(geo, 8, 4, cpu, 1) == 16  # the smallest aligned block
-    assert plan_input_block(geo, 8, 4, cpu, 10**12) == 512
-    assert plan_input_block(geo, 8, 4, torch.device('meta')) == 512
+    assert input_block(geo, 8, 4, 113 * per_channel, 16) == 64
+    assert input_block(geo, 8, 4, 128 * per_channel, 16) == 128
+    assert input_block(geo, 8, 4, 1, 16) == 16  # the smallest aligned block
+    assert input_block(geo, 8, 4, 8 * per_channel, 16, strict=True) == 8
+    assert input_block(geo, 8, 4, 10**12, 16) == 512
     odd = build([conv(24, 24)]).layers[0].geometry  # 24 channels: no divisor of 16
-    assert plan_input_block(odd, 1, 4, cpu, 7 * odd.num_mixtures * odd.cell_out * 4) == 6
+    assert input_block(odd, 1, 4, 7 * odd.num_mixtures * odd.cell_out * 4, 16) == 6
     with pytest.raises(ValueError, match='block must divide'):
         fast_im2col_inference.forward(torch.zeros(1, 512, 7, 7), None, None, None, geo, 100)

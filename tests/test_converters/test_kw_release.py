@@ -105,7 +105,7 @@ def test_detects_every_released_variant(name):
 
 
 def test_every_released_variant_has_a_config_it_fits():
-    """What the README tells users: the converted checkpoint loads into configs/<variant>_*."""
+    """What docs/conversion.md tells users: the converted checkpoint loads into configs/<variant>_*."""
     released = [v for v in list_variants() if v.official]
     assert sorted(v.official for v in released) == RELEASED
     for variant in released:

@@ -14,8 +14,8 @@ of the KW layers and the ONNX translation together. The models are the paper's, 
   differ by 6%), so no float32 comparison could mean anything. The test checks that the
   attentions still differ between samples and that PyTorch's two implementations agree first.
 
-Measured (2026-12-02): the largest relative error over the outputs, batch 1 / batch 3, is in
-README "Deployment"; they stay well below the 1e-4 asked for.
+The largest relative errors over the outputs stay well below the 1e-4 asked for
+(``docs/inference_and_deployment.md``).
 """
 import os.path as osp
 import re

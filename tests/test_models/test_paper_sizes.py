@@ -31,11 +31,11 @@ PAPER_PARAMS = {
     'deit_tiny': 5.72, 'kw1x_deit_tiny': 6.39, 'kw4x_deit_tiny': 20.44,
     'deit_small': 22.06, 'kw3d4x_deit_small': 19.23, 'kw1x_deit_small': 24.36,
 }
-#: Where the paper's figure is not reproducible (README, model zoo notes), and what the reference
+#: Where the paper's figure is not reproducible (docs/model_zoo.md, notes), and what the reference
 #: design gives instead (the 1/4x release; ConvNeXt-Tiny in the Table 14 layout).
 KNOWN_DIFFERENCES = {'kw1d4x_resnet18': 4.03, 'kw1x_convnext_tiny': 35.92,
                      'kw3d4x_convnext_tiny': 27.82,
-                     # DeiT (Table 11, README "KW DeiT"): the closest counts of the layout, and
+                     # DeiT (Table 11, docs/model_zoo.md "KW DeiT"): the closest counts of the layout, and
                      # mmpretrain's DeiT-Small
                      'kw4x_deit_tiny': 19.99, 'kw3d4x_deit_small': 18.62, 'deit_small': 22.05}
 

@@ -14,7 +14,8 @@ ECHO = '#!/usr/bin/env bash\necho "{name} $*"\n'
 @pytest.fixture
 def tree(tmp_path):
     (tmp_path / 'tools').mkdir()
-    shutil.copy2(os.path.join(ROOT, 'tools', 'dist_run.sh'), tmp_path / 'tools')
+    for script in ('dist_run.sh', 'select_python.sh'):
+        shutil.copy2(os.path.join(ROOT, 'tools', script), tmp_path / 'tools')
     for name, path in (('venv', tmp_path / '.venv' / 'bin' / 'python'),
                        ('chosen', tmp_path / 'chosen'), ('path', tmp_path / 'bin' / 'python')):
         path.parent.mkdir(parents=True, exist_ok=True)

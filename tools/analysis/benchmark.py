@@ -3,7 +3,10 @@
 Models are mmpretrain configs or paper variant names; a KW model is compared with its plain
 twin (``configs/kw1x-resnet18_8xb32_in1k.py`` -> ``configs/resnet18_8xb32_in1k.py``,
 ``kw4x_resnet18`` -> ``resnet18``, or ``KW:PLAIN`` explicitly), interleaved, medians over
-repetitions. The measuring code is in ``kw_mm/analysis/benchmark.py``.
+repetitions. The measuring code is in ``kw_mm/analysis/`` (``benchmark.py`` side by side,
+``measure.py`` timing and memory, ``machine_report.py``, ``limit.py``, ``report.py``); the
+presets and the targets ``make bench`` is held to are in ``benchmark_presets.py`` beside this
+tool.
 
 Examples:
     # the issue's target set (2 threads, batch 8, 224x224), as `make bench` runs it
@@ -16,8 +19,15 @@ Examples:
     python tools/analysis/benchmark.py --layer-profile kw1x_resnet18
     # which fast path and blocks every KW layer gets on this machine, and why (no timing)
     python tools/analysis/benchmark.py --explain configs/kw1x-resnet18_8xb32_in1k.py
+    # ... and on a GPU (its memory budget per block), planned from this machine
+    python tools/analysis/benchmark.py --explain --plan-as cuda --batch 128 \
+        configs/kw1x-resnet50_8xb512-300e_in1k.py
     # also measure with one core kept busy by a competing process
     python tools/analysis/benchmark.py --preset paper-cpu --load
+    # the exported models (ONNX, symbolic batch) in onnxruntime, KW vs plain and vs PyTorch eager
+    python tools/analysis/benchmark.py --preset paper-cpu --onnx
+    python tools/analysis/benchmark.py --onnx configs/kw1x-resnet18_8xb32_in1k.py \
+        --ort-optimization basic --onnx-dir work_dirs/onnx
     # side by side: plain (first), DY-Conv, ODConv, CondConv, KW, KW* in one interleaved run
     python tools/analysis/benchmark.py --side-by-side rivals-mobilenet-v2
     python tools/analysis/benchmark.py --side-by-side configs/resnet18_8xb32_in1k.py \
@@ -28,10 +38,15 @@ at the start, from which the limit columns are computed (kw_mm/analysis/limit.py
 """
 import argparse
 import json
+import os.path as osp
 import sys
 import time
 
 import torch
+
+sys.path.insert(0, osp.dirname(osp.abspath(__file__)))  # benchmark_presets, beside this tool
+from benchmark_presets import (ONNX_TARGETS, PRESETS, SIDE_BY_SIDE_PRESETS,  # noqa: E402
+                               TARGETS)
 
 
 def parse_args() -> argparse.Namespace:
@@ -40,7 +55,7 @@ def parse_args() -> argparse.Namespace:
                                      epilog=__doc__.split('\n', 1)[1])
     parser.add_argument('models', nargs='*',
                         help='KW configs or paper variants, optionally KW:PLAIN')
-    parser.add_argument('--preset', choices=['paper-cpu'], help='a predefined set and settings')
+    parser.add_argument('--preset', choices=sorted(PRESETS), help='a predefined set and settings')
     parser.add_argument('--layer', help='one KW layer: CIN,COUT,K[,STRIDE[,GROUPS]]')
     parser.add_argument('--side-by-side', nargs='+', metavar='MODEL',
                         help='a preset (rivals-resnet50, rivals-mobilenet-v2, rivals-resnet18) '
@@ -70,27 +85,74 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--explain', action='store_true',
                         help='print the fast path and blocks of every KW layer and why; no '
                         'timing')
+    parser.add_argument('--kw-impl', default='auto',
+                        help="how every KW layer runs: 'auto' (its plan), 'reference', "
+                        "'export' or a fast path's name (forced where it applies)")
+    parser.add_argument('--threshold', action='append', default=[], metavar='NAME=VALUE',
+                        help='plan with a threshold of kw_mm.cnn.plan.Thresholds changed (to '
+                        're-derive it by timing both sides); repeatable')
+    parser.add_argument('--plan-as', metavar='DEVICE_TYPE',
+                        help='--explain: plan as this device type would (cuda: its memory '
+                        'budget per block), whatever device runs the tool')
     parser.add_argument('--load', type=int, nargs='?', const=1, default=0, metavar='CORES',
                         help='also measure eval at batch N with CORES (default 1) cores kept '
                         'busy by competing processes, and report the ratio to the quiet run')
     parser.add_argument('--no-limit', action='store_true',
                         help='skip the limits (plain conv + assembly at the GEMM rate + '
                         'attention)')
+    parser.add_argument('--onnx', action='store_true',
+                        help='export the KW models and their plain twins to ONNX (symbolic '
+                        'batch) and time them in onnxruntime beside PyTorch eager, batch 1 and N '
+                        "(default models: the preset's onnx_pairs)")
+    parser.add_argument('--ort-optimization', default='all',
+                        choices=['disable', 'basic', 'extended', 'all'],
+                        help="--onnx: onnxruntime's graph optimization level (default all)")
+    parser.add_argument('--onnx-dir', help='--onnx: keep the exported files in this folder')
     parser.add_argument('--json', help='write the results to this JSON file')
+    parser.add_argument('--markdown', metavar='FILE',
+                        help='also write the printed tables (with the machine header) to this '
+                        'markdown file, for docs/speed_and_memory.md')
     return parser.parse_args()
+
+
+def parse_thresholds(items) -> dict:
+    """``['min_batch=2', ...]`` -> ``{'min_batch': 2, ...}`` (int or float values)."""
+    from kw_mm.cnn.plan import Thresholds
+    names = list(Thresholds.__dataclass_fields__)
+    changes = {}
+    for item in items:
+        name, _, value = item.partition('=')
+        if name not in names:
+            sys.exit(f'--threshold: {name!r} is not a threshold; choose from {", ".join(names)}')
+        try:
+            changes[name] = int(value) if value.lstrip('-').isdigit() else float(value)
+        except ValueError:
+            sys.exit(f'--threshold wants NAME=NUMBER, got {item!r}')
+    return changes
 
 
 def main() -> None:
     args = parse_args()
+    from kw_mm.cnn.fast import use_kw_impl
+    from kw_mm.cnn.plan import KW_IMPLS, using_thresholds
+    if args.kw_impl not in KW_IMPLS:
+        sys.exit(f'--kw-impl must be one of {", ".join(KW_IMPLS)}, got {args.kw_impl!r}')
+    with using_thresholds(**parse_thresholds(args.threshold)), use_kw_impl(args.kw_impl):
+        run(args)
+
+
+def run(args: argparse.Namespace) -> None:
     from kw_mm.analysis import benchmark as bm
-    preset = bm.PRESETS[args.preset] if args.preset else {}
+    from kw_mm.analysis import measure
+    preset = PRESETS[args.preset] if args.preset else {}
     threads = args.threads or preset.get('threads', 2)
     batch = args.batch or preset.get('batch', 8)
     torch.set_num_threads(threads)
-    bm.set_clock(args.clock)
-    bm.set_allocator(args.allocator)
+    measure.set_clock(args.clock)
+    measure.set_allocator(args.allocator)
     start = time.time()
-    report = dict(environment=bm.environment(), args=vars(args))
+    report = dict(environment=measure.environment(), args=vars(args))
+    tables = []  # what --markdown writes
     pairs = [bm.parse_pair(m) for m in args.models] or preset.get('pairs', [])
 
     if args.layer:
@@ -102,58 +164,78 @@ def main() -> None:
         from kw_mm.analysis.bench_session import explain_layer_spec, explain_models
         if args.layer:
             print(explain_layer_spec(cin, cout, k, args.size or 14, batch, stride, groups,
-                                     args.budget))
+                                     args.budget, args.plan_as))
             return
         specs = [kw for kw, _ in pairs] or ([args.layer_profile] if args.layer_profile else [])
         if not specs:
             sys.exit('--explain needs models, --preset, --layer or --layer-profile MODEL')
-        print(explain_models(specs, batch, args.size or 224))
+        print(explain_models(specs, batch, args.size or 224, args.plan_as))
         return
-    if args.layer:
+    if args.onnx:
+        from kw_mm.analysis import onnx_runtime_bench as ob
+        pairs = [bm.parse_pair(m) for m in args.models] or preset.get('onnx_pairs', [])
+        if not pairs:
+            sys.exit('--onnx needs models or --preset (see --help)')
+        session = ob.run_onnx_session(pairs, threads, batch, args.size or 224, args.reps,
+                                      args.warmup, args.ort_optimization, args.onnx_dir,
+                                      log=lambda text: print(text, flush=True))
+        print()
+        tables.append(ob.format_onnx_session(session, ONNX_TARGETS))
+        print(tables[-1])
+        report.update(ob.onnx_session_to_dict(session))
+    elif args.layer:
         row = bm.benchmark_layer(cin, cout, k, args.size or 14, batch, stride, groups, args.bias,
                                  args.budget, max(args.reps, 5), args.warmup, args.channels_last)
-        print(bm.format_layer_rows([row]))
+        from kw_mm.analysis.report import format_layer_rows
+        print(format_layer_rows([row]))
         report['layers'] = [row]
     elif args.side_by_side:
-        from kw_mm.analysis import side_by_side as sbs
+        from kw_mm.analysis.report import format_side_by_side
         models = args.side_by_side
-        if len(models) == 1 and models[0] in sbs.SIDE_BY_SIDE_PRESETS:
-            models = sbs.SIDE_BY_SIDE_PRESETS[models[0]]
+        if len(models) == 1 and models[0] in SIDE_BY_SIDE_PRESETS:
+            models = SIDE_BY_SIDE_PRESETS[models[0]]
         elif len(models) == 1:
-            sys.exit(f'--side-by-side wants a preset {sorted(sbs.SIDE_BY_SIDE_PRESETS)} or two or '
+            sys.exit(f'--side-by-side wants a preset {sorted(SIDE_BY_SIDE_PRESETS)} or two or '
                      f'more models (the plain one first), got {models}')
-        from kw_mm.analysis.machine import machine_report
+        from kw_mm.analysis.machine_report import machine_report
         machine = machine_report(threads)
         print(f'side by side, {models[0]} as the plain model (threads={threads}, '
               f'batch={batch})', flush=True)
-        result = sbs.benchmark_side_by_side(
+        result = bm.benchmark_side_by_side(
             models, batch, args.size or 224, args.reps, args.warmup,
             [m for m in args.metrics.split(',') if m], not args.no_memory)
-        print('\n' + machine.header() + '\n')
-        print(sbs.format_side_by_side(result))
+        tables.append(machine.header() + '\n\n' + format_side_by_side(result))
+        print('\n' + tables[-1])
         report.update(machine=machine.to_dict(), side_by_side=result.to_dict())
     elif args.layer_profile:
         from kw_mm.analysis import limit as lm
-        from kw_mm.analysis.machine import machine_report
+        from kw_mm.analysis.machine_report import machine_report
+        from kw_mm.analysis.report import format_layer_limits
         machine = machine_report(threads)
         rows = lm.profile_limits(args.layer_profile, machine.gemm_flops, batch,
                                  args.size or 224, args.reps, args.warmup, args.with_reference,
                                  machine.memory_bandwidth)
-        print(machine.header() + '\n')
-        print(lm.format_layer_limits(rows))
+        tables.append(machine.header() + '\n\n' + format_layer_limits(rows))
+        print(tables[-1])
         report.update(machine=machine.to_dict(), layer_profile=rows)
     else:
         if not pairs:
             sys.exit('give models, --preset, --layer or --layer-profile (see --help)')
-        from kw_mm.analysis.bench_session import format_session, run_session, session_to_dict
+        from kw_mm.analysis.bench_session import run_session, session_to_dict
+        from kw_mm.analysis.report import format_session
         session = run_session(pairs, threads, batch, args.size or 224, args.reps, args.warmup,
                               [m for m in args.metrics.split(',') if m], args.with_reference,
                               not args.no_memory, not args.no_limit and not args.no_flops,
                               args.load, log=lambda text: print(text, flush=True))
         print()
-        print(format_session(session))
+        tables.append(format_session(session, TARGETS))
+        print(tables[-1])
         report.update(session_to_dict(session))
-    report['environment_end'] = bm.environment()
+    if args.markdown and tables:
+        with open(args.markdown, 'w') as f:
+            f.write('\n\n'.join(tables) + '\n')
+        print(f'tables written to {args.markdown}')
+    report['environment_end'] = measure.environment()
     report['seconds'] = time.time() - start
     if args.json:
         with open(args.json, 'w') as f:

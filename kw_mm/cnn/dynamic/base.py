@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch.nn.modules.utils import _pair
 
 from ..functional import CAF_EPS
+from ..precision import pool_to
 from ..temperature import set_temperature_of
 
 #: The attention functions of the kernel attention (KW paper, Table 10).
@@ -48,9 +49,10 @@ def kernel_attention(logits: torch.Tensor, temperature: float, function: str) ->
     return logits / (logits.abs().sum(dim=-1, keepdim=True) + CAF_EPS)
 
 
-def global_pool(x: torch.Tensor) -> torch.Tensor:
-    """Global average pooling ``[B, C, H, W] -> [B, C]``."""
-    return x.mean(dim=(2, 3))
+def global_pool(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Global average pooling ``[B, C, H, W] -> [B, C]`` in ``dtype`` (the attention's
+    parameter dtype: float32 under autocast, see :mod:`~kw_mm.cnn.precision`)."""
+    return pool_to(x, (2, 3), dtype)
 
 
 def per_sample_conv2d(x: torch.Tensor, kernels: torch.Tensor, bias: Optional[torch.Tensor],

@@ -15,6 +15,7 @@ from typing import List, Optional
 import torch
 import torch.nn as nn
 
+from ..precision import attention_precision
 from .base import MixtureConv2d, global_pool
 
 
@@ -30,8 +31,10 @@ class CondConvRouter(nn.Module):
         self.fc = nn.Linear(in_channels, num_experts)
         self._layers: List['CondConvMixin'] = []
 
+    @attention_precision
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.fc(global_pool(x) if x.dim() > 2 else x))
+        dtype = self.fc.weight.dtype
+        return torch.sigmoid(self.fc(global_pool(x, dtype) if x.dim() > 2 else x.to(dtype)))
 
     def attach(self, layer: 'CondConvMixin') -> None:
         """Let ``layer`` take its routing weights from :meth:`route` (not a submodule)."""

@@ -2,7 +2,7 @@
 
 Chen, Dai, Liu, Chen, Yuan, Liu, "Dynamic Convolution: Attention over Convolution Kernels",
 CVPR 2020. There is no official code; the design below reproduces every DY-Conv parameter count
-printed in the KernelWarehouse paper (Tables 1, 2, 4): see ``docs`` / README "Rivals".
+printed in the KernelWarehouse paper (Tables 1, 2, 4): see ``docs/design.md`` (the rivals).
 
 Attention: ``a = softmax(fc2(ReLU(fc1(GAP(x)))) / t)`` over the ``K`` kernels, ``fc1`` a linear
 layer ``Cin -> int(Cin * r)`` with bias (r = 1/4), ``fc2`` ``hidden -> K`` with bias, no norm.
@@ -12,6 +12,7 @@ Temperature (paper Sec. 4.1): 30 at the start, linearly to 1 over the first epoc
 import torch
 import torch.nn as nn
 
+from ..precision import attention_precision
 from .base import (MixtureConv2d, TemperedAttention, check_attention_function, global_pool,
                    kernel_attention)
 
@@ -46,8 +47,9 @@ class DyConvAttention(TemperedAttention):
             nn.init.kaiming_normal_(fc.weight, mode='fan_out', nonlinearity='relu')
             nn.init.zeros_(fc.bias)
 
+    @attention_precision
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        logits = self.fc2(self.relu(self.fc1(global_pool(x))))
+        logits = self.fc2(self.relu(self.fc1(global_pool(x, self.fc1.weight.dtype))))
         return kernel_attention(logits, self.temperature, self.attention_function)
 
     def extra_repr(self) -> str:

@@ -23,6 +23,7 @@ import torch
 import torch.nn as nn
 
 from ..attention import AttentionBatchNorm1d
+from ..precision import attention_precision, pool_to
 from .base import (MixtureConv2d, TemperedAttention, check_attention_function, kernel_attention)
 
 #: Smallest hidden width of the ODConv attention (the release's ``min_channel``).
@@ -48,7 +49,8 @@ class ODConvAttention(TemperedAttention):
     (:class:`~kw_mm.cnn.AttentionBatchNorm1d`).
 
     ``forward`` returns ``(a_c [B, Cin], a_f [B, Cout] | None, a_s [B, k*k] | None,
-    a_w [B, K] | None)``; None means the attention is absent (1).
+    a_w [B, K] | None)``; None means the attention is absent (1). They are computed in the
+    parameters' dtype (float32 under autocast: :mod:`~kw_mm.cnn.precision`).
     """
 
     def __init__(self,
@@ -82,14 +84,16 @@ class ODConvAttention(TemperedAttention):
         nn.init.ones_(self.bn.weight)
         nn.init.zeros_(self.bn.bias)
 
+    @attention_precision
     def hidden(self, x: torch.Tensor) -> torch.Tensor:
         """``ReLU(BN(fc(GAP(x))))`` as ``[B, h, 1, 1]``."""
-        z = self.fc(x.mean(dim=(2, 3), keepdim=True)).flatten(1)
+        z = self.fc(pool_to(x, (2, 3), self.fc.weight.dtype, keepdim=True)).flatten(1)
         return self.relu(self.bn(z))[:, :, None, None]
 
     def _sigmoid(self, head: Optional[nn.Module], z: torch.Tensor) -> Optional[torch.Tensor]:
         return None if head is None else torch.sigmoid(head(z).flatten(1) / self.temperature)
 
+    @attention_precision
     def forward(self, x: torch.Tensor) -> Tuple[Optional[torch.Tensor], ...]:
         z = self.hidden(x)
         kernel = None
@@ -139,7 +143,8 @@ class ODConv2d(MixtureConv2d):
             kernels = self.weight.expand(batch, *self.weight.shape[1:])
         else:
             kernels, _ = self.mix(kernel)
+        # The float32 attentions of autocast scale kernels and maps in their own dtype.
         if spatial is not None:
-            kernels = kernels * spatial.view(batch, 1, 1, *self.kernel_size)
-        out = self.conv_per_sample(x * channel[:, :, None, None], kernels)
-        return out if filter_ is None else out * filter_[:, :, None, None]
+            kernels = kernels * spatial.view(batch, 1, 1, *self.kernel_size).to(kernels.dtype)
+        out = self.conv_per_sample(x * channel[:, :, None, None].to(x.dtype), kernels)
+        return out if filter_ is None else out * filter_[:, :, None, None].to(out.dtype)

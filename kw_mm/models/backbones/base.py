@@ -1,7 +1,7 @@
 """What every KW backbone shares: warehouses, the init of plain layers, freezing, norm_eval and
 strict pretrained loading."""
 from collections import OrderedDict
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -172,14 +172,7 @@ class BaseKWBackbone(BaseModule):
 
     def load_pretrained(self, checkpoint: str, prefix: Optional[str] = None) -> None:
         """Load the backbone tensors of ``checkpoint`` (under ``prefix``, if given) strictly."""
-        state, _ = unwrap_state_dict(load_file(checkpoint), source=checkpoint)
-        state = self.adapt_pretrained_state(select_prefix(state, prefix))
-        mismatch = compare_state_dict(state, state_dict_shapes(self))
-        if mismatch:
-            source = f'checkpoint {checkpoint}' + (f' under prefix {prefix!r}' if prefix else '')
-            raise CheckpointMismatchError(
-                mismatch_message(mismatch, source, self.variant_name(), self._warehouse_info()))
-        self.load_state_dict(state, strict=True)
+        load_strictly(self, checkpoint, prefix, self.variant_name(), self.adapt_pretrained_state)
 
     def adapt_pretrained_state(self, state: Dict) -> Dict:
         """Tensors a backbone may legitimately lack or add before the strict comparison
@@ -188,7 +181,35 @@ class BaseKWBackbone(BaseModule):
 
     def _warehouse_info(self) -> Dict[str, WarehouseInfo]:
         """State-dict key -> name, m and b of every warehouse (for mismatch reports)."""
-        manager = getattr(self, 'warehouse_manager', None)  # rival backbones have none
-        return {f'warehouse_manager.weights.{i}': WarehouseInfo(spec.name, spec.num_mixtures,
-                                                                spec.cell_num_ratio)
-                for i, spec in enumerate(manager.specs if manager is not None else ())}
+        return warehouse_info(self)
+
+
+def warehouse_info(model: nn.Module) -> Dict[str, WarehouseInfo]:
+    """State-dict key -> name, m and b of every warehouse of ``model``'s own
+    ``warehouse_manager`` (none for rival backbones), for mismatch reports."""
+    manager = getattr(model, 'warehouse_manager', None)
+    return {f'warehouse_manager.weights.{i}': WarehouseInfo(spec.name, spec.num_mixtures,
+                                                            spec.cell_num_ratio)
+            for i, spec in enumerate(manager.specs if manager is not None else ())}
+
+
+def load_strictly(model: nn.Module, checkpoint: str, prefix: Optional[str], target: str,
+                  adapt: Optional[Callable[[Dict], Dict]] = None) -> None:
+    """Load the tensors of ``checkpoint`` (under ``prefix``, if given) into ``model`` strictly:
+    every tensor, same shapes, or a :class:`CheckpointMismatchError` naming both sides
+    (``target`` names the model) and the warehouses involved.
+
+    Args:
+        adapt (callable, optional): Maps the selected state dict before the comparison
+            (tensors a backbone may legitimately lack or add).
+    """
+    state, _ = unwrap_state_dict(load_file(checkpoint), source=checkpoint)
+    state = select_prefix(state, prefix)
+    if adapt is not None:
+        state = adapt(state)
+    mismatch = compare_state_dict(state, state_dict_shapes(model))
+    if mismatch:
+        source = f'checkpoint {checkpoint}' + (f' under prefix {prefix!r}' if prefix else '')
+        raise CheckpointMismatchError(
+            mismatch_message(mismatch, source, target, warehouse_info(model)))
+    model.load_state_dict(state, strict=True)

@@ -50,6 +50,8 @@ class DynamicResNet(ResNetSkeleton):
         base_channels (int): Middle channels of the first stage. Defaults to 64.
         init_cfg (dict, optional): ``dict(type='Pretrained', checkpoint=..., prefix=...)``
             loads strictly. Defaults to None (initialized at construction).
+        with_cp (bool): Gradient checkpointing of every residual block (non-reentrant, as
+            :class:`KWResNet`). Defaults to False.
 
     Example:
         >>> import torch
@@ -76,7 +78,8 @@ class DynamicResNet(ResNetSkeleton):
                  in_channels: int = 3,
                  stem_channels: int = 64,
                  base_channels: int = 64,
-                 init_cfg: Optional[dict] = None) -> None:
+                 init_cfg: Optional[dict] = None,
+                 with_cp: bool = False) -> None:
         check_choice('depth', depth, self.arch_settings)
         spec, num_kernels = resolve_method(type(self).__name__, method, num_kernels,
                                            self.methods)
@@ -92,6 +95,7 @@ class DynamicResNet(ResNetSkeleton):
                              f'{condconv_blocks!r}')
         self.drop_path_rate = drop_path_rate
         self.norm_cfg = dict(norm_cfg)
+        self.with_cp = bool(with_cp)
         self.factory = DynamicConvFactory(spec, num_kernels, reduction=reduction,
                                           attention_function=attention_function)
         self._first_cond_block = sum(self.stage_blocks) - condconv_blocks
@@ -122,7 +126,8 @@ class DynamicResNet(ResNetSkeleton):
                       stride=stride if i == 0 else 1,
                       downsample=downsample if i == 0 else None,
                       drop_path_rate=self.drop_path_rate,
-                      norm_cfg=self.norm_cfg))
+                      norm_cfg=self.norm_cfg,
+                      with_cp=self.with_cp))
             if dynamic and self.method == 'condconv':
                 self._share_router(blocks[-1], block_in)
             self._blocks_built += 1
@@ -134,7 +139,9 @@ class DynamicResNet(ResNetSkeleton):
         for m in block.modules():
             if isinstance(m, CondConv2d):
                 block.router.attach(m)
-        block.register_forward_pre_hook(block.router.route_hook)
+        # Routed when the block's first convolution receives the block input: inside the
+        # block's forward, so a checkpointed block (with_cp) routes again when it recomputes.
+        block.conv1.register_forward_pre_hook(block.router.route_hook)
 
     def variant_name(self) -> str:
         return (f'DynamicResNet(method={self.method!r}, depth={self.depth}, '

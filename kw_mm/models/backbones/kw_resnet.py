@@ -17,6 +17,7 @@ from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
+import torch.utils.checkpoint as cp
 from mmcv.cnn import build_norm_layer
 from mmcv.cnn.bricks import DropPath
 
@@ -51,6 +52,9 @@ class _KWResidualBlock(nn.Module):
         downsample (nn.Module, optional): Projection of the identity. Defaults to None.
         drop_path_rate (float): Stochastic depth of the residual branch. Defaults to 0.
         norm_cfg (dict): Norm layers. Defaults to ``dict(type='BN')``.
+        with_cp (bool): Recompute the block in the backward pass instead of keeping its
+            activations (non-reentrant ``torch.utils.checkpoint``, the random state of drop
+            path restored). Defaults to False.
     """
 
     expansion = 1
@@ -63,8 +67,10 @@ class _KWResidualBlock(nn.Module):
                  stride: int = 1,
                  downsample: Optional[nn.Module] = None,
                  drop_path_rate: float = 0.,
-                 norm_cfg: dict = dict(type='BN')) -> None:
+                 norm_cfg: dict = dict(type='BN'),
+                 with_cp: bool = False) -> None:
         super().__init__()
+        self.with_cp = with_cp
         # Convolutions first: the module order is the reservation and cell-assignment order.
         self.build_branch(manager, in_channels, planes, warehouses, stride, norm_cfg)
         self.relu = nn.ReLU(inplace=True)
@@ -78,9 +84,18 @@ class _KWResidualBlock(nn.Module):
     def branch(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def _inner_forward(self, x: torch.Tensor) -> torch.Tensor:
         identity = x if self.downsample is None else self.downsample(x)
-        return self.relu(identity + self.drop_path(self.branch(x)))
+        return identity + self.drop_path(self.branch(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.with_cp and x.requires_grad:
+            # Non-reentrant: parameters reached only inside the block (warehouses, attentions)
+            # get their gradients although the block input may not need one.
+            out = cp.checkpoint(self._inner_forward, x, use_reentrant=False)
+        else:
+            out = self._inner_forward(x)
+        return self.relu(out)
 
 
 class KWBasicBlock(_KWResidualBlock):
@@ -128,7 +143,8 @@ class ResNetSkeleton(BaseKWBackbone):
 
     Module names equal mmpretrain's / torchvision's ResNet (``conv1``, ``bn1``,
     ``layer1.0.conv2``, ``layer2.0.downsample.0`` ...). Subclasses set ``self.block``,
-    ``self.stage_blocks``, ``self.drop_path_rate`` and ``self.norm_cfg``, call
+    ``self.stage_blocks``, ``self.drop_path_rate``, ``self.norm_cfg`` and ``self.with_cp``
+    (gradient checkpointing of every residual block, passed to the blocks), call
     :meth:`build_network` and implement :meth:`make_stage`, which decides what kind of
     convolution each layer is.
     """
@@ -256,6 +272,9 @@ class KWResNet(ResNetSkeleton):
         stem_channels (int): Output channels of the stem. Defaults to 64.
         base_channels (int): Middle channels of the first stage, doubled at every stage (as
             mmpretrain's ResNet; the paper's models use 64). Defaults to 64.
+        with_cp (bool): Gradient checkpointing of every residual block (as mmpretrain's
+            ResNet): activations inside a block are recomputed in the backward pass, for less
+            memory at the cost of a second forward of the blocks. Defaults to False.
 
     Example:
         >>> import torch
@@ -293,7 +312,8 @@ class KWResNet(ResNetSkeleton):
                  partition: bool = True,
                  in_channels: int = 3,
                  stem_channels: int = 64,
-                 base_channels: int = 64) -> None:
+                 base_channels: int = 64,
+                 with_cp: bool = False) -> None:
         check_choice('depth', depth, self.arch_settings)
         check_choice('budget', budget, self.budgets)
         if not 0 <= drop_path_rate < 1:
@@ -304,6 +324,7 @@ class KWResNet(ResNetSkeleton):
         self.block, self.stage_blocks = self.arch_settings[depth]
         self.drop_path_rate = drop_path_rate
         self.norm_cfg = dict(norm_cfg)
+        self.with_cp = bool(with_cp)
 
         cell_ratio = 1.0 if budget >= 1 else 0.5
         if nonlocal_basis_ratio is None:
@@ -392,7 +413,8 @@ class KWResNet(ResNetSkeleton):
                       stride=stride if first else 1,
                       downsample=downsample if first else None,
                       drop_path_rate=self.drop_path_rate,
-                      norm_cfg=self.norm_cfg))
+                      norm_cfg=self.norm_cfg,
+                      with_cp=self.with_cp))
             layer_index = 1 if first else layer_index + 1
         return nn.Sequential(*blocks), layer_index
 

@@ -41,7 +41,7 @@ RIVAL_CONFIGS = {
     'ablations/odconv4x-resnet18_attn-caf_8xb512-300e_in1k.py': (44.90, 44_901_640),
     'kwstar4x-mobilenet-v2_8xb32-150e_in1k.py': (12.51, 12_506_955),  # KW* (Table 17)
 }
-#: The ODConv release's MobileNetV2 1.0 4x has 11.51M; both papers print 11.52M (README).
+#: The ODConv release's MobileNetV2 1.0 4x has 11.51M; both papers print 11.52M (docs/model_zoo.md).
 KNOWN_DIFFERENCES = {'odconv4x-mobilenet-v2_8xb32-150e_in1k.py': 11.51}
 
 

@@ -129,7 +129,7 @@ def test_paper_layout_matches_table14(budget):
 def test_paper_layout_parameter_counts():
     head = 768 * 1000 + 1000
     full = num_params(KWConvNeXt(budget=1.0, layout='paper')) + head
-    # README (ConvNeXt note): the Table-14 KW 1x layout has 35.92M with the reference attention design.
+    # docs/model_zoo.md (ConvNeXt note): the Table-14 KW 1x layout has 35.92M with the reference attention design.
     assert round(full / 1e6, 2) == 35.92
     # KW 3/4x differs only in the point-wise warehouses of the last two groups (stage2.2 and
     # stage3, three blocks each): cells [C/2, C/2] with n = 48 instead of [C, C] with n = 24,

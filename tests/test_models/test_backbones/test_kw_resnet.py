@@ -21,10 +21,11 @@ from tests.helpers.reference_kw import (calibrate, kw_layers, layouts, random_st
 from tests.helpers import REPO_ROOT as ROOT
 CONFIG_DIR = os.path.join(ROOT, 'configs')
 RESNET_VARIANTS = [v for v in list_variants() if v.family in ('resnet18', 'resnet50')]
-#: KW and plain ResNet configs (the rivals' dyconv/odconv/condconv configs: test_dynamic_backbones).
+#: KW and plain ResNet18/50 configs (the rivals' dyconv/odconv/condconv configs:
+#: test_dynamic_backbones; the wrapped ResNet-101: test_kw_backbone).
 RIVAL_PREFIXES = ('dyconv', 'odconv', 'condconv')
-RESNET_CONFIGS = sorted(os.path.basename(p)
-                        for p in glob.glob(os.path.join(CONFIG_DIR, '*resnet*_in1k.py'))
+RESNET_CONFIGS = sorted(os.path.basename(p) for depth in (18, 50)
+                        for p in glob.glob(os.path.join(CONFIG_DIR, f'*resnet{depth}_*in1k.py'))
                         if not os.path.basename(p).startswith(RIVAL_PREFIXES))
 
 

@@ -2,7 +2,7 @@
 loading, freezing and a short training run through tools/train.py.
 
 The expected parameter counts are the paper's (Table 11) where the layout reproduces them, and
-otherwise the closest count the reference design gives, as documented in README ("KW DeiT");
+otherwise the closest count the reference design gives, as documented in docs/model_zoo.md ("KW DeiT");
 both are written here, independently of the code.
 """
 import glob
@@ -60,7 +60,7 @@ def test_config_builds_with_the_documented_size(name):
 
 
 def test_joint_layout_sizes():
-    """The alternative layout of the analysis: one warehouse per 3 blocks (README)."""
+    """The alternative layout of the analysis: one warehouse per 3 blocks (docs/design.md)."""
     counts = {}
     for arch, budget in (('deit-tiny', 1), ('deit-tiny', 4), ('deit-small', 1),
                          ('deit-small', 0.75)):

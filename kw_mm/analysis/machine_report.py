@@ -1,9 +1,9 @@
 """The machine a benchmark runs on: CPU, caches, threads, measured GEMM rate and memory
 bandwidth, competing load.
 
-A speed ratio means little without the machine: the issue behind this module measured the same
-code at 1.72x on an Intel Xeon and 2.29x on an AMD EPYC. Every benchmark table therefore names
-the CPU model, its cache sizes (read from the system, :mod:`kw_mm.cnn.machine`) and the thread
+A speed ratio means little without the machine: the same code gives different KW/plain ratios
+on CPUs of different cache sizes and matrix-product rates. Every benchmark table therefore names
+the CPU model, its cache sizes (read from the system, :mod:`kw_mm.cnn.cpu_caches`) and the thread
 count, and measures the machine's matrix-product rate and the rate at which it reads memory,
 from which :mod:`kw_mm.analysis.limit` computes what a KW layer cannot beat on that machine.
 :func:`competing_load` keeps cores busy with another process, for measuring under load.
@@ -18,7 +18,7 @@ from typing import Callable, Iterator, List, Optional, Tuple
 
 import torch
 
-from kw_mm.cnn.machine import machine_caches
+from kw_mm.cnn.cpu_caches import machine_caches
 
 #: Side of the square float32 product whose rate is "the GEMM rate" of the machine: large
 #: enough for the library's best kernels, small enough (3 MB of operands) to measure in

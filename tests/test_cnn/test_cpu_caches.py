@@ -1,12 +1,12 @@
-"""Cache sizes read from the system (kw_mm.cnn.machine) and the block budgets made from them."""
+"""Cache sizes read from the system (kw_mm.cnn.cpu_caches) and the block budgets made from them."""
 import os
 
 import pytest
 import torch
 
-from kw_mm.cnn.blocks import BLOCK_L2_SHARE, block_budget, plan_blocks
 from kw_mm.cnn.functional import KWGeometry
-from kw_mm.cnn.machine import (CacheLevel, MachineCaches, count_cpus, format_bytes,
+from kw_mm.cnn.plan import THRESHOLDS, plan_layer
+from kw_mm.cnn.cpu_caches import (CacheLevel, MachineCaches, count_cpus, format_bytes,
                                machine_caches, parse_size, read_caches)
 
 
@@ -57,18 +57,21 @@ def test_machine_caches_falls_back_to_defaults(tmp_path):
 
 
 def test_block_budgets_follow_the_machine(tmp_path):
-    """The same layer is cut into smaller blocks on a CPU with a smaller L2."""
+    """The same layer is cut into smaller blocks on a CPU with a smaller L2: the budget is the
+    path's share x L2 per core x threads."""
     zen4 = MachineCaches('AMD', read_caches(fake_sysfs(tmp_path, ZEN4)), 'fake')
     intel = MachineCaches('Intel', (CacheLevel(2, 2 * 2**20, 1), ), 'fake')
-    assert block_budget('grouped', 2, zen4) == 2 * 2**20
-    assert block_budget('im2col', 2, zen4) == 8 * 2**20
-    assert block_budget('grouped', 2, intel) == 4 * 2**20
-    assert block_budget('im2col', 2, intel) == 16 * 2**20
-    assert block_budget('im2col', 1, intel) == BLOCK_L2_SHARE['im2col'] * 2 * 2**20
-    with pytest.raises(ValueError, match="got 'fastest'"):
-        block_budget('fastest')
     geo = KWGeometry(2, 512, 512, (3, 3), (1, 1), (1, 1), (1, 1), 1, 512, 512)
-    cpu = torch.device('cpu')
-    small = plan_blocks(geo, 8, 4, cpu, block_budget('im2col', 2, zen4), path='im2col')
-    large = plan_blocks(geo, 8, 4, cpu, block_budget('im2col', 2, intel), path='im2col')
-    assert len(small) > len(large) > 1
+
+    def plan(caches, threads, needs_grad=False, shape=(8, 512, 7, 7)):
+        return plan_layer(geo, shape, torch.float32, 'cpu', needs_grad, caches, threads=threads)
+
+    assert plan(zen4, 2, shape=(8, 512, 56, 56)).budget == 2 * 2**20  # grouped: 1 x L2
+    assert plan(zen4, 2).budget == 8 * 2**20  # im2col: 4 x L2
+    assert plan(intel, 2, shape=(8, 512, 56, 56)).budget == 4 * 2**20
+    assert plan(intel, 2).budget == 16 * 2**20
+    assert plan(intel, 2, needs_grad=True).budget == 8 * 2**20  # im2col with gradients
+    assert plan(intel, 1).budget == THRESHOLDS.l2_share_im2col * 2 * 2**20
+    small, large = plan(zen4, 2), plan(intel, 2)
+    assert len(small.blocks) > len(large.blocks) > 1
+    assert small.l2_per_core == 2**20 and '4 x L2 1 MB x 2 threads' in small.describe()

@@ -1,0 +1,6 @@
+# ResNet-101 on the paper's 300-epoch ResNet recipe (the plain twin of
+# kw1x-resnet101_8xb512-300e_in1k.py): mmpretrain's ResNet, drop path 0.1 as the paper's ResNet50.
+_base_ = './_base_/resnet_8xb512-300e_in1k.py'
+
+model = dict(
+    backbone=dict(depth=101, drop_path_rate=0.1), head=dict(in_channels=2048))

@@ -1,0 +1,55 @@
+"""tools/analysis/gpu_check.py: the whole check runs on the CPU on tiny shapes (the script
+itself, as it will run on a GPU); without CUDA and without --device cpu it stops in one line."""
+import sys
+
+import pytest
+import torch
+
+from kw_mm.analysis.gpu_check import relative_error
+
+from tests.helpers.tool_runs import run
+
+
+def test_relative_error():
+    a = torch.tensor([1.0, 2.0, 2.0])
+    assert relative_error(a, a) == 0
+    assert relative_error(a * (1 + 1e-3), a) == pytest.approx(1e-3, rel=1e-4)
+
+
+@pytest.mark.slow
+def test_quick_check_on_the_cpu(tmp_path):
+    out = tmp_path / 'gpu_check.md'
+    proc = run([sys.executable, 'tools/analysis/gpu_check.py', '--device', 'cpu', '--quick',
+                '--markdown', str(out)], timeout=1200)
+    lines = proc.stdout.splitlines()
+    start = [i for i, line in enumerate(lines) if line.startswith('kw_mm GPU check on cpu: ')]
+    assert start, proc.stdout[-3000:] + proc.stderr[-4000:]
+    lines = lines[start[0]:]  # mmengine's log lines come first
+    assert lines[0].startswith('kw_mm GPU check on cpu: CPU ')
+    assert f'torch {torch.__version__}; CUDA ' in lines[0]
+    rows = [line.split() for line in lines[2:] if line.strip()]
+    assert {row[0] for row in rows} == {'a', 'b', 'c', 'd'}
+    checks = [row for row in rows if row[-1] in ('ok', 'FAIL')]
+    layer_rows = [row for row in checks if row[0] == 'a' and row[1] == 'KW']
+    paths = {row[row.index('path') + 1] for row in layer_rows}
+    assert paths == {'grouped', 'pointwise', 'im2col', 'im2col-transposed'}, paths
+    assert len(checks) == len(layer_rows) + 5 + 4 * 3  # backbones, three training steps each
+    # the exit status follows the verdicts
+    failed = [' '.join(row) for row in checks if row[-1] == 'FAIL']
+    assert proc.returncode == (1 if failed else 0), proc.stderr[-3000:]
+    # every path of every layer matches the oracle, and training in float32 and bfloat16 is
+    # finite (whole backbones and float16 steps are reported as they come)
+    assert not [row for row in failed if row.startswith('a KW ') or
+                (row.startswith('b ') and ' fp16 ' not in row)], failed
+    assert '| d |' in out.read_text()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(torch.cuda.is_available(), reason='the error is for machines without CUDA')
+def test_no_cuda_is_one_line():
+    proc = run([sys.executable, 'tools/analysis/gpu_check.py'])
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith('gpu_check.py: no CUDA device here')
+    assert 'pass --device cpu' in lines[0]

@@ -1,0 +1,98 @@
+"""The memory model (tools/analysis/memory.py): fits, the verdict for a GPU too small, the
+table beside the paper's Table 16, and a real measurement of a small model."""
+import sys
+
+import pytest
+
+from kw_mm.analysis.memory import (MB, PAPER_TABLE16, LinearFit, MemoryResult, fit_verdict,
+                                   format_table, measure_memory, parse_memory,
+                                   planning_context)
+
+from tests.helpers.tool_runs import run
+
+
+def _result(name, fixed_mb, per_sample_mb, eval_fixed=100.0, eval_per=10.0):
+    result = MemoryResult(name, 1000, 'cuda plan', 'cpu')
+    result.fits = dict(train=LinearFit(fixed_mb * MB, per_sample_mb * MB),
+                       eval=LinearFit(eval_fixed * MB, eval_per * MB))
+    return result
+
+
+def test_linear_fit_through_two_points():
+    fit = LinearFit.through({2: 300.0, 4: 500.0})
+    assert (fit.fixed, fit.per_sample, fit.at(128)) == (100.0, 100.0, 12900.0)
+    assert fit.largest_batch(1000.0) == 9
+
+
+def test_batch_that_does_not_fit_says_by_how_much_and_the_override():
+    result = _result('kw1x-resnet50_8xb512-300e_in1k', 1000, 100)
+    assert fit_verdict(result, 128, 24 * 1024 * MB) is None
+    line = fit_verdict(result, 512, 24 * 1024 * MB)
+    assert line == ('kw1x-resnet50_8xb512-300e_in1k: batch 512 per GPU does not fit a 24,576 '
+                    'MB GPU: it needs about 52,200 MB, 27,624 MB more; the largest batch that '
+                    'fits is 235; keep the total batch with --cfg-options '
+                    'train_dataloader.batch_size=128 optim_wrapper.accumulative_counts=4')
+
+
+@pytest.mark.parametrize('text,mb', [('24GB', 24576), ('24576MB', 24576), ('16', 16384),
+                                     ('1.5GiB', 1536)])
+def test_gpu_memory_sizes(text, mb):
+    assert parse_memory(text) == mb * MB
+
+
+@pytest.mark.parametrize('text', ['lots', '-3GB', '0'])
+def test_bad_gpu_memory(text):
+    with pytest.raises(ValueError, match=f'--gpu-memory must be a size such as 24GB, 24576MB '
+                       f'or 24, got {text!r}'):
+        parse_memory(text)
+
+
+def test_table_beside_the_paper():
+    results = [_result('resnet50_8xb512-300e_in1k', 100, 50),
+               _result('kw1x-resnet50_8xb512-300e_in1k', 150, 60, 150, 12)]
+    table = format_table(results, {r.name: 512 for r in results}, header='machine',
+                         markdown=True)
+    lines = table.splitlines()
+    assert lines[0] == 'machine'
+    kw = [line for line in lines if line.startswith('| kw1x')][0].split(' | ')
+    # train at the paper's 128: 150 + 60 * 128 = 7830 MB, plain 6500 MB: 1.20x; paper 2.10x
+    assert kw[3:7] == ['7,830', '1.20x', f'{PAPER_TABLE16[results[1].name][0]:,}', '2.10x']
+    assert kw[7:11] == ['1,350', '1.23x', '2,200', '1.76x']
+
+
+def test_planning_without_the_planner_says_so():
+    context, plan = planning_context('cpu', 'cpu')
+    assert plan == 'cpu plan'
+    _, plan = planning_context('cuda', 'cpu')
+    assert plan in ('cuda plan, measured on cpu',
+                    'cpu plan (kw_mm.cnn.plan.planning_as is not available: the cuda plan '
+                    'could not be measured)')
+
+
+def test_measured_on_this_cpu():
+    result = measure_memory('configs/kw1x-resnet18_8xb32_in1k.py', (2, 3), size=32,
+                            log=lambda text: None)
+    weights = result.params * 4
+    assert result.persistent['eval'] >= weights
+    assert result.persistent['train'] > result.persistent['eval']  # AdamW / SGD state
+    # at 32 px the largest buffer of a step may be one that does not grow with the batch
+    # (a warehouse's gradient): the peaks never shrink with it
+    for mode in ('train', 'eval'):
+        assert result.peaks[mode][3] >= result.peaks[mode][2] > 0
+    assert result.fits['train'].per_sample >= 0
+    # a training step keeps activations and gradients: more than inference
+    assert result.total('train', 2) > result.total('eval', 2)
+
+
+@pytest.mark.slow
+def test_tool_says_a_batch_does_not_fit(tmp_path):
+    out = tmp_path / 'memory.md'
+    proc = run([sys.executable, 'tools/analysis/memory.py', 'configs/resnet18_8xb32_in1k.py',
+                '--batch', '64', '--size', '32', '--measure-batches', '2', '3',
+                '--gpu-memory', '60MB', '--markdown', str(out)])
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    lines = proc.stderr.strip().splitlines()
+    assert lines[-1].startswith('resnet18_8xb32_in1k: batch 64 per GPU does not fit a 60 MB '
+                                'GPU: it needs about ')
+    assert 'memory per GPU, measured on cpu' in out.read_text()
+    assert '| resnet18_8xb32_in1k |' in out.read_text()
