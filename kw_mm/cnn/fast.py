@@ -232,13 +232,13 @@ def _forward_blocks(x: torch.Tensor, alpha: torch.Tensor, cells: torch.Tensor,
 class KWConvFunction(torch.autograd.Function):
     """Blocked KW convolution with a backward that walks the same blocks.
 
-    Inputs ``(x, alpha, cells, bias, plan)`` (a grouped or point-wise
-    :class:`~kw_mm.cnn.plan.LayerPlan`); see :func:`kw_conv`. Not twice differentiable.
+    Inputs ``(x, alpha, cells, bias, plan, geo)`` (a grouped or point-wise
+    :class:`~kw_mm.cnn.plan.LayerPlan` and the calling layer's geometry); see :func:`kw_conv`. Not twice differentiable.
     """
 
     @staticmethod
-    def forward(ctx, x, alpha, cells, bias, plan):
-        geo, blocks, pointwise = plan.geometry, plan.blocks, plan.path == POINTWISE
+    def forward(ctx, x, alpha, cells, bias, plan, geo):
+        blocks, pointwise = plan.blocks, plan.path == POINTWISE
         keep = [] if plan.save_kernels else None
         out = _forward_blocks(x, alpha, cells, bias, geo, blocks, pointwise, keep)
         ctx.geo, ctx.blocks, ctx.pointwise = geo, blocks, pointwise
@@ -287,7 +287,7 @@ class KWConvFunction(torch.autograd.Function):
             grad_alpha = grad_rows_alpha.reshape(alpha.shape)
         if need_bias:
             grad_bias = grad_out.sum(dim=[0] + list(range(2, grad_out.dim())))
-        return grad_x, grad_alpha, grad_cells, grad_bias, None
+        return grad_x, grad_alpha, grad_cells, grad_bias, None, None
 
 
 def needs_grad(*tensors: Optional[torch.Tensor]) -> bool:
@@ -297,7 +297,8 @@ def needs_grad(*tensors: Optional[torch.Tensor]) -> bool:
 
 def run_plan(plan: LayerPlan, x: torch.Tensor, alpha: torch.Tensor, cells: torch.Tensor,
              bias: Optional[torch.Tensor],
-             transposed_cells: Optional[Callable[[], torch.Tensor]] = None) -> torch.Tensor:
+             transposed_cells: Optional[Callable[[], torch.Tensor]] = None,
+             geo: Optional[KWGeometry] = None) -> torch.Tensor:
     """Execute ``plan`` (its path, product order and blocks) on one input.
 
     Args:
@@ -305,8 +306,12 @@ def run_plan(plan: LayerPlan, x: torch.Tensor, alpha: torch.Tensor, cells: torch
         x, alpha, cells, bias: As :func:`kw_conv`.
         transposed_cells (callable, optional): Returns ``cells`` as ``[n, ci, co]`` for the
             ``'im2col-transposed'`` path; without it that path transposes ``cells`` itself.
+        geo (KWGeometry, optional): The calling layer's geometry (equal to ``plan.geometry``).
+            Plans are shared between equal layers, so under ``torch.compile`` the plan's own
+            geometry object may belong to another model; the caller's is the one Dynamo
+            already guards on. Defaults to ``plan.geometry``.
     """
-    geo = plan.geometry
+    geo = plan.geometry if geo is None else geo
     grad = needs_grad(x, alpha, cells, bias)
     if plan.path == IM2COL_TRANSPOSED:
         if grad:
@@ -318,11 +323,11 @@ def run_plan(plan: LayerPlan, x: torch.Tensor, alpha: torch.Tensor, cells: torch
         if not grad:
             return fast_im2col.forward(x, alpha, cells, bias, geo, plan.blocks,
                                        plan.order == PIXEL_MAJOR)
-        return fast_im2col.KWIm2colFunction.apply(x, alpha, cells, bias, plan)
+        return fast_im2col.KWIm2colFunction.apply(x, alpha, cells, bias, plan, geo)
     if not grad:
         return _forward_blocks(x, alpha, cells, bias, geo, plan.blocks, plan.path == POINTWISE,
                                None)
-    return KWConvFunction.apply(x, alpha, cells, bias, plan)
+    return KWConvFunction.apply(x, alpha, cells, bias, plan, geo)
 
 
 def kw_conv(x: torch.Tensor,
@@ -370,7 +375,8 @@ def kw_conv(x: torch.Tensor,
     plan = cached_plan(geo, static_shape(x), cells.dtype, device_type,
                        needs_grad(x, alpha, cells, bias), kw_impl,
                        cells.shape[0] if keep_transposed else None, block_bytes)
-    return run_plan(plan, x, alpha, cells, bias, transposed_cells if keep_transposed else None)
+    return run_plan(plan, x, alpha, cells, bias, transposed_cells if keep_transposed else None,
+                    geo)
 
 
 # ---------------------------------------------------------------------------- implementation switch

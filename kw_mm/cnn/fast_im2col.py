@@ -199,14 +199,15 @@ def scratch_plan(largest: int, num_rows: int, num_cells: int, cell_in: int, need
 class KWIm2colFunction(torch.autograd.Function):
     """:func:`forward` with a backward that walks the same blocks (not twice differentiable).
 
-    Inputs ``(x, alpha, cells, bias, plan)`` (a :class:`~kw_mm.cnn.plan.LayerPlan`).
+    Inputs ``(x, alpha, cells, bias, plan, geo)`` (a :class:`~kw_mm.cnn.plan.LayerPlan` and the
+    calling layer's geometry).
     """
 
     @staticmethod
-    def forward(ctx, x, alpha, cells, bias, plan):
-        ctx.geo, ctx.blocks = plan.geometry, plan.blocks
+    def forward(ctx, x, alpha, cells, bias, plan, geo):
+        ctx.geo, ctx.blocks = geo, plan.blocks
         ctx.save_for_backward(x, alpha, cells)
-        return forward(x, alpha, cells, bias, plan.geometry, plan.blocks,
+        return forward(x, alpha, cells, bias, geo, plan.blocks,
                        plan.order == 'pixel-major')
 
     @staticmethod
@@ -268,4 +269,4 @@ class KWIm2colFunction(torch.autograd.Function):
         grad_x = col2im(grad_cols, geo, x.shape, out_hw) if need_x else None
         grad_alpha = _rows_to_alpha(grad_rows, geo, batch) if need_alpha else None
         grad_bias = grad.sum(dim=(0, 2)) if need_bias else None
-        return grad_x, grad_alpha, grad_cells, grad_bias, None
+        return grad_x, grad_alpha, grad_cells, grad_bias, None, None
