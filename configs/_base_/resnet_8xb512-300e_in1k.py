@@ -32,11 +32,10 @@ model = dict(
         dict(type='CutMix', alpha=1.0),
     ]))
 
-# Memory per GPU: 512 images per GPU is more than most GPUs hold. Training step, estimated by
-# `python tools/analysis/memory.py CONFIG --device cuda` (GPU plan, tensors only): ResNet50
-# about 41 GB at 512 and 10.5 GB at 128; KW 1x ResNet50 51 / 13 GB; KW 1/2x ResNet50 59 / 15 GB
-# (docs/speed_and_memory.md has the table beside the paper's Table 16). On smaller GPUs keep the
-# total batch of 4096 with the paper's 128 images per GPU (Table 16) and 4-step accumulation:
+# Memory per GPU: 512 images per GPU is more than most GPUs hold (each config states its
+# figure, from `python tools/analysis/memory.py CONFIG --device cuda`; docs/speed_and_memory.md
+# has the table beside the paper's Table 16). On smaller GPUs keep the total batch of 4096 with
+# the paper's 128 images per GPU (Table 16) and 4-step accumulation:
 #   --cfg-options train_dataloader.batch_size=128 optim_wrapper.accumulative_counts=4
 # (the same lr, lr schedule and temperature schedule per epoch; with another number of GPUs
 # add --auto-scale-lr, which counts processes x per-GPU batch x accumulation).

@@ -294,3 +294,41 @@ def format_table(results: Sequence[MemoryResult], config_batches: Dict[str, int]
                                for i, (v, w) in enumerate(zip(row, widths))))
     return '\n'.join(lines)
 
+
+
+# ------------------------------------------------------------------------------ config notes
+#: First line of the memory note a config carries (:func:`annotate_config` writes it).
+CONFIG_NOTE_HEAD = ('# Memory per GPU, training step (`tools/analysis/memory.py CONFIG '
+                    '--device cuda`):')
+#: The per-GPU batch of the override the 300-epoch configs recommend for smaller GPUs (the
+#: paper's Table 16 batch).
+SMALL_GPU_BATCH = 128
+
+
+def config_note(result: MemoryResult, batch: int) -> str:
+    """The two comment lines stating a config's training memory per GPU: at its own batch and,
+    when that is larger, at :data:`SMALL_GPU_BATCH` (the override for smaller GPUs)."""
+    gb = 2**30
+    text = (f'#   {result.total("train", batch) / gb:.1f} GB at this config\'s {batch} images '
+            'per GPU')
+    if batch > SMALL_GPU_BATCH:
+        text += f'; {result.total("train", SMALL_GPU_BATCH) / gb:.1f} GB at {SMALL_GPU_BATCH}'
+    return f'{CONFIG_NOTE_HEAD}\n{text} ({result.plan}, tensors only).'
+
+
+def annotate_config(path: str, note: str) -> None:
+    """Write ``note`` into the config file at ``path``: in place of its current memory note
+    (:data:`CONFIG_NOTE_HEAD` and the indented comment lines after it), else at its end."""
+    with open(path) as f:
+        lines = f.read().splitlines()
+    try:
+        start = lines.index(CONFIG_NOTE_HEAD)
+    except ValueError:
+        lines += [''] + note.splitlines()
+    else:
+        end = start + 1
+        while end < len(lines) and lines[end].startswith('#   '):
+            end += 1
+        lines[start:end] = note.splitlines()
+    with open(path, 'w') as f:
+        f.write('\n'.join(lines) + '\n')

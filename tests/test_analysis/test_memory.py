@@ -1,13 +1,17 @@
 """The memory model (tools/analysis/memory.py): fits, the verdict for a GPU too small, the
 table beside the paper's Table 16, and a real measurement of a small model."""
+import glob
+import os.path as osp
 import sys
 
 import pytest
 
-from kw_mm.analysis.memory import (MB, PAPER_TABLE16, LinearFit, MemoryResult, fit_verdict,
+from kw_mm.analysis.memory import (CONFIG_NOTE_HEAD, MB, PAPER_TABLE16, LinearFit,
+                                   MemoryResult, annotate_config, config_note, fit_verdict,
                                    format_table, measure_memory, parse_memory,
                                    planning_context)
 
+from tests.helpers import REPO_ROOT
 from tests.helpers.tool_runs import run
 
 
@@ -32,6 +36,37 @@ def test_batch_that_does_not_fit_says_by_how_much_and_the_override():
                     'MB GPU: it needs about 52,200 MB, 27,624 MB more; the largest batch that '
                     'fits is 235; keep the total batch with --cfg-options '
                     'train_dataloader.batch_size=128 optim_wrapper.accumulative_counts=4')
+
+
+def test_config_note_states_the_config_batch_and_the_small_gpu_override():
+    result = _result('kw1x-resnet50_8xb512-300e_in1k', 1024, 100)
+    assert config_note(result, 512).splitlines() == [
+        CONFIG_NOTE_HEAD,
+        "#   51.0 GB at this config's 512 images per GPU; 13.5 GB at 128 (cuda plan, "
+        'tensors only).']
+    assert '; ' not in config_note(result, 32).splitlines()[1]
+
+
+def test_annotate_config_replaces_its_own_note_only(tmp_path):
+    path = tmp_path / 'cfg.py'
+    path.write_text("_base_ = 'x.py'\n# other comment\n#   indented comment\n")
+    annotate_config(str(path), config_note(_result('m', 1024, 100), 512))
+    annotate_config(str(path), config_note(_result('m', 1024, 10), 512))
+    lines = path.read_text().splitlines()
+    assert lines[:3] == ["_base_ = 'x.py'", '# other comment', '#   indented comment']
+    assert lines.count(CONFIG_NOTE_HEAD) == 1
+    assert lines[-1].startswith("#   6.0 GB at this config's 512")
+
+
+@pytest.mark.parametrize('config', sorted(
+    osp.relpath(p, REPO_ROOT) for p in glob.glob(osp.join(REPO_ROOT, 'configs', '*300e_in1k.py'))))
+def test_every_300_epoch_config_states_its_memory(config):
+    """Written by `tools/analysis/memory.py configs/*300e*.py --device cuda --annotate`."""
+    with open(osp.join(REPO_ROOT, config)) as f:
+        lines = f.read().splitlines()
+    assert CONFIG_NOTE_HEAD in lines, f'{config}: no memory note; run the --annotate command'
+    note = lines[lines.index(CONFIG_NOTE_HEAD) + 1]
+    assert "GB at this config's 512 images per GPU; " in note and 'GB at 128' in note, note
 
 
 @pytest.mark.parametrize('text,mb', [('24GB', 24576), ('24576MB', 24576), ('16', 16384),

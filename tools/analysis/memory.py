@@ -12,6 +12,8 @@ Examples:
         --gpu-memory 24GB                         # does batch 128 fit a 24 GB GPU?
     python tools/analysis/memory.py --table16 --device cuda --markdown memory.md
                                                   # every Table 16 row, as markdown
+    python tools/analysis/memory.py configs/*300e*.py --device cuda --annotate
+                                                  # state the figures in the configs
 
 --device cuda plans the KW layers' kernel assembly as a GPU does; without a CUDA device it is
 measured on this CPU under that plan. Exit status 1 when a batch does not fit --gpu-memory.
@@ -21,8 +23,9 @@ import sys
 
 import torch
 
-from kw_mm.analysis.memory import (MB, PAPER_EVAL_BATCH, TABLE16_CONFIGS, fit_verdict,
-                                   format_table, measure_memory, parse_memory)
+from kw_mm.analysis.memory import (MB, PAPER_EVAL_BATCH, TABLE16_CONFIGS, annotate_config,
+                                   config_note, fit_verdict, format_table, measure_memory,
+                                   parse_memory)
 
 
 def parse_args() -> argparse.Namespace:
@@ -38,12 +41,17 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--device', choices=['cpu', 'cuda'], default='cpu',
                         help='the device to plan for (cuda: measured on a CUDA device if there '
                         'is one, else on this CPU under the GPU plan)')
-    parser.add_argument('--measure-batches', type=int, nargs=2, default=[2, 4],
-                        metavar=('B1', 'B2'), help='the two batches measured (default 2 4)')
+    # Smaller batches are dominated by buffers that do not grow with the batch (a KW 4x
+    # model's fixed-size kernel blocks): a line through them misreads the slope.
+    parser.add_argument('--measure-batches', type=int, nargs=2, default=[8, 16],
+                        metavar=('B1', 'B2'), help='the two batches measured (default 8 16)')
     parser.add_argument('--size', type=int, default=224, help='input side (default 224)')
     parser.add_argument('--gpu-memory', help='say whether the batch fits a GPU of this size '
                         '(24GB, 24576MB, or GB as a number)')
     parser.add_argument('--markdown', help='also write the table as markdown to this file')
+    parser.add_argument('--annotate', action='store_true',
+                        help="write each config's training memory per GPU into the config "
+                        'file (its "# Memory per GPU" comment)')
     args = parser.parse_args()
     if not args.configs and not args.table16:
         parser.error('give config files or --table16')
@@ -51,6 +59,9 @@ def parse_args() -> argparse.Namespace:
         value = getattr(args, name)
         if value is not None and value < 1:
             parser.error(f'--{name.replace("_", "-")} must be a positive integer, got {value}')
+    if args.annotate and args.batch:
+        parser.error(f'--annotate states the memory at each config\'s own batch; drop --batch '
+                     f'{args.batch}')
     if len(set(args.measure_batches)) != 2 or min(args.measure_batches) < 1:
         parser.error('--measure-batches must be two different positive batch sizes, got '
                      f'{args.measure_batches}')
@@ -92,6 +103,8 @@ def main() -> int:
                   f'{result.total("train", batch) / MB:,.0f} MB; inference at batch '
                   f'{args.eval_batch}: {result.total("eval", args.eval_batch) / MB:,.0f} MB',
                   flush=True)
+            if args.annotate:
+                annotate_config(config, config_note(result, batch))
             if args.gpu_memory is not None:
                 verdict = fit_verdict(result, batch, args.gpu_bytes, accumulation)
                 if verdict:
