@@ -134,10 +134,10 @@ class LayoutRules:
         handover (int): Layers of a block that changes the resolution or width within this many
             layers of the block's input join the previous stage of blocks (0 disables
             reassignment). Defaults to 1.
-        separate (Sequence[str]): Kinds with warehouses of their own in every stage, from
+        separate (str | Sequence[str]): Kinds with warehouses of their own in every stage, from
             ``'pw'``, ``'dw'``, ``'group'`` (``'linear'`` always is: its cells are 1-D).
             Defaults to ``('dw', 'group', 'linear')``.
-        static_layers (Sequence[str]): Module names (fnmatch patterns) kept static; each must
+        static_layers (str | Sequence[str]): Module names (fnmatch patterns) kept static; each must
             name a candidate layer. Defaults to ().
         static_pooled (bool): Layers whose input is a pooled 1x1 map stay static.
             Defaults to True.
@@ -145,7 +145,8 @@ class LayoutRules:
             Defaults to True.
         unsupported (str): ``'error'`` or ``'static'``: what to do with a convolution the rules
             cannot replace. Defaults to ``'error'``.
-        cell_ratio (float, optional): Cell size / greatest common divisor on both sides; None:
+        cell_ratio (float, optional): Cell size / greatest common divisor on both sides (a
+            side of one channel stays whole; any other must be cut into whole channels); None:
             1 for b >= 1, 1/2 below (where whole). Defaults to None.
         stage_by_width (bool): A change of width (block output channels) starts a stage as a
             change of resolution does (the paper's MobileNetV2 stages are its channel groups;
@@ -166,6 +167,12 @@ class LayoutRules:
     cell_ratio: Optional[float] = None
     stage_by_width: bool = True
     stage_blocks: Optional[int] = None
+
+    def __post_init__(self) -> None:
+        # a single name is one entry, not a sequence of one-letter patterns
+        for name in ('separate', 'static_layers'):
+            value = getattr(self, name)
+            setattr(self, name, (value, ) if isinstance(value, str) else tuple(value))
 
     def check(self) -> None:
         """One-line ValueErrors for values outside the allowed ones."""
@@ -655,6 +662,15 @@ def _cell_ratios(w: WarehousePlan, members: List[LayerPlan], rules: LayoutRules)
     gcd_out = math.gcd(*[s[0] for s in shapes])
     gcd_in = math.gcd(*[s[1] for s in shapes])
     ratio = rules.cell_ratio if rules.cell_ratio is not None else (1.0 if b >= 1 else 0.5)
+    if rules.cell_ratio is not None:
+        # a ratio the user chose must cut every side it can (a side of one channel cannot be)
+        for side, gcd in (('output', gcd_out), ('input', gcd_in)):
+            if gcd > 1 and not (gcd * ratio).is_integer():
+                raise ValueError(
+                    f'cell_ratio {ratio:g} cannot cut the cells of warehouse {w.name!r}: the '
+                    f'greatest common divisor of its layers\' {side} channels is {gcd}, and '
+                    f'{gcd} x {ratio:g} is not a whole number; use a ratio 1/k that divides it '
+                    'or None (the paper\'s cells)')
     w.cell_outplane_ratio = ratio if (gcd_out * ratio).is_integer() else 1.0
     w.cell_inplane_ratio = ratio if (gcd_in * ratio).is_integer() else 1.0
     co, ci = int(gcd_out * w.cell_outplane_ratio), int(gcd_in * w.cell_inplane_ratio)

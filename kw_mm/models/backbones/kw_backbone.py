@@ -91,10 +91,10 @@ class KWBackbone(nn.Module):
         handover (int): Layers of a block that changes the resolution or width within this
             many convolutions of its input join the previous stage's warehouses (Table 15; 3:
             the whole first block of a MobileNetV2 channel group); 0: none. Defaults to 1.
-        separate (Sequence[str]): Kinds with their own warehouses in each stage: ``'dw'``
+        separate (str | Sequence[str]): Kinds with their own warehouses in each stage: ``'dw'``
             (depth-wise), ``'group'`` (grouped), ``'pw'`` (point-wise), ``'linear'`` (always).
             Defaults to ``('dw', 'group', 'linear')``.
-        static_layers (Sequence[str]): Module names (fnmatch patterns) to keep static.
+        static_layers (str | Sequence[str]): Module names (fnmatch patterns) to keep static.
             Defaults to ().
         static_pooled (bool): Keep layers on pooled 1x1 maps (SE branches) static.
             Defaults to True.
@@ -103,8 +103,8 @@ class KWBackbone(nn.Module):
         unsupported (str): ``'error'`` (default) or ``'static'``: a convolution the rules cannot
             replace (a transposed convolution, a subclass with its own forward, non-zero
             padding) raises, or stays static if allowed.
-        cell_ratio (float, optional): Cell channels / gcd on both sides; None: 1 for b >= 1,
-            1/2 below. Defaults to None.
+        cell_ratio (float, optional): Cell channels / gcd on both sides (whole channels, a
+            side of one channel uncut); None: 1 for b >= 1, 1/2 below. Defaults to None.
         stage_by_width (bool): A change of block width starts a stage as a change of
             resolution does (MobileNetV2's channel groups). Defaults to True.
         stage_blocks (int, optional): Split stages of more blocks into groups of consecutive
@@ -139,8 +139,8 @@ class KWBackbone(nn.Module):
                  rules: str = 'paper',
                  static_depth: int = 1,
                  handover: int = 1,
-                 separate: Sequence[str] = DEFAULT_SEPARATE,
-                 static_layers: Sequence[str] = (),
+                 separate: Union[str, Sequence[str]] = DEFAULT_SEPARATE,
+                 static_layers: Union[str, Sequence[str]] = (),
                  static_pooled: bool = True,
                  linears: bool = True,
                  unsupported: str = 'error',
@@ -161,7 +161,7 @@ class KWBackbone(nn.Module):
         # ``self`` is the wrapped backbone, built and initialized by __new__.
         check_choice('rules', rules, ('paper', ))
         layout_rules = LayoutRules(budget=budget, static_depth=static_depth, handover=handover,
-                                   separate=tuple(separate), static_layers=tuple(static_layers),
+                                   separate=separate, static_layers=static_layers,
                                    static_pooled=static_pooled, linears=linears,
                                    unsupported=unsupported, cell_ratio=cell_ratio,
                                    stage_by_width=stage_by_width, stage_blocks=stage_blocks)
@@ -175,12 +175,16 @@ class KWBackbone(nn.Module):
         self.kw_plan: LayoutPlan = plan
         self.kw_budget = float(budget)
         self.kw_freeze_warehouses = freeze_warehouses
-        apply_plan(self, plan, dict(reduction=reduction, cell_num_ratio=cell_num_ratio,
-                                    cell_inplane_ratio=cell_inplane_ratio,
-                                    cell_outplane_ratio=cell_outplane_ratio,
-                                    nonlocal_basis_ratio=nonlocal_basis_ratio,
-                                    norm=attention_norm, attention_function=attention_function,
-                                    init_strategy=init_strategy))
+        try:
+            apply_plan(self, plan, dict(reduction=reduction, cell_num_ratio=cell_num_ratio,
+                                        cell_inplane_ratio=cell_inplane_ratio,
+                                        cell_outplane_ratio=cell_outplane_ratio,
+                                        nonlocal_basis_ratio=nonlocal_basis_ratio,
+                                        norm=attention_norm,
+                                        attention_function=attention_function,
+                                        init_strategy=init_strategy))
+        except ValueError as err:  # a per-warehouse option naming no warehouse, a bad value
+            raise ValueError(f'KWBackbone({self._wrapped_name()}): {err}') from None
         if param is not None:
             self.to(param.device)
         # the backbone's own freezing (frozen_stages, norm_eval) now covers the KW layers

@@ -273,13 +273,27 @@ def test_budget_the_rules_cannot_serve():
             type='mmpretrain.EfficientNet', arch='b0')))
 
 
+def test_cell_ratio_that_cannot_cut_the_cells():
+    with pytest.raises(ValueError, match=r"^KWBackbone\(ResNet\): cell_ratio 0.3 cannot cut the "
+                       r"cells of warehouse 'stage0_conv': the greatest common divisor of its "
+                       r"layers' output channels is 64, and 64 x 0.3 is not a whole number"):
+        wrapped_resnet(18, 1, cell_ratio=0.3)
+    model = wrapped_resnet(18, 1, cell_ratio=0.5)
+    assert model.warehouse_summary()[0]['cell_shape'][:2] == [32, 32]
+
+
 def test_option_that_names_no_layer():
     with pytest.raises(ValueError, match=r"static_layers entry 'layer9\.\*' names no "
                        r'convolution or linear layer; layers: conv1, layer1\.0\.conv1'):
         wrapped_resnet(18, 1, static_layers=['layer9.*'])
-    model = wrapped_resnet(18, 1, static_layers=['layer4.*'])
-    assert all(type(m) is nn.Conv2d for m in model.layer4.modules()
-               if isinstance(m, (nn.Conv2d, KWConvNd)))
+    for static in (['layer4.*'], 'layer4.*'):  # a single pattern may be given as a string
+        model = wrapped_resnet(18, 1, static_layers=static)
+        assert all(type(m) is nn.Conv2d for m in model.layer4.modules()
+                   if isinstance(m, (nn.Conv2d, KWConvNd)))
+    # a per-warehouse option naming no warehouse
+    with pytest.raises(ValueError, match=r"^KWBackbone\(ResNet\): reduction has entries "
+                       r"\['stage9_conv'\] that match no warehouse; warehouses: \['stage0_conv', "):
+        wrapped_resnet(18, 1, reduction={'default': 1 / 16, 'stage9_conv': 1 / 4})
 
 
 class WithUnsupported(nn.Module):
