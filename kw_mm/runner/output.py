@@ -3,6 +3,8 @@
 mmengine's Runner prints its whole environment (about 40 lines: compiler, CUDA, versions) and
 the full config (hundreds of lines) at the start of every run. :class:`QuietRunner` sends both
 to the run's log file only and prints where they are; ``--verbose`` keeps mmengine's behaviour.
+It also keeps off the console mmengine's deprecation warnings about mmengine's own internals
+(:data:`INTERNAL_DEPRECATIONS`), which every training run repeats and no config can avoid.
 """
 import contextlib
 import logging
@@ -16,6 +18,32 @@ from mmengine.runner import Runner
 TIMINGS = ('time', 'data_time')
 
 
+#: mmengine's warnings about its own internals: its ``CheckpointHook`` builds a ``FileClient``
+#: (with the ``'disk'`` backend alias) in every training run, whatever the config says, and
+#: each build logs both deprecations. Kept in the log file, off the console.
+INTERNAL_DEPRECATIONS = ('"FileClient" will be deprecated in future',
+                         '"HardDiskBackend" is the alias of "LocalBackend"')
+
+
+class _DropInternalDeprecations(logging.Filter):
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not any(text in message for text in INTERNAL_DEPRECATIONS)
+
+
+def _console_handlers(logger: logging.Logger) -> list:
+    return [h for h in logger.handlers
+            if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)]
+
+
+def quiet_internal_deprecations(logger: logging.Logger) -> None:
+    """Keep :data:`INTERNAL_DEPRECATIONS` off ``logger``'s console (its files keep them)."""
+    for handler in _console_handlers(logger):
+        if not any(isinstance(f, _DropInternalDeprecations) for f in handler.filters):
+            handler.addFilter(_DropInternalDeprecations())
+
+
 class _DropAll(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
@@ -25,8 +53,7 @@ class _DropAll(logging.Filter):
 @contextlib.contextmanager
 def console_muted(logger: logging.Logger) -> Iterator[None]:
     """Inside the block, ``logger`` writes to its files only, not to the console."""
-    muted = [h for h in logger.handlers
-             if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)]
+    muted = _console_handlers(logger)
     drop = _DropAll()
     for handler in muted:
         handler.addFilter(drop)
@@ -38,9 +65,11 @@ def console_muted(logger: logging.Logger) -> Iterator[None]:
 
 
 class QuietRunner(Runner):
-    """mmengine's Runner, with its environment dump and config text in the log file only."""
+    """mmengine's Runner, with its environment dump, config text and mmengine's warnings about
+    its own internals in the log file only."""
 
     def _log_env(self, env_cfg: dict) -> None:
+        quiet_internal_deprecations(self.logger)
         with console_muted(self.logger):
             super()._log_env(env_cfg)
         log_file = osp.join(self.log_dir, f'{self.timestamp}.log')
