@@ -173,7 +173,7 @@ def example_input(batch: int, shape: Sequence[int], seed: int = 0) -> torch.Tens
 
 def export_onnx(target: nn.Module, path: str, shape: Sequence[int] = (3, 224, 224),
                 dynamic_batch: bool = True, metadata: Optional[Dict[str, str]] = None,
-                batch: int = 1) -> str:
+                batch: int = 1, optimize: bool = True) -> str:
     """Export ``target`` (e.g. an :class:`ExportTarget`) to the ONNX file ``path``.
 
     Args:
@@ -185,6 +185,10 @@ def export_onnx(target: nn.Module, path: str, shape: Sequence[int] = (3, 224, 22
         metadata (dict, optional): Written to the model's ``metadata_props``.
         batch (int): The batch size of a static-batch file (``dynamic_batch=False``); a KW
             layer's samples then run in one grouped ``Conv``. Defaults to 1.
+        optimize (bool): Run the ONNX graph optimizer of ``torch.onnx`` (onnxscript's constant
+            folding and rewrite rules) on the graph. It takes most of the export time of a deep
+            network; without it the file computes the same, with more nodes (onnxruntime
+            applies its own graph optimizations when it loads a file). Defaults to True.
 
     Returns:
         str: ``path``.
@@ -215,7 +219,7 @@ def export_onnx(target: nn.Module, path: str, shape: Sequence[int] = (3, 224, 22
                               f'{_first_line(err)}') from err
     try:
         onnx_program = torch.onnx.export(program, (example, ), input_names=['input'],
-                                         dynamo=True, verbose=False)
+                                         dynamo=True, verbose=False, optimize=optimize)
     except Exception as err:  # noqa: BLE001 - re-raised naming the layer
         found = _layer_of_node(program, str(err))
         layer = (f'layer {_strip_target_prefix(found[0])} ({found[1]})' if found
