@@ -60,7 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--skip-data-check', action='store_true',
                         help='accepted for old scripts; training does not read the data set '
                         'before it starts (tools/misc/verify_dataset.py does)')
-    parser.add_argument('--amp', action='store_true', help='automatic mixed precision (GPU)')
+    parser.add_argument('--amp', action='store_true',
+                        help='automatic mixed precision (mmengine AmpOptimWrapper; bfloat16 on a '
+                        'CPU)')
     parser.add_argument('--no-validate', action='store_true', help='skip validation')
     add_runner_args(parser)
     return parser
@@ -76,7 +78,8 @@ def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
     if args.no_validate:
         cfg.val_cfg = cfg.val_dataloader = cfg.val_evaluator = None
     if args.amp:
-        cfg.optim_wrapper.type = 'AmpOptimWrapper'
+        # mmengine's AmpOptimWrapper on a GPU, bfloat16 without a loss scaler on a CPU
+        cfg.optim_wrapper.type = 'kw_mm.CPUAmpOptimWrapper'
         cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
     if args.resume == 'auto':
         cfg.resume, cfg.load_from = True, None

@@ -1,0 +1,252 @@
+"""Mixed precision training steps (kw_mm.CPUAmpOptimWrapper) of whole KW classifiers.
+
+A real mmpretrain ``ImageClassifier`` (built through the registries) runs its own
+``train_step`` once under :class:`~kw_mm.engine.CPUAmpOptimWrapper` (bfloat16 autocast on the
+CPU) and once under mmengine's ``OptimWrapper`` (float32), from the same weights on the same
+images; the gradients the optimizer is handed are compared by the cosine of the concatenated
+gradient vectors. The KW backbone must keep its gradients as well as its plain twin does in the
+same test (the same head, images and seeds): mean cosine over :data:`SEEDS` no lower than the
+plain one's minus :data:`MARGIN`. The AMP step must not compute anything in float64.
+
+The cases the KW model does not meet are ``xfail(strict=True)``, each with its figures. Where
+a freshly initialized network is chaotic (perturbations of the feature maps grow layer by layer,
+so that the gradient of a float32 step moves as far when only the input images are rounded to
+bfloat16), the cosine measures that chaos rather than the precision of the step.
+"""
+import copy
+from typing import Dict, Tuple
+
+import numpy as np
+import pytest
+import torch
+from mmengine.optim import OptimWrapper
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
+
+from kw_mm.cnn import set_temperature
+from kw_mm.demo_data.classification import CLASSES, make_class_image
+from kw_mm.engine import CPUAmpOptimWrapper
+from kw_mm.registry import OPTIM_WRAPPERS
+
+#: The cosine the KW model may lose against its plain twin.
+MARGIN = 0.03
+SEEDS = (0, 1, 2)
+BATCH = 8
+#: name -> (backbone, its plain twin, feature channels, image size); tiny but not degenerate.
+MODELS = {
+    'resnet18': (dict(type='kw_mm.KWResNet', depth=18, budget=1),
+                 dict(type='ResNet', depth=18, zero_init_residual=False), 512, 64),
+    'mobilenet-v2': (dict(type='kw_mm.KWMobileNetV2', widen_factor=1.0, budget=1),
+                     dict(type='MobileNetV2', widen_factor=1.0), 1280, 64),
+    'deit-tiny': (dict(type='kw_mm.KWVisionTransformer', arch='deit-tiny', budget=1,
+                       img_size=32, patch_size=8),
+                  dict(type='VisionTransformer', arch='deit-tiny', img_size=32, patch_size=8),
+                  192, 32),
+}
+
+
+def build_classifier(backbone: dict, channels: int, seed: int) -> torch.nn.Module:
+    from mmpretrain.registry import MODELS as MMPRETRAIN_MODELS
+    torch.manual_seed(seed)
+    vit = 'Vision' in backbone['type']
+    model = MMPRETRAIN_MODELS.build(dict(
+        type='ImageClassifier', backbone=backbone,
+        neck=None if vit else dict(type='GlobalAveragePooling'),
+        head=dict(type='LinearClsHead', num_classes=len(CLASSES), in_channels=channels),
+        data_preprocessor=dict(type='ClsDataPreprocessor', mean=[123.675, 116.28, 103.53],
+                               std=[58.395, 57.12, 57.375], to_rgb=True)))
+    model.init_weights()
+    return model
+
+
+def demo_batch(size: int, seed: int) -> dict:
+    """``BATCH`` images of the demo classes (shapes on noisy backgrounds) with their labels."""
+    from mmpretrain.structures import DataSample
+    rng = np.random.RandomState(seed)
+    labels = [int(rng.randint(len(CLASSES))) for _ in range(BATCH)]
+    images = [torch.from_numpy(np.array(make_class_image(rng, CLASSES[k], size)))
+              .permute(2, 0, 1).contiguous() for k in labels]
+    return dict(inputs=images, data_samples=[DataSample().set_gt_label(k) for k in labels])
+
+
+class Float64Ops(TorchDispatchMode):
+    """Records every operation that reads or writes a float64 tensor."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ops = set()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if any(isinstance(t, torch.Tensor) and t.dtype == torch.float64
+               for t in tree_leaves((args, kwargs, out))):
+            self.ops.add(str(func))
+        return out
+
+
+def step_gradients(model: torch.nn.Module, state: dict, batch: dict,
+                   amp: bool) -> Dict[str, torch.Tensor]:
+    """The gradients one ``train_step`` hands to the optimizer (from ``state``)."""
+    model.load_state_dict(state)
+    model.train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    wrapper = OPTIM_WRAPPERS.build(dict(type='kw_mm.CPUAmpOptimWrapper', dtype='bfloat16',
+                                        optimizer=optimizer)) if amp else \
+        OptimWrapper(optimizer=optimizer)
+    grads = {}
+
+    def keep(opt, args, kwargs):
+        grads.update({n: p.grad.detach().clone() for n, p in model.named_parameters()
+                      if p.grad is not None})
+
+    optimizer.register_step_pre_hook(keep)
+    before = next(model.parameters()).detach().clone()
+    torch.manual_seed(1)  # the same drop-path draws, if any
+    float64 = Float64Ops()
+    with float64:
+        model.train_step(copy.deepcopy(batch), wrapper)
+    assert not float64.ops, f'float64 in the training step: {sorted(float64.ops)}'
+    assert not torch.equal(before, next(model.parameters())), 'the step changed no parameter'
+    assert grads and all(g.dtype == torch.float32 for g in grads.values())
+    return grads
+
+
+def cosine(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Cosine of two gradient vectors, as ``1 - |a/|a| - b/|b||^2 / 2``: no float32 dot
+    product of millions of terms (that one strays above 1)."""
+    return 1.0 - 0.5 * float((a / a.norm() - b / b.norm()).norm())**2
+
+
+def amp_cosine(backbone: dict, channels: int, size: int, t: float, seed: int) -> float:
+    """Cosine between the AMP and the float32 gradients of one training step."""
+    model = build_classifier(backbone, channels, seed)
+    set_temperature(model, t)  # (a plain model has no attention: nothing is set)
+    state = copy.deepcopy(model.state_dict())
+    batch = demo_batch(size, seed + 100)
+    g32, g16 = (step_gradients(model, state, batch, amp) for amp in (False, True))
+    assert g32.keys() == g16.keys()
+    return cosine(torch.cat([g16[n].flatten() for n in g32]),
+                  torch.cat([g32[n].flatten() for n in g32]))
+
+
+_plain_cache: Dict[str, Tuple[float, ...]] = {}
+
+
+def plain_cosines(name: str) -> Tuple[float, ...]:
+    if name not in _plain_cache:
+        _, plain, channels, size = MODELS[name]
+        _plain_cache[name] = tuple(amp_cosine(plain, channels, size, 0.0, s) for s in SEEDS)
+    return _plain_cache[name]
+
+
+def fails(reason: str):
+    return pytest.mark.xfail(strict=True, reason=reason)
+
+
+#: What a freshly initialized KW network at t = 0 does to float32 itself.
+CHAOTIC = ('at t = 0 the freshly initialized KW network is chaotic: a float32 step on images '
+           'only rounded to bfloat16 already moves its gradient to cosine {floor} (plain '
+           '{plain}), so the AMP figure measures that, not the precision of the step')
+CASES = [
+    pytest.param('resnet18', 1.0),
+    pytest.param('resnet18', 0.5, marks=fails(
+        'KW 0.926 (seeds 0.932 0.915 0.932) against plain 0.960 (0.960 0.955 0.965): 0.004 '
+        'beyond the margin. Not the attention (float32, equal to its float32 computation) nor '
+        "the backward (a float32 assembly backward changes nothing): the attention's "
+        'BatchNorm over pooled vectors that barely differ between samples amplifies the '
+        "bfloat16 rounding of the feature maps; a float32 kernel assembly gains 0.01 at the "
+        'cost of a large product in float32')),
+    pytest.param('resnet18', 0.0, marks=fails(
+        CHAOTIC.format(floor='0.52 0.84 0.17', plain='0.99') +
+        ' (AMP 0.44 0.27 -0.09; every KW layer in float32 under autocast is no better)')),
+    pytest.param('mobilenet-v2', 1.0),
+    pytest.param('mobilenet-v2', 0.5, marks=fails(
+        'the plain MobileNetV2 is chaotic at initialization too (AMP cosine 0.38; a float32 '
+        'step on images rounded to bfloat16: 0.74 0.67 0.77), KW at t = 0.5 more (0.63 0.59 '
+        '0.69): AMP 0.08 against 0.38')),
+    pytest.param('mobilenet-v2', 0.0, marks=fails(
+        CHAOTIC.format(floor='0.43 0.82 -0.45', plain='0.74 0.67 0.77') +
+        ' (AMP -0.36 against 0.38)')),
+    pytest.param('deit-tiny', 1.0),
+    pytest.param('deit-tiny', 0.5),
+    pytest.param('deit-tiny', 0.0, marks=fails(
+        'KW DeiT-Tiny at t = 0: 0.77 (seeds 0.86 0.48 0.97) against plain 1.000; its forward '
+        'under AMP stays within 2% of float32 but the gradient swings with any change of '
+        'rounding (every KW layer in float32 under autocast: 0.85 0.91 0.82), while a float32 '
+        'step on images rounded to bfloat16 keeps 0.998 0.995 0.998')),
+]
+
+
+@pytest.fixture
+def one_thread():
+    """One thread: the kernels' reduction order, hence the bfloat16 rounding, is the same on
+    every machine with the same instruction set."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('name,t', CASES)
+def test_amp_train_step_keeps_the_gradients(name, t, one_thread):
+    kw, _, channels, size = MODELS[name]
+    kw_cos = [amp_cosine(kw, channels, size, t, s) for s in SEEDS]
+    plain_cos = plain_cosines(name)
+    kw_mean, plain_mean = np.mean(kw_cos), np.mean(plain_cos)
+    assert kw_mean >= plain_mean - MARGIN, (
+        f'KW {name} at t={t}: gradient cosine to float32 {kw_mean:.4f} '
+        f'(seeds {[round(c, 4) for c in kw_cos]}), plain {plain_mean:.4f} '
+        f'(seeds {[round(c, 4) for c in plain_cos]})')
+
+
+def test_cpu_amp_optim_wrapper_is_mmengine_amp_without_a_scaler():
+    """Built from a config: bfloat16 autocast on the CPU, nothing scaled, a state that saves
+    and loads like mmengine's wrapper's."""
+    model = torch.nn.Linear(4, 2)
+    wrapper = OPTIM_WRAPPERS.build(dict(type='kw_mm.CPUAmpOptimWrapper',
+                                        optimizer=torch.optim.SGD(model.parameters(), lr=0.1)))
+    assert isinstance(wrapper, CPUAmpOptimWrapper)
+    assert wrapper.cast_dtype == torch.bfloat16
+    with wrapper.optim_context(model):
+        y = model(torch.randn(3, 4))
+    assert y.dtype == torch.bfloat16
+    loss = y.float().square().sum()
+    wrapper.update_params(loss)
+    assert model.weight.grad is None  # stepped and zeroed
+    state = wrapper.state_dict()
+    assert state['loss_scaler'] == {}
+    wrapper.load_state_dict(state)
+
+
+@pytest.mark.parametrize('kwargs,message', [
+    (dict(dtype='float16'), "dtype='float16'"),
+    (dict(dtype=torch.float16), 'torch.float16'),
+    (dict(use_fsdp=True), 'use_fsdp=True'),
+])
+def test_cpu_amp_optim_wrapper_bad_arguments(kwargs, message):
+    optimizer = torch.optim.SGD(torch.nn.Linear(2, 2).parameters(), lr=0.1)
+    with pytest.raises(ValueError, match=message.replace('.', r'\.')):
+        CPUAmpOptimWrapper(optimizer=optimizer, **kwargs)
+
+
+def test_train_py_amp_trains_on_the_cpu_in_bfloat16():
+    """``tools/train.py --amp`` names the wrapper; in the config's scope it builds on the CPU."""
+    import importlib.util
+    import os.path as osp
+
+    from mmengine.config import Config
+    from mmengine.optim import build_optim_wrapper
+    from mmengine.registry import init_default_scope
+
+    from tests.helpers import REPO_ROOT
+    spec = importlib.util.spec_from_file_location('kw_train', osp.join(REPO_ROOT, 'tools',
+                                                                       'train.py'))
+    train = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(train)
+    config = osp.join(REPO_ROOT, 'configs', 'demo', 'kw1x-resnet18_demo-cls.py')
+    cfg = train.merge_args(Config.fromfile(config),
+                           train.build_parser().parse_args([config, '--amp']))
+    init_default_scope(cfg.default_scope)
+    wrapper = build_optim_wrapper(torch.nn.Linear(2, 2), cfg.optim_wrapper)
+    assert isinstance(wrapper, CPUAmpOptimWrapper) and wrapper.cast_dtype == torch.bfloat16
