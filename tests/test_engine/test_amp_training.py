@@ -250,3 +250,38 @@ def test_train_py_amp_trains_on_the_cpu_in_bfloat16():
     init_default_scope(cfg.default_scope)
     wrapper = build_optim_wrapper(torch.nn.Linear(2, 2), cfg.optim_wrapper)
     assert isinstance(wrapper, CPUAmpOptimWrapper) and wrapper.cast_dtype == torch.bfloat16
+
+
+def test_runner_trains_and_resumes_with_the_cpu_amp_wrapper(tmp_path):
+    """A real Runner from a config naming the wrapper (with gradient clipping and accumulation):
+    the KW layers run in bfloat16, the loss stays finite, and a resumed run loads the
+    checkpoint the wrapper wrote."""
+    from mmengine.runner import Runner
+
+    from tests.helpers.tiny_runner import TinyKWNet, TinySet
+
+    def make(work_dir, resume_from=None):
+        loader = dict(dataset=TinySet(8), batch_size=2, num_workers=0,
+                      sampler=dict(type='DefaultSampler', shuffle=False),
+                      collate_fn=dict(type='pseudo_collate'))
+        return Runner(model=TinyKWNet(), work_dir=str(work_dir), train_dataloader=loader,
+                      train_cfg=dict(by_epoch=True, max_epochs=2),
+                      optim_wrapper=dict(type='kw_mm.CPUAmpOptimWrapper',
+                                         optimizer=dict(type='SGD', lr=0.01),
+                                         clip_grad=dict(max_norm=1.0), accumulative_counts=2),
+                      default_hooks=dict(checkpoint=dict(type='CheckpointHook', interval=1)),
+                      experiment_name=f'amp_{work_dir.name}', resume=resume_from is not None,
+                      load_from=resume_from, randomness=dict(seed=0), default_scope='mmengine')
+
+    runner = make(tmp_path / 'run')
+    dtypes = []
+    runner.model.conv2.register_forward_hook(lambda m, i, o: dtypes.append(o.dtype))
+    before = runner.model.fc.weight.detach().clone()
+    runner.train()
+    assert dtypes and set(dtypes) == {torch.bfloat16}
+    assert all(finite for _, _, finite in runner.model.calls)
+    assert not torch.equal(before, runner.model.fc.weight)
+    assert isinstance(runner.optim_wrapper, CPUAmpOptimWrapper)
+    resumed = make(tmp_path / 'resumed', resume_from=str(tmp_path / 'run' / 'epoch_1.pth'))
+    resumed.train()
+    assert resumed.train_loop.epoch == 2
