@@ -38,6 +38,36 @@ def test_layout_of_a_wrapped_backbone_and_of_a_hand_built_one():
 def test_wrapped_zoo_counts():
     out = check(run([sys.executable, 'tools/analysis/kw_wrapped_zoo.py', 'efficientnet-b0',
                      '--no-speed', '--budgets', '1'])).stdout
-    rows = [line for line in out.splitlines() if line.startswith('| efficientnet-b0')]
+    rows = [line for line in out.splitlines() if line.startswith('| EfficientNet-B0')]
     assert len(rows) == 2 and rows[0].split('|')[2].strip() == '-'
     assert rows[1].split('|')[2].strip() == '1x' and re.search(r'\(\d\.\d\dG\)', rows[1])
+    assert rows[1].split('|')[-3:-1] == [' - ', ' - ']  # no timing
+    assert 'not measured' in out and 'CPU: ' not in out
+
+
+@pytest.mark.slow  # starts a subprocess and times two models
+def test_wrapped_zoo_times_side_by_side_and_writes_the_section(tmp_path):
+    doc = tmp_path / 'zoo.md'
+    doc.write_text('# zoo\n<!-- wrapped-zoo:start -->\n<!-- wrapped-zoo:end -->\nafter\n')
+    proc = check(run([sys.executable, 'tools/analysis/kw_wrapped_zoo.py', 'efficientnet-b0',
+                      '--budgets', '1', '--reps', '1', '--warmup', '0', '--size', '32',
+                      '--batch', '2', '--write', str(doc)]))
+    text = doc.read_text()
+    assert text.startswith('# zoo\n<!-- wrapped-zoo:start -->\nWritten by ')
+    assert text.endswith('<!-- wrapped-zoo:end -->\nafter\n')
+    assert re.search(r'^CPU: .*; 2 threads; GEMM rate \d+ GFLOP/s', text, re.M)
+    kw = [line for line in text.splitlines() if line.startswith('| EfficientNet-B0 | 1x')]
+    assert len(kw) == 1 and re.search(r'\| \d+\.\d\dx \| \d+\.\d\dx \|$', kw[0]), kw
+    assert '| Eval b2 / plain | Train b2 / plain |' in text
+    assert 'eval_bN: 2 models x 1 rounds' in proc.stderr
+
+
+def test_wrapped_zoo_refuses_a_document_without_the_section(tmp_path):
+    doc = tmp_path / 'zoo.md'
+    doc.write_text('# zoo\n')
+    proc = run([sys.executable, 'tools/analysis/kw_wrapped_zoo.py', '--write', str(doc)])
+    assert proc.returncode != 0
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f'--write: {doc} has no wrapped-zoo section: put the lines <!-- wrapped-zoo:start --> '
+        'and <!-- wrapped-zoo:end --> where the table goes')
+    assert doc.read_text() == '# zoo\n'

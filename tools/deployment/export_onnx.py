@@ -50,6 +50,9 @@ def parse_args() -> argparse.Namespace:
                         help='override config entries, key=value')
     parser.add_argument('--no-check', action='store_true',
                         help='do not run the file with onnxruntime')
+    parser.add_argument('--no-optimize', action='store_true',
+                        help="skip torch.onnx's graph optimizer (most of the export time of a "
+                        'deep network; the file computes the same, with more nodes)')
     return parser.parse_args()
 
 
@@ -72,7 +75,8 @@ def main() -> None:
                     mean=preprocessor.get('mean'), std=preprocessor.get('std'))
     print(f'config {args.config}, {target.part}, input [batch, {", ".join(map(str, shape))}], '
           f't = {t:g}')
-    export_onnx(target, args.out, shape, args.dynamic_batch, metadata, batch=batch)
+    export_onnx(target, args.out, shape, args.dynamic_batch, metadata, batch=batch,
+                optimize=not args.no_optimize)
     print(f'wrote {args.out} ({describe_size(args.out)}), batch dimension '
           f'{onnx_batch_dims(args.out)[0]!r}')
     if args.no_check:
