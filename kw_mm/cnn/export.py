@@ -25,15 +25,60 @@ No formulation copies the input once per kernel tap: the convolutions are the ru
 (im2col or direct), which is what makes the exported graph about as fast as the PyTorch path.
 :func:`~kw_mm.cnn.fast.use_kw_impl` ``('export')`` selects this implementation; it also runs in
 eager PyTorch (any batch), which the tests compare with the reference.
+
+An :class:`Epilogue` carries what follows a layer into its formulation when an export-time
+transform (:mod:`kw_mm.deployment.export_fold`) folds it there: an evaluation BatchNorm as a
+per-output-channel factor on the assembled kernels plus a bias, and the activation after it.
+The bias becomes the ``Conv``'s own bias input and the activation follows the ``Conv``
+directly (inside the scan body, before the batch is unfolded), where ONNX Runtime fuses both
+into the convolution as it does for a plain model's ``Conv`` + BatchNorm + activation.
+A point-wise layer with an epilogue runs as a spatial one (a 1x1 ``Conv``), so that its bias and
+activation fuse too.
 """
 import math
-from typing import Optional, Union
+from dataclasses import dataclass
+from typing import Callable, Optional, Union
 
 import torch
 
 from .functional import CONV_FUNCS, KWGeometry, strided_input
 
 BatchSize = Union[int, torch.SymInt]
+Activation = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class Epilogue:
+    """What follows a KW layer, folded into its export formulation.
+
+    The layer then computes ``act(scale * conv(x) + shift)`` (per output channel), with
+    ``scale`` applied to the per-sample kernels and ``shift`` (plus the layer's own bias times
+    ``scale``) as the convolution's bias.
+
+    Args:
+        scale (Tensor): ``[Cout]`` factors (an evaluation BatchNorm's ``weight / std``).
+        shift (Tensor): ``[Cout]`` offsets (the BatchNorm's ``bias - mean * scale``).
+        act (callable, optional): An element-wise activation applied last.
+    """
+
+    scale: torch.Tensor
+    shift: torch.Tensor
+    act: Optional[Activation] = None
+
+    def bias(self, bias: Optional[torch.Tensor]) -> torch.Tensor:
+        """The bias of the folded layer, given the layer's own ``bias``."""
+        return self.shift if bias is None else bias * self.scale + self.shift
+
+    def scale_kernels(self, kernels: torch.Tensor) -> torch.Tensor:
+        """Per-sample kernels ``[B, Cout, ...]`` times ``scale`` per output channel."""
+        return kernels * self.scale.view(1, -1, *([1] * (kernels.dim() - 2)))
+
+    def apply(self, out: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
+        """The epilogue on a layer's output ``[B, Cout, ...]`` computed without it (``bias``
+        already added): the same values, for implementations that do not fold it."""
+        view = (1, -1) + (1, ) * (out.dim() - 2)
+        out = out * self.scale.view(view) + self.shift.view(view)
+        return out if self.act is None else self.act(out)
 
 
 def assemble_kernels(alpha: torch.Tensor, cells: torch.Tensor,
@@ -72,33 +117,53 @@ def pointwise_conv(x: torch.Tensor, kernels: torch.Tensor, geo: KWGeometry) -> t
     return out.reshape(-1, geo.out_channels, *out_size)
 
 
-def batch_folded_conv(x: torch.Tensor, kernels: torch.Tensor, geo: KWGeometry,
-                      batch: int) -> torch.Tensor:
+def batch_folded_conv(x: torch.Tensor, kernels: torch.Tensor, geo: KWGeometry, batch: int,
+                      bias: Optional[torch.Tensor] = None,
+                      act: Optional[Activation] = None) -> torch.Tensor:
     """All samples in one grouped convolution, the batch folded into the channels (``groups *
-    batch`` groups: a static batch size). At batch 1 it is the plain convolution."""
+    batch`` groups: a static batch size). At batch 1 it is the plain convolution. ``bias``
+    (``[Cout]``) and ``act`` apply before the batch is unfolded, next to the ``Conv``."""
     out = CONV_FUNCS[geo.dim](x.reshape(1, batch * geo.in_channels, *x.shape[2:]),
                               kernels.reshape(batch * geo.out_channels, *geo.weight_shape[1:]),
-                              None, groups=geo.groups * batch, **geo.conv_kwargs())
+                              None if bias is None else bias.repeat(batch),
+                              groups=geo.groups * batch, **geo.conv_kwargs())
+    if act is not None:
+        out = act(out)
     return out.reshape(batch, geo.out_channels, *out.shape[2:])
 
 
-def scanned_conv(x: torch.Tensor, kernels: torch.Tensor, geo: KWGeometry) -> torch.Tensor:
-    """Each sample convolved with its own kernel by a scan over the batch (any batch size)."""
+def scanned_conv(x: torch.Tensor, kernels: torch.Tensor, geo: KWGeometry,
+                 bias: Optional[torch.Tensor] = None,
+                 act: Optional[Activation] = None) -> torch.Tensor:
+    """Each sample convolved with its own kernel by a scan over the batch (any batch size);
+    ``bias`` (``[Cout]``) and ``act`` run in the scan body, next to the ``Conv``."""
     from torch._higher_order_ops.scan import scan
     conv = CONV_FUNCS[geo.dim]
     kwargs = dict(groups=geo.groups, **geo.conv_kwargs())
 
     def one_sample(carry: torch.Tensor, sample):
-        xi, wi = sample
+        xi, wi, *bi = sample
+        out = conv(xi, wi, bi[0] if bi else None, **kwargs)
+        if act is not None:
+            out = act(out)
         # The carry is unused (scan needs one) and must not alias its input: a fresh scalar.
-        return carry + 0, conv(xi.unsqueeze(0), wi, None, **kwargs).squeeze(0)
+        return carry + 0, out
 
-    _, out = scan(one_sample, x.new_zeros(()), (x, kernels))
-    return out
+    # The samples are scanned as [1, Cin, ...] slices of [B, 1, Cin, ...] and the body returns
+    # [1, Cout, ...]: no Unsqueeze or Squeeze runs per sample, and the body's last node (the
+    # Conv or its activation) writes straight into the Scan's output. The body can only read
+    # tensors it is given: the bias is scanned too, one copy per sample (a [B, Cout] Expand,
+    # small beside the kernels).
+    xs = (x.unsqueeze(1), kernels)
+    if bias is not None:
+        xs += (bias.expand(x.shape[0], -1), )
+    _, out = scan(one_sample, x.new_zeros(()), xs)
+    return out.flatten(1, 2)
 
 
 def kw_conv_export(x: torch.Tensor, alpha: torch.Tensor, cells: torch.Tensor,
-                   bias: Optional[torch.Tensor], geo: KWGeometry) -> torch.Tensor:
+                   bias: Optional[torch.Tensor], geo: KWGeometry,
+                   epilogue: Optional[Epilogue] = None) -> torch.Tensor:
     """The KW convolution in operators that export with a static or symbolic batch (see the
     module docstring).
 
@@ -108,18 +173,22 @@ def kw_conv_export(x: torch.Tensor, alpha: torch.Tensor, cells: torch.Tensor,
         cells (Tensor): The warehouse ``[n, co, ci, 1, ...]``.
         bias (Tensor, optional): ``[Cout]``.
         geo (KWGeometry): The layer's shapes.
+        epilogue (Epilogue, optional): A BatchNorm (and activation) folded into the layer.
 
     Returns:
-        Tensor: ``[B, Cout, *spatial_out]``, equal to ``kw_conv_reference``'s up to rounding.
+        Tensor: ``[B, Cout, *spatial_out]``, equal to ``kw_conv_reference``'s (followed by the
+        epilogue) up to rounding.
     """
     kernels = assemble_kernels(alpha, cells, geo)
+    act = None
+    if epilogue is not None:
+        kernels, bias, act = epilogue.scale_kernels(kernels), epilogue.bias(bias), epilogue.act
     batch: BatchSize = x.shape[0]
-    if geo.is_pointwise:
+    if geo.is_pointwise and epilogue is None:
         out = pointwise_conv(x, kernels, geo)
-    elif isinstance(batch, int):
-        out = batch_folded_conv(x, kernels, geo, batch)
-    else:
-        out = scanned_conv(x, kernels, geo)
-    if bias is not None:
-        out = out + bias.view(1, -1, *([1] * geo.dim))
-    return out
+        if bias is not None:
+            out = out + bias.view(1, -1, *([1] * geo.dim))
+        return out if act is None else act(out)
+    if isinstance(batch, int):
+        return batch_folded_conv(x, kernels, geo, batch, bias, act)
+    return scanned_conv(x, kernels, geo, bias, act)

@@ -12,7 +12,7 @@ import torch.nn as nn
 
 from . import fast
 from .attention import KWAttention
-from .export import kw_conv_export
+from .export import Epilogue, kw_conv_export
 from .functional import KWGeometry, kw_attention_reference, kw_conv_reference
 from .kw_star import KWStarAttention, kw_star_conv
 from .plan import check_kw_impl
@@ -116,10 +116,20 @@ class KWConvNd(nn.Module):
         return self._owner[0].weights[self.warehouse_index]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # Set only while an export-time transform folds the next layers into this one
+        # (kw_mm.deployment.export_fold); training and evaluation never see it.
+        epilogue: Optional[Epilogue] = self.__dict__.get('export_epilogue')
+        impl = fast.get_kw_impl(self)
+        if impl == 'export' and epilogue is not None:
+            return kw_conv_export(x, self.attention(x), self.cells, self.bias, self.geometry,
+                                  epilogue)
+        out = self._forward(x, impl)
+        return out if epilogue is None else epilogue.apply(out, self.bias)
+
+    def _forward(self, x: torch.Tensor, impl: str) -> torch.Tensor:
         cells = self.cells
         if isinstance(self.attention, KWStarAttention):  # KW* (with ODConv's attentions)
             return kw_star_conv(self, x)
-        impl = fast.get_kw_impl(self)
         if impl == 'reference':
             att = self.attention
             alpha = att.expand(kw_attention_reference(att.logits(x), att.beta, att.mix_temperature,

@@ -20,12 +20,14 @@ exported with.
 import math
 import os
 import re
+from contextlib import ExitStack
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
 
 from kw_mm.cnn import KWConvNd, use_kw_impl
+from .export_fold import folded_norms
 
 #: What can be exported from a model of each toolbox; the first is the default.
 PARTS = {'mmpretrain': ('classifier', 'backbone'), 'mmdet': ('backbone+neck', 'backbone')}
@@ -173,7 +175,7 @@ def example_input(batch: int, shape: Sequence[int], seed: int = 0) -> torch.Tens
 
 def export_onnx(target: nn.Module, path: str, shape: Sequence[int] = (3, 224, 224),
                 dynamic_batch: bool = True, metadata: Optional[Dict[str, str]] = None,
-                batch: int = 1, optimize: bool = True) -> str:
+                batch: int = 1, optimize: bool = True, fold_norms: bool = True) -> str:
     """Export ``target`` (e.g. an :class:`ExportTarget`) to the ONNX file ``path``.
 
     Args:
@@ -189,6 +191,9 @@ def export_onnx(target: nn.Module, path: str, shape: Sequence[int] = (3, 224, 22
             folding and rewrite rules) on the graph. It takes most of the export time of a deep
             network; without it the file computes the same, with more nodes (onnxruntime
             applies its own graph optimizations when it loads a file). Defaults to True.
+        fold_norms (bool): Fold the evaluation BatchNorms (and activations) that follow KW
+            layers into them (:func:`~kw_mm.deployment.export_fold.folded_norms`), so that
+            ONNX Runtime runs them fused with the layers' ``Conv``. Defaults to True.
 
     Returns:
         str: ``path``.
@@ -207,7 +212,10 @@ def export_onnx(target: nn.Module, path: str, shape: Sequence[int] = (3, 224, 22
     # torch.export specializes sizes 0 and 1: trace a symbolic batch with two samples.
     example = example_input(2 if dynamic_batch else batch, shape)
     dynamic_shapes = ({0: torch.export.Dim('batch')}, ) if dynamic_batch else None
-    with torch.no_grad(), use_kw_impl('export'), ModuleTrail(target) as trail:
+    with torch.no_grad(), use_kw_impl('export'), ExitStack() as stack:
+        if fold_norms:
+            stack.enter_context(folded_norms(target, example))
+        trail = stack.enter_context(ModuleTrail(target))
         try:
             program = torch.export.export(target, (example, ), dynamic_shapes=dynamic_shapes,
                                           strict=False)

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from kw_mm.cnn import KWConvNd, use_kw_impl
-from kw_mm.cnn.export import (assemble_kernels, batch_folded_conv, kw_conv_export,
-                              pointwise_conv, scanned_conv)
+from kw_mm.cnn.export import (Epilogue, assemble_kernels, batch_folded_conv,
+                              kw_conv_export, pointwise_conv, scanned_conv)
 from kw_mm.cnn.functional import assemble_kernels_reference, kw_conv_reference
 from tests.test_cnn.test_kw_conv import Net, randomize, spec
 
@@ -112,8 +112,38 @@ def test_exported_graph_uses_the_runtime_convolution(tmp_path):
         convs = [n for n in graph.node if n.op_type == 'Conv']
         if dynamic:
             assert ops.count('Scan') == 1 and not convs, ops
+            scan = next(n for n in graph.node if n.op_type == 'Scan')
+            body = [n.op_type for a in scan.attribute if a.name == 'body' for n in a.g.node]
+            # the per-sample Conv reads its slice and writes the Scan's output directly
+            assert 'Conv' in body and not {'Squeeze', 'Unsqueeze'} & set(body), body
         else:
             assert 'Scan' not in ops and len(convs) == 1, ops
             assert convs[0].input[1] not in initializers  # the weight is computed
         errors = check_onnx(path, model, (4, 6, 6), (1, 3) if dynamic else (2, ))
         assert max(errors.values()) < 1e-5, errors
+
+
+def random_epilogue(channels: int, act=None) -> Epilogue:
+    gen = torch.Generator().manual_seed(4)
+    return Epilogue(0.5 + torch.rand(channels, generator=gen, dtype=torch.float64),
+                    torch.randn(channels, generator=gen, dtype=torch.float64), act)
+
+
+@pytest.mark.parametrize('name', sorted(LAYERS))
+def test_folded_epilogue_matches_the_reference_then_the_epilogue(name):
+    """A BatchNorm and activation folded into the layer (kernels scaled, the bias and the
+    activation next to the convolution) in every convolution of the formulation."""
+    layer, x, alpha = layer_and_input(name, 3)
+    geo = layer.geometry
+    epilogue = random_epilogue(geo.out_channels, torch.nn.Hardtanh(-1.0, 1.0))
+    bias = None if layer.bias is None else layer.bias.detach()
+    with torch.no_grad():
+        expected = epilogue.apply(kw_conv_reference(x, alpha, layer.cells, bias, geo), bias)
+        kernels = epilogue.scale_kernels(assemble_kernels(alpha, layer.cells, geo))
+        folded_bias = epilogue.bias(bias)
+        outs = {'batch-folded': batch_folded_conv(x, kernels, geo, 3, folded_bias, epilogue.act),
+                'scan': scanned_conv(x, kernels, geo, folded_bias, epilogue.act),
+                'layer': kw_conv_export(x, alpha, layer.cells, bias, geo, epilogue)}
+    assert expected.min() == -1 and expected.max() == 1  # the activation clips both ends
+    for how, out in outs.items():
+        torch.testing.assert_close(out, expected, rtol=1e-10, atol=1e-10, msg=how)
