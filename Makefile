@@ -62,6 +62,8 @@ bench: venv
 	$(PY) tools/analysis/benchmark.py --preset paper-cpu --with-reference --load \
 		--markdown work_dirs/bench/eager.md
 	$(PY) tools/analysis/benchmark.py --preset paper-cpu --onnx --markdown work_dirs/bench/onnx.md
+	$(PY) tools/analysis/benchmark.py --preset paper-cpu --compile \
+		--markdown work_dirs/bench/compiled.md
 
 # On a CUDA machine: KW layers and backbones against the CPU oracle, AMP training steps, and the
 # paper's Tables 12 and 16 measured side by side (tools/analysis/gpu_check.py).

@@ -5,9 +5,10 @@ A **contestant** is anything the benchmark can time: a name and two step factori
 :meth:`Contestant.eval_fn` and :meth:`Contestant.train_fn`, each returning a callable without
 arguments that runs one step on given inputs. :class:`Contestant` runs a model eagerly in
 PyTorch (optionally with another KW implementation, ``impl``). Another kind (a compiled model,
-an exported graph in ONNX Runtime) is a subclass that overrides the steps (or sets
-``trains = False`` when it has no training step) and is registered in :data:`CONTESTANT_KINDS`
-with :func:`register_contestant_kind`; :func:`make_contestant` builds one by kind, and
+:class:`~kw_mm.analysis.compiled.CompiledContestant`, kind ``'compiled'``; an exported graph in
+ONNX Runtime) is a subclass that overrides the steps (or sets ``trains = False`` when it has no
+training step) and is registered in :data:`CONTESTANT_KINDS` with
+:func:`register_contestant_kind`; :func:`make_contestant` builds one by kind, and
 :func:`~kw_mm.analysis.benchmark.measure_contestants` times any mix of them side by side.
 """
 import os.path as osp
@@ -243,3 +244,8 @@ def make_contestant(kind: str, name: str, model: nn.Module, spec: ModelSpec,
         raise ValueError(f'contestant kind must be one of {sorted(CONTESTANT_KINDS)}, '
                          f'got {kind!r}')
     return CONTESTANT_KINDS[kind](name, model, spec, device=device, **options)
+
+
+# The kinds kw_mm ships register themselves (after everything above exists: they subclass
+# Contestant).
+from . import compiled  # noqa: E402,F401 ('compiled': torch.compile)

@@ -30,6 +30,7 @@ from kw_mm.deployment.onnx_export import (ExportTarget, export_onnx, relative_er
                                           require)
 from .contestants import build_spec, calibrate_norms, is_kw_model, load_spec
 from .measure import interleaved_times, ratio_stats
+from .report import target_cell
 
 #: ONNX Runtime's graph optimization levels by the names the command line takes.
 OPTIMIZATION_LEVELS = ('disable', 'basic', 'extended', 'all')
@@ -192,13 +193,6 @@ def run_onnx_session(pairs: Sequence, threads: int, batch: int = 8, size: int = 
     return dict(machine=machine, results=results, batch=batch, optimization=optimization)
 
 
-def _ratio_cell(ratio: float, target: Optional[float]) -> str:
-    text = f'{ratio:.2f}x'
-    if target is not None:
-        text += ' (target <= {:g}x: {})'.format(target, 'met' if ratio <= target else 'MISSED')
-    return text
-
-
 def format_onnx_results(results: Sequence[OnnxPairResult],
                         targets: Optional[Dict[str, Dict[str, float]]] = None) -> str:
     """A markdown table: per pair and batch size the four times and the ratios, with the
@@ -214,8 +208,8 @@ def format_onnx_results(results: Sequence[OnnxPairResult],
             parity = ' / '.join(f'{r.parity[name][b]:.1e}' for name in (r.kw, r.plain))
             lines.append('| ' + ' | '.join([
                 f'{r.kw} vs {r.plain}', str(b), *(f'{t[c]:.1f}' for c in CONTESTANTS),
-                _ratio_cell(q['ort'], goals.get('ort')),
-                _ratio_cell(q['ort_vs_eager'], goals.get('ort_vs_eager')),
+                target_cell(q['ort'], goals.get('ort')),
+                target_cell(q['ort_vs_eager'], goals.get('ort_vs_eager')),
                 f"{q['eager']:.2f}x", parity]) + ' |')
     return '\n'.join(lines)
 

@@ -199,6 +199,22 @@ def _against(value: float, target: float) -> str:
     return f'{value:.3f}' if float(text) == target and value != target else text
 
 
+def target_cell(ratio: float, target: Optional[float]) -> str:
+    """A table cell ``<ratio>x``, with ``(target <= <bound>x: met)`` (or ``MISSED``) when a target
+    applies."""
+    text = f'{ratio:.2f}x'
+    if target is not None:
+        text += ' (target <= {:g}x: {})'.format(target, 'met' if ratio <= target else 'MISSED')
+    return text
+
+
+def target_line(label: str, value: float, target: float) -> str:
+    """``- label: <ratio>x (target <= <bound>x): met`` (or ``MISSED``), one line of a target
+    report."""
+    return (f"- {label}: {_against(value, target)}x (target <= {target:g}x): "
+            f"{'met' if value <= target else 'MISSED'}")
+
+
 def target_report(results: Sequence[PairResult], limits: Dict[str, dict], batch: int,
                   loads: Optional[Dict[str, Dict[str, float]]] = None,
                   targets: Targets = NO_TARGETS) -> str:
@@ -214,10 +230,8 @@ def target_report(results: Sequence[PairResult], limits: Dict[str, dict], batch:
     lines = []
 
     def add(label: str, value: float, target: float, profile: Optional[str]) -> None:
-        met = value <= target
-        lines.append(f"- {label}: {_against(value, target)}x (target <= {target:g}x): "
-                     f"{'met' if met else 'MISSED'}")
-        if not met and profile:
+        lines.append(target_line(label, value, target))
+        if value > target and profile:
             lines.append(f'  profile: {profile}')
 
     for r in results:

@@ -51,7 +51,7 @@ from .functional import CONV_FUNCS, KWGeometry, strided_input
 from .plan import KW_IMPLS  # noqa: F401 (the implementations use_kw_impl accepts)
 from .plan import (IM2COL, IM2COL_TRANSPOSED, PIXEL_MAJOR, POINTWISE, LayerPlan, cached_plan,
                    check_kw_impl, static_shape)
-from .fast_im2col import product_into
+from .fast_im2col import incoming_grad, product_into
 from .transposed_cells import transpose_cells
 
 
@@ -248,6 +248,7 @@ class KWConvFunction(torch.autograd.Function):
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out):
+        grad_out = incoming_grad(grad_out)
         x, alpha, cells, *kept = ctx.saved_tensors
         geo, blocks, pointwise = ctx.geo, ctx.blocks, ctx.pointwise
         need_x, need_alpha, need_cells, need_bias = ctx.needs_input_grad[:4]
@@ -318,7 +319,10 @@ def run_plan(plan: LayerPlan, x: torch.Tensor, alpha: torch.Tensor, cells: torch
             raise RuntimeError(f'{IM2COL_TRANSPOSED} has no backward: plan a step with '
                                'gradients with needs_grad=True')
         cells_t = transposed_cells() if transposed_cells is not None else transpose_cells(cells)
-        return fast_im2col_inference.forward(x, alpha, cells_t, bias, geo, plan.input_block)
+        # the block width from the blocks themselves: Dynamo traces the fields of a frozen
+        # dataclass but not its properties (plan.input_block is a graph break)
+        q0, q1 = plan.blocks[0]
+        return fast_im2col_inference.forward(x, alpha, cells_t, bias, geo, q1 - q0)
     if plan.path == IM2COL:
         if not grad:
             return fast_im2col.forward(x, alpha, cells, bias, geo, plan.blocks,
@@ -354,8 +358,11 @@ def kw_conv(x: torch.Tensor,
         transposed_cells (callable, optional): Returns ``cells`` as ``[n, ci, co]``, kept
             between calls (:class:`~kw_mm.cnn.transposed_cells.TransposedCells`); with it the
             plan may run inference on small maps on the ``'im2col-transposed'`` path (called
-            only then). Not used under ``torch.compile``, which cannot trace the kept copy's
-            checks: compiled inference runs the im2col path there.
+            only then). Not used under ``torch.compile``, which cannot keep a copy between
+            calls nor trace its checks: there the plan runs those layers on ``'im2col'``, and
+            a layer forced to ``'im2col-transposed'`` (``kw_impl``) transposes the warehouse
+            inside the graph at every call (inductor's freezing folds that copy into a
+            constant).
         kw_impl (str): ``'auto'`` (or ``'fast'``), or a path name of
             :data:`~kw_mm.cnn.plan.PATHS` to force where it applies. Defaults to ``'auto'``.
 

@@ -53,17 +53,38 @@ def im2col(x: torch.Tensor, geo: KWGeometry) -> Tuple[torch.Tensor, Tuple[int, .
     out_hw = geo.output_size(tuple(x.shape[2:]))
     if geo.is_pointwise:
         return strided_input(x, geo).reshape(batch, channels, -1), out_hw
+    # Every kernel position's window of the padded input as one view [B, kh, kw, C, Ho, Wo],
+    # gathered by a single copy: one parallel region instead of one per kernel position
+    # (short regions are what a competing process makes expensive).
+    windows = kernel_windows(x, geo).permute(0, 4, 5, 1, 2, 3)
+    return gathered(windows).view(batch, -1, out_hw[0] * out_hw[1]), out_hw
+
+
+def gathered(windows: torch.Tensor) -> torch.Tensor:
+    """A contiguous copy of a view (the one copy that gathers im2col columns).
+
+    Always a copy, never a reshape that copies or not depending on the strides: under
+    ``torch.compile`` that choice is made on the strides the tracer predicted, and a 1x1 map
+    (both contiguous and channels-last) may be padded into either layout at run time.
+    """
+    return windows.clone(memory_format=torch.contiguous_format)
+
+
+def kernel_windows(x: torch.Tensor, geo: KWGeometry) -> torch.Tensor:
+    """The padded input's window of every output pixel, ``[B, C, Ho, Wo, kh, kw]`` (a view of
+    the padded input).
+
+    Built by ``unfold`` (a view op that reads the input's actual strides) rather than
+    ``as_strided`` with strides read from the input: under ``torch.compile`` those would be
+    the strides the tracer predicted, fixed in the graph, and a feature map that arrives in
+    another layout at run time (a 1x1 map is both contiguous and channels-last) would be read
+    wrongly, without an error.
+    """
     ph, pw = geo.padding
     padded = F.pad(x, (pw, pw, ph, ph)) if ph or pw else x
     (kh, kw), (sh, sw), (dh, dw) = geo.kernel_size, geo.stride, geo.dilation
-    s_b, s_c, s_h, s_w = padded.stride()
-    # Every kernel position's window of the padded input as one strided view
-    # [B, kh, kw, C, Ho, Wo], gathered by a single copy: one parallel region instead of one
-    # per kernel position (short regions are what a competing process makes expensive).
-    # (the view keeps padded's storage offset: as_strided's default)
-    windows = padded.as_strided((batch, kh, kw, channels, *out_hw),
-                                (s_b, dh * s_h, dw * s_w, s_c, sh * s_h, sw * s_w))
-    return windows.reshape(batch, -1, out_hw[0] * out_hw[1]), out_hw
+    windows = padded.unfold(2, (kh - 1) * dh + 1, sh).unfold(3, (kw - 1) * dw + 1, sw)
+    return windows[..., ::dh, ::dw] if dh > 1 or dw > 1 else windows
 
 
 def col2im(grad_cols: torch.Tensor, geo: KWGeometry, x_shape: torch.Size,
@@ -131,6 +152,21 @@ def product_into(out: torch.Tensor, product, *args: torch.Tensor) -> torch.Tenso
     if torch.compiler.is_compiling():
         return out.copy_(product(*args))
     return product(*args, out=out)
+
+
+def incoming_grad(grad_out: torch.Tensor) -> torch.Tensor:
+    """The output gradient a backward of this package starts from: as it is in eager mode; under
+    ``torch.compile`` a contiguous copy.
+
+    A compiled graph traces a custom Function's backward with the gradient in the layout the
+    tracer predicted, and turns the backward's reshapes into views where that layout allows.
+    The predicted layout can differ from the one the gradient arrives in at run time (a
+    LayerNorm over permuted channels, as in ConvNeXt, hands back a channels-last gradient where
+    the prediction is contiguous), and a view on it then fails: the copy makes both layouts
+    contiguous (eager mode reads the actual strides and needs no copy)."""
+    if torch.compiler.is_compiling():
+        return grad_out.clone(memory_format=torch.contiguous_format)
+    return grad_out
 
 
 def _view(buf: torch.Tensor, *shape: int) -> torch.Tensor:
@@ -213,6 +249,7 @@ class KWIm2colFunction(torch.autograd.Function):
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out):
+        grad_out = incoming_grad(grad_out)
         x, alpha, cells = ctx.saved_tensors
         geo, blocks = ctx.geo, ctx.blocks
         need_x, need_alpha, need_cells, need_bias = ctx.needs_input_grad[:4]

@@ -27,7 +27,6 @@ warehouse changes at every step.
 from typing import Optional, Tuple
 
 import torch
-import torch.nn.functional as F
 
 from . import fast_im2col
 from .functional import KWGeometry
@@ -40,18 +39,12 @@ def im2col_input_blocks(x: torch.Tensor, geo: KWGeometry,
     group, channel) order, one copy."""
     batch = x.shape[0]
     out_hw = geo.output_size(tuple(x.shape[2:]))
-    ph, pw = geo.padding
-    padded = F.pad(x, (pw, pw, ph, ph)) if ph or pw else x
-    (kh, kw), (sh, sw), (dh, dw) = geo.kernel_size, geo.stride, geo.dilation
-    s_b, s_c, s_h, s_w = padded.stride()
-    ci, blocks = geo.cell_in, geo.cell_in // block
+    windows = fast_im2col.kernel_windows(x, geo)  # [B, C, Ho, Wo, kh, kw]
     # input channel = i * ci + k * block + q (input group i, block k, channel q)
-    # (the view keeps padded's storage offset: as_strided's default)
-    windows = padded.as_strided(
-        (batch, kh, kw, geo.groups_in, blocks, block, *out_hw),
-        (s_b, dh * s_h, dw * s_w, ci * s_c, block * s_c, s_c, sh * s_h, sw * s_w))
-    cols = windows.permute(0, 4, 6, 7, 1, 2, 3, 5)  # [B, blocks, Ho, Wo, kh, kw, gi, q]
-    return cols.reshape(batch, blocks, out_hw[0] * out_hw[1], -1), out_hw
+    blocks = geo.cell_in // block
+    windows = windows.unflatten(1, (geo.groups_in, blocks, block))
+    cols = windows.permute(0, 2, 4, 5, 6, 7, 1, 3)  # [B, blocks, Ho, Wo, kh, kw, gi, q]
+    return fast_im2col.gathered(cols).view(batch, blocks, out_hw[0] * out_hw[1], -1), out_hw
 
 
 def forward(x: torch.Tensor, alpha: torch.Tensor, cells_t: torch.Tensor,

@@ -1,14 +1,16 @@
 """``--compile`` of tools/train.py and tools/test.py (kw_mm.runner.compile): the option sets
-mmengine's ``compile`` config key, and the test tool compiles the model's ``test_step``."""
+mmengine's ``compile`` config key, the test tool compiles the model's ``test_step``, and the KW
+demo config trains compiled as it trains eagerly."""
 import argparse
 import os
+import sys
 
 import pytest
 from mmengine.config import Config
 
 from kw_mm.runner.compile import compile_options, compile_test_step, enable_compile
 from kw_mm.runner.launch import add_runner_args, apply_runner_args
-from tests.helpers.tool_runs import DEMO_CLS
+from tests.helpers.tool_runs import DEMO_CLS, check, run, scalars
 
 
 def parse(argv):
@@ -68,3 +70,29 @@ def test_compile_test_step_wraps_the_step_only_when_asked():
     assert compile_test_step(on)
     compiled = vars(on.model)['test_step']
     assert compiled is not Model.test_step and callable(compiled)
+
+
+@pytest.mark.slow  # starts subprocesses
+def test_kw_demo_config_trains_compiled_as_eager(tiny):
+    """``tools/train.py --compile`` trains the KW demo config (KW ResNet18, the temperature
+    anneal) through mmengine's ``compile`` key: the losses and temperatures of every
+    iteration equal those of the eager run. Backend ``aot_eager`` (the graphs Dynamo and
+    AOTAutograd trace, run by eager kernels; inductor's code generation of the whole training
+    step would take minutes here, and its numerics are checked on KW ResNet18 in
+    ``tests/test_models/test_compile.py``)."""
+    compiled_cfg = tiny['tmp'] / 'tiny_cls_compiled.py'
+    compiled_cfg.write_text(f"_base_ = {tiny['cfg']!r}\ncompile = dict(backend='aot_eager')\n")
+    rows = {}
+    for name, argv in (('eager', [tiny['cfg']]), ('compiled', [str(compiled_cfg), '--compile'])):
+        work_dir = tiny['tmp'] / f'compile_option_{name}'
+        check(run([sys.executable, 'tools/train.py', *argv,
+                   '--work-dir', str(work_dir), '--cfg-options', 'randomness.seed=0']))
+        rows[name] = [r for r in scalars(work_dir) if 'loss' in r]
+        if name == 'compiled':
+            log = open(next(work_dir.glob('*/*.log'))).read()
+            assert "compile = dict(backend='aot_eager')" in log
+    assert len(rows['eager']) == len(rows['compiled']) == 4  # 2 epochs of 2 iterations
+    assert [r['kw_temperature'] for r in rows['compiled']] == pytest.approx(
+        [r['kw_temperature'] for r in rows['eager']])
+    assert [r['loss'] for r in rows['compiled']] == pytest.approx(
+        [r['loss'] for r in rows['eager']], rel=1e-4)

@@ -28,6 +28,10 @@ Examples:
     python tools/analysis/benchmark.py --preset paper-cpu --onnx
     python tools/analysis/benchmark.py --onnx configs/kw1x-resnet18_8xb32_in1k.py \
         --ort-optimization basic --onnx-dir work_dirs/onnx
+    # compiled KW vs compiled plain (torch.compile, inductor), beside both in eager
+    python tools/analysis/benchmark.py --preset paper-cpu --compile
+    python tools/analysis/benchmark.py --compile configs/kw1x-resnet18_8xb32_in1k.py \
+        --metrics eval_b1,eval_bN
     # side by side: plain (first), DY-Conv, ODConv, CondConv, KW, KW* in one interleaved run
     python tools/analysis/benchmark.py --side-by-side rivals-mobilenet-v2
     python tools/analysis/benchmark.py --side-by-side configs/resnet18_8xb32_in1k.py \
@@ -45,8 +49,8 @@ import time
 import torch
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))  # benchmark_presets, beside this tool
-from benchmark_presets import (ONNX_TARGETS, PRESETS, SIDE_BY_SIDE_PRESETS,  # noqa: E402
-                               TARGETS)
+from benchmark_presets import (COMPILE_TARGETS, ONNX_TARGETS, PRESETS,  # noqa: E402
+                               SIDE_BY_SIDE_PRESETS, TARGETS)
 
 
 def parse_args() -> argparse.Namespace:
@@ -108,6 +112,12 @@ def parse_args() -> argparse.Namespace:
                         choices=['disable', 'basic', 'extended', 'all'],
                         help="--onnx: onnxruntime's graph optimization level (default all)")
     parser.add_argument('--onnx-dir', help='--onnx: keep the exported files in this folder')
+    parser.add_argument('--compile', action='store_true',
+                        help='time the KW models and their plain twins compiled by '
+                        'torch.compile beside both in eager, with the compile times (default '
+                        "models: the preset's compile_pairs)")
+    parser.add_argument('--compile-backend', default='inductor',
+                        help="--compile: torch.compile's backend (default inductor)")
     parser.add_argument('--json', help='write the results to this JSON file')
     parser.add_argument('--markdown', metavar='FILE',
                         help='also write the printed tables (with the machine header) to this '
@@ -183,6 +193,19 @@ def run(args: argparse.Namespace) -> None:
         tables.append(ob.format_onnx_session(session, ONNX_TARGETS))
         print(tables[-1])
         report.update(ob.onnx_session_to_dict(session))
+    elif args.compile:
+        from kw_mm.analysis import compiled_bench as cb
+        pairs = [bm.parse_pair(m) for m in args.models] or preset.get('compile_pairs', [])
+        if not pairs:
+            sys.exit('--compile needs models or --preset (see --help)')
+        session = cb.run_compiled_session(pairs, threads, batch, args.size or 224, args.reps,
+                                          args.warmup, [m for m in args.metrics.split(',') if m],
+                                          args.compile_backend,
+                                          log=lambda text: print(text, flush=True))
+        print()
+        tables.append(cb.format_compiled_session(session, COMPILE_TARGETS))
+        print(tables[-1])
+        report.update(cb.compiled_session_to_dict(session))
     elif args.layer:
         row = bm.benchmark_layer(cin, cout, k, args.size or 14, batch, stride, groups, args.bias,
                                  args.budget, max(args.reps, 5), args.warmup, args.channels_last)

@@ -2,8 +2,9 @@
 
 ``PRESETS``: KW configs with their plain twins and the settings of a run (``--preset``);
 ``SIDE_BY_SIDE_PRESETS``: the paper's side-by-side sets (``--side-by-side NAME``, the plain
-model first); ``TARGETS``: what ``make bench`` reports as met or MISSED (KW time / plain time,
-2 threads, batch 8, 224x224, on any x86 CPU). Configs are named as in the model index (found in
+model first); ``TARGETS``, ``ONNX_TARGETS``, ``COMPILE_TARGETS``: what ``make bench`` reports as
+met or MISSED (KW time / plain time, 2 threads, batch 8, 224x224, on any x86 CPU), eager, in
+ONNX Runtime and compiled. Configs are named as in the model index (found in
 the installed package outside a checkout).
 """
 from typing import Dict, List
@@ -23,6 +24,12 @@ PRESETS: Dict[str, dict] = {
         threads=2, batch=8, size=224,
         # --onnx: the exported models in ONNX Runtime (kw_mm/analysis/onnx_runtime_bench.py)
         onnx_pairs=[
+            ('configs/kw1x-resnet18_8xb32_in1k.py', 'configs/resnet18_8xb32_in1k.py'),
+            ('configs/kw1x-mobilenet-v2_8xb32-150e_in1k.py',
+             'configs/mobilenet-v2_8xb32-150e_in1k.py'),
+        ],
+        # --compile: both models compiled by torch.compile (kw_mm/analysis/compiled_bench.py)
+        compile_pairs=[
             ('configs/kw1x-resnet18_8xb32_in1k.py', 'configs/resnet18_8xb32_in1k.py'),
             ('configs/kw1x-mobilenet-v2_8xb32-150e_in1k.py',
              'configs/mobilenet-v2_8xb32-150e_in1k.py'),
@@ -82,4 +89,17 @@ TARGETS = Targets(
 ONNX_TARGETS: Dict[str, Dict[str, float]] = {
     'kw1x-resnet18_8xb32_in1k': dict(ort=2.0, ort_vs_eager=1.0),
     'kw1x-mobilenet-v2_8xb32-150e_in1k': dict(ort=2.0, ort_vs_eager=1.0),
+}
+
+#: The targets of ``--compile`` (``torch.compile``, inductor, static shapes, 2 threads, 224x224),
+#: keyed by KW config name: ``compiled`` bounds KW / plain both compiled, ``compiled_vs_eager``
+#: the compiled KW model over the same model in eager, per metric (``eval_b1``, ``eval_b8``:
+#: at batch 8 only, ``train``).
+COMPILE_TARGETS: Dict[str, Dict[str, Dict[str, float]]] = {
+    'kw1x-resnet18_8xb32_in1k': dict(
+        compiled=dict(eval_b1=1.5, eval_b8=1.5),
+        compiled_vs_eager=dict(eval_b1=1.0, eval_b8=1.0, train=1.0)),
+    'kw1x-mobilenet-v2_8xb32-150e_in1k': dict(
+        compiled=dict(eval_b8=1.5),
+        compiled_vs_eager=dict(eval_b1=1.0, eval_b8=1.0, train=1.0)),
 }
