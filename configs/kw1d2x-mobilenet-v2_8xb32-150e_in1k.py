@@ -10,3 +10,6 @@ model = dict(
         budget=0.5,
         cell_in_channels=32,
         reduction=1 / 32))
+
+# Memory per GPU, training step (`tools/analysis/memory.py CONFIG --device cuda`):
+#   2.4 GB at this config's 32 images per GPU (cuda plan, measured on cpu, tensors only).
