@@ -12,3 +12,6 @@ model = dict(
         out_indices=(3, ),
         drop_path_rate=0.1),
     head=dict(in_channels=2048))
+
+# Memory per GPU, training step (`tools/analysis/memory.py CONFIG --device cuda`):
+#   52.9 GB at this config's 512 images per GPU; 13.5 GB at 128 (cuda plan, measured on cpu, tensors only).

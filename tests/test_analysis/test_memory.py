@@ -77,6 +77,16 @@ def test_config_memory_notes_are_the_tools():
     assert noted > 0
 
 
+@pytest.mark.parametrize('config', sorted(
+    osp.basename(p) for p in glob.glob(osp.join(REPO_ROOT, 'configs', '*300e_in1k.py'))))
+def test_every_300_epoch_config_states_its_memory(config):
+    """Their 512 images per GPU exceed most GPUs: each states what it needs."""
+    with open(osp.join(REPO_ROOT, 'configs', config)) as f:
+        assert CONFIG_NOTE_HEAD in f.read().splitlines(), (
+            f'{config}: no memory note; run tools/analysis/memory.py configs/{config} '
+            '--device cuda --annotate')
+
+
 @pytest.mark.parametrize('text,mb', [('24GB', 24576), ('24576MB', 24576), ('16', 16384),
                                      ('1.5GiB', 1536)])
 def test_gpu_memory_sizes(text, mb):
