@@ -173,6 +173,14 @@ def example_input(batch: int, shape: Sequence[int], seed: int = 0) -> torch.Tens
     return torch.randn(batch, *shape, generator=torch.Generator().manual_seed(seed))
 
 
+def _export_error(trail: 'ModuleTrail', err: BaseException) -> 'ExportError':
+    """``err`` as an :class:`ExportError` naming the innermost layer ``trail`` saw running."""
+    where = trail.innermost()
+    layer = (f'layer {_strip_target_prefix(where[0]) or "(top level)"} '
+             f'({_class_path(where[1])})' if where else 'the model')
+    return ExportError(f'{layer} cannot be exported with torch.export: {_first_line(err)}')
+
+
 def export_onnx(target: nn.Module, path: str, shape: Sequence[int] = (3, 224, 224),
                 dynamic_batch: bool = True, metadata: Optional[Dict[str, str]] = None,
                 batch: int = 1, optimize: bool = True, fold_norms: bool = True) -> str:
@@ -214,17 +222,20 @@ def export_onnx(target: nn.Module, path: str, shape: Sequence[int] = (3, 224, 22
     dynamic_shapes = ({0: torch.export.Dim('batch')}, ) if dynamic_batch else None
     with torch.no_grad(), use_kw_impl('export'), ExitStack() as stack:
         if fold_norms:
-            stack.enter_context(folded_norms(target, example))
+            # Its forward pass runs every layer: one that cannot run is named like one that
+            # cannot be traced. (The trail's hooks must be gone before tracing: a moved
+            # activation would carry them into the traced scan.)
+            with ModuleTrail(target) as probe:
+                try:
+                    stack.enter_context(folded_norms(target, example))
+                except Exception as err:  # noqa: BLE001 - re-raised naming the layer
+                    raise _export_error(probe, err) from err
         trail = stack.enter_context(ModuleTrail(target))
         try:
             program = torch.export.export(target, (example, ), dynamic_shapes=dynamic_shapes,
                                           strict=False)
         except Exception as err:  # noqa: BLE001 - re-raised naming the layer
-            where = trail.innermost()
-            layer = (f'layer {_strip_target_prefix(where[0]) or "(top level)"} '
-                     f'({_class_path(where[1])})' if where else 'the model')
-            raise ExportError(f'{layer} cannot be exported with torch.export: '
-                              f'{_first_line(err)}') from err
+            raise _export_error(trail, err) from err
     try:
         onnx_program = torch.onnx.export(program, (example, ), input_names=['input'],
                                          dynamo=True, verbose=False, optimize=optimize)
