@@ -143,20 +143,13 @@ def run_compiled_session(pairs: Sequence, threads: int, batch: int = 8, size: in
                          log: Callable[[str], None] = print) -> dict:
     """:func:`benchmark_compiled_pair` for every (KW, plain) pair at ``threads`` threads, with
     the machine they ran on (:func:`~kw_mm.analysis.machine_report.machine_report`)."""
-    from .machine_report import machine_report
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        machine = machine_report(threads)
-        log(machine.header())
-        results = []
-        for i, (kw, plain) in enumerate(pairs, 1):
-            log(f'[{i}/{len(pairs)}] torch.compile ({backend}): {kw} vs {plain} '
-                f'(threads={threads}, batch={batch})')
-            results.append(benchmark_compiled_pair(kw, plain, batch, size, reps, warmup,
-                                                   metrics, backend, log=log))
-    finally:
-        torch.set_num_threads(previous)
+    from .machine_report import run_pairs
+    machine, results = run_pairs(
+        pairs, threads,
+        lambda kw, plain: (f'torch.compile ({backend}): {kw} vs {plain} (threads={threads}, '
+                           f'batch={batch})'),
+        lambda kw, plain: benchmark_compiled_pair(kw, plain, batch, size, reps, warmup,
+                                                  metrics, backend, log=log), log)
     return dict(machine=machine, results=results, batch=batch, backend=backend)
 
 

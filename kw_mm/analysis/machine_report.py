@@ -168,3 +168,22 @@ def competing_load(processes: int = 1) -> Iterator[List[subprocess.Popen]]:
         for p in procs:
             p.wait()
 
+
+
+def run_pairs(pairs, threads: int, describe, run_pair, log=print):
+    """Run ``run_pair(kw, plain)`` for every pair at ``threads`` threads (restored after),
+    logging the machine header and ``describe(kw, plain)`` before each; returns the machine
+    report and the results."""
+    import torch
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        machine = machine_report(threads)
+        log(machine.header())
+        results = []
+        for i, (kw, plain) in enumerate(pairs, 1):
+            log(f'[{i}/{len(pairs)}] {describe(kw, plain)}')
+            results.append(run_pair(kw, plain))
+    finally:
+        torch.set_num_threads(previous)
+    return machine, results

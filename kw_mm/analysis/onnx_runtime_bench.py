@@ -176,20 +176,13 @@ def run_onnx_session(pairs: Sequence, threads: int, batch: int = 8, size: int = 
                      log: Callable[[str], None] = print) -> dict:
     """:func:`benchmark_onnx_pair` for every (KW, plain) pair at ``threads`` threads, with the
     machine they ran on (:func:`~kw_mm.analysis.machine.machine_report`)."""
-    from .machine_report import machine_report
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        machine = machine_report(threads)
-        log(machine.header())
-        results = []
-        for i, (kw, plain) in enumerate(pairs, 1):
-            log(f'[{i}/{len(pairs)}] ONNX Runtime: {kw} vs {plain} (threads={threads}, '
-                f'batch={batch}, optimization={optimization})')
-            results.append(benchmark_onnx_pair(kw, plain, batch, size, reps, warmup, threads,
-                                               optimization, workdir, log))
-    finally:
-        torch.set_num_threads(previous)
+    from .machine_report import run_pairs
+    machine, results = run_pairs(
+        pairs, threads,
+        lambda kw, plain: (f'ONNX Runtime: {kw} vs {plain} (threads={threads}, batch={batch}, '
+                           f'optimization={optimization})'),
+        lambda kw, plain: benchmark_onnx_pair(kw, plain, batch, size, reps, warmup, threads,
+                                              optimization, workdir, log), log)
     return dict(machine=machine, results=results, batch=batch, optimization=optimization)
 
 
