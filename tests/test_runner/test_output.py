@@ -8,7 +8,10 @@ from mmengine.logging import MMLogger
 from kw_mm.runner.output import INTERNAL_DEPRECATIONS, quiet_internal_deprecations
 
 
-def test_internal_deprecations_reach_the_log_file_not_the_console(tmp_path):
+def test_internal_deprecations_reach_the_log_file_not_the_console(tmp_path, monkeypatch):
+    # FileClient reuses backends made earlier in the process; an empty cache
+    # makes it build (and warn about) its disk backend whatever ran before
+    monkeypatch.setattr(FileClient, '_instances', {})
     log_file = tmp_path / 'run.log'
     logger = MMLogger.get_instance('kw_mm_test_output', log_file=str(log_file))
     console = io.StringIO()
