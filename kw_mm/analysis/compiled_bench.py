@@ -29,6 +29,7 @@ from .benchmark import METRICS, check_metrics, make_inputs, measure_contestants
 from .compiled import CompiledContestant
 from .contestants import Contestant, build_spec, calibrate_norms, is_kw_model, load_spec
 from .measure import ratio_stats
+from .op_profile import format_op_profile, torch_op_profile
 from .report import target_cell, target_line
 
 #: The contestants of a pair, in the order they run in a round.
@@ -64,6 +65,8 @@ class CompiledPairResult:
     compile_s: Dict[str, Dict[str, float]] = field(default_factory=dict)  # metric -> name -> s
     parity: Dict[str, Dict[int, float]] = field(default_factory=dict)  # role -> batch -> err
     raw_ms: Dict[str, Dict[str, List[float]]] = field(default_factory=dict)
+    #: metric -> 'KW' / 'plain' -> the operations taking most of the compiled step's time
+    profiles: Dict[str, Dict[str, str]] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -133,6 +136,13 @@ def benchmark_compiled_pair(kw: str, plain: str, batch: int = 8, size: int = 224
     result.ratios = {metric: {name: ratio_stats(raw, num, den)
                               for name, (num, den) in RATIOS.items()}
                      for metric, raw in measured.raw_ms.items()}
+    for metric in metrics:
+        b, train = (1 if metric == 'eval_b1' else batch), metric == 'train'
+        result.profiles[metric] = {
+            role: format_op_profile(torch_op_profile(
+                getattr(contestants[f'{role} compiled'], 'train_fn' if train else 'eval_fn')(
+                    inputs[b])))
+            for role in ('KW', 'plain')}
     torch._dynamo.reset()  # the compiled graphs of this pair are not needed again
     return result
 
@@ -185,6 +195,10 @@ def format_compiled_results(results: Sequence[CompiledPairResult],
                 if bound[name] is not None:
                     report.append(target_line(f'{r.kw} {key} {RATIO_NAMES[name]}', q[name],
                                               bound[name]))
+                    if q[name] > bound[name] and metric in r.profiles:
+                        report.append('  profile (compiled step, share of self CPU time): '
+                                      + '; '.join(f'{role} {text}' for role, text
+                                                  in r.profiles[metric].items()))
     text = '\n'.join(lines)
     if report:
         text += '\n\nTargets:\n' + '\n'.join(report)

@@ -30,7 +30,8 @@ from kw_mm.deployment.onnx_export import (ExportTarget, export_onnx, relative_er
                                           require)
 from .contestants import build_spec, calibrate_norms, is_kw_model, load_spec
 from .measure import interleaved_times, ratio_stats
-from .report import target_cell
+from .op_profile import format_op_profile, ort_op_profile
+from .report import target_cell, target_line
 
 #: ONNX Runtime's graph optimization levels by the names the command line takes.
 OPTIMIZATION_LEVELS = ('disable', 'basic', 'extended', 'all')
@@ -40,7 +41,8 @@ OPTIMIZATION_LEVELS = ('disable', 'basic', 'extended', 'all')
 TARGET_KEYS = ('ort', 'ort_vs_eager')
 
 
-def ort_session(path: str, threads: int, optimization: str = 'all'):
+def ort_session(path: str, threads: int, optimization: str = 'all',
+                profile_prefix: Optional[str] = None):
     """An onnxruntime CPU session on ``path`` with ``threads`` intra-op threads (one inter-op
     thread, sequential execution: the contestants share the cores as PyTorch's do).
 
@@ -48,6 +50,8 @@ def ort_session(path: str, threads: int, optimization: str = 'all'):
         path (str): The ``.onnx`` file.
         threads (int): Intra-op threads.
         optimization (str): One of :data:`OPTIMIZATION_LEVELS`. Defaults to ``'all'``.
+        profile_prefix (str, optional): Profile every run (onnxruntime's profiler) into a
+            JSON file starting with this path. Defaults to no profiling.
     """
     ort = require('onnxruntime', 'Timing the exported model')
     if optimization not in OPTIMIZATION_LEVELS:
@@ -65,6 +69,9 @@ def ort_session(path: str, threads: int, optimization: str = 'all'):
         'basic': ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
         'extended': ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
         'all': ort.GraphOptimizationLevel.ORT_ENABLE_ALL}[optimization]
+    if profile_prefix:
+        options.enable_profiling = True
+        options.profile_file_prefix = profile_prefix
     return ort.InferenceSession(path, options, providers=['CPUExecutionProvider'])
 
 
@@ -96,6 +103,8 @@ class OnnxPairResult:
     parity: Dict[str, Dict[int, float]] = field(default_factory=dict)  # model -> batch -> err
     file_mb: Dict[str, float] = field(default_factory=dict)
     raw_ms: Dict[str, Dict[str, List[float]]] = field(default_factory=dict)
+    #: b1/bN -> 'KW' / 'plain' -> the operator types taking most of the ORT time
+    profiles: Dict[str, Dict[str, str]] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -106,6 +115,8 @@ CONTESTANTS = ('KW ORT', 'plain ORT', 'KW eager', 'plain eager')
 #: Ratio name -> (numerator, denominator) contestants.
 RATIOS = {'ort': ('KW ORT', 'plain ORT'), 'ort_vs_eager': ('KW ORT', 'KW eager'),
           'eager': ('KW eager', 'plain eager'), 'plain_ort_vs_eager': ('plain ORT', 'plain eager')}
+#: How the target report names the ratios.
+RATIO_NAMES = {'ort': 'ORT KW/plain', 'ort_vs_eager': 'KW ORT/eager'}
 
 
 def benchmark_onnx_pair(kw: str, plain: str, batch: int = 8, size: int = 224, reps: int = 10,
@@ -167,6 +178,12 @@ def benchmark_onnx_pair(kw: str, plain: str, batch: int = 8, size: int = 224, re
             result.times_ms[key] = {k: statistics.median(v) * 1e3 for k, v in times.items()}
             result.ratios[key] = {name: ratio_stats(times, num, den)
                                   for name, (num, den) in RATIOS.items()}
+            result.profiles[key] = {
+                role: format_op_profile(ort_op_profile(
+                    os.path.join(folder, f'{spec.name}.onnx'),
+                    {sessions[role].get_inputs()[0].name: inputs[b].numpy()}, threads,
+                    optimization))
+                for role, spec in (('KW', kw_spec), ('plain', plain_spec))}
     return result
 
 
@@ -194,17 +211,30 @@ def format_onnx_results(results: Sequence[OnnxPairResult],
     header = ['Model', 'Batch', 'KW ORT ms', 'plain ORT ms', 'KW eager ms', 'plain eager ms',
               'ORT KW/plain', 'KW ORT/eager', 'eager KW/plain', 'parity KW / plain']
     lines = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
+    report = []
     for r in results:
         goals = (targets or {}).get(r.kw, {})
         for key, b in (('b1', 1), ('bN', r.batch)):
             t, q = r.times_ms[key], r.ratios[key]
+            for name in TARGET_KEYS:
+                if goals.get(name) is None:
+                    continue
+                report.append(target_line(f'{r.kw} batch {b} {RATIO_NAMES[name]}', q[name],
+                                          goals[name]))
+                if q[name] > goals[name] and key in r.profiles:
+                    report.append('  profile (ONNX Runtime operators, share of node time): '
+                                  + '; '.join(f'{role} {text}' for role, text
+                                              in r.profiles[key].items()))
             parity = ' / '.join(f'{r.parity[name][b]:.1e}' for name in (r.kw, r.plain))
             lines.append('| ' + ' | '.join([
                 f'{r.kw} vs {r.plain}', str(b), *(f'{t[c]:.1f}' for c in CONTESTANTS),
                 target_cell(q['ort'], goals.get('ort')),
                 target_cell(q['ort_vs_eager'], goals.get('ort_vs_eager')),
                 f"{q['eager']:.2f}x", parity]) + ' |')
-    return '\n'.join(lines)
+    text = '\n'.join(lines)
+    if report:
+        text += '\n\nTargets:\n' + '\n'.join(report)
+    return text
 
 
 def format_onnx_session(session: dict,

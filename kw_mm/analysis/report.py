@@ -41,12 +41,7 @@ NO_TARGETS = Targets()
 
 # ----------------------------------------------------------------------------------- pairs
 def _ratio_cell(ratio: Optional[float], target: Optional[float] = None) -> str:
-    if ratio is None:
-        return '-'
-    text = f'{ratio:.2f}x'
-    if target is not None:
-        text += ' (target <= {:g}x: {})'.format(target, 'met' if ratio <= target else 'missed')
-    return text
+    return '-' if ratio is None else target_cell(ratio, target)
 
 
 def format_pairs(results: Sequence[PairResult], batch: int,

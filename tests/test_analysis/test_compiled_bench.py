@@ -4,6 +4,7 @@ generation), no timing asserts."""
 import importlib.util
 import json
 import os.path as osp
+import re
 
 import pytest
 import torch
@@ -66,6 +67,13 @@ def test_compiled_pair_times_four_contestants_and_reports_targets():
     rows = [row for row in table.splitlines() if row.startswith('|')]
     assert len(rows) == 2 + 3 and len({row.count('|') for row in rows}) == 1
     assert '(target <= 0x: MISSED)' in table and '(target <= 1e+09x: met)' in table
+    # a miss carries the profile of both compiled steps; a met target none
+    report = table.split('Targets:')[1].splitlines()
+    miss = next(i for i, line in enumerate(report) if line.endswith('MISSED'))
+    assert report[miss + 1].startswith('  profile (compiled step')
+    assert re.search(r'KW \S.* \d+% \(\d+ calls\).*; plain \S.* \d+% \(\d+ calls\)',
+                     report[miss + 1]), report[miss + 1]
+    assert sum('profile' in line for line in report) == 1
     assert f'- {result.kw} eval_b2 compiled KW/plain:' in table
     assert f'- {result.kw} eval_b1 KW compiled/eager:' in table
     assert 'eager KW/plain: ' not in table  # only the compiled ratios take targets
