@@ -5,4 +5,5 @@ _base_ = './_base_/convnext-tiny_8xb512-300e_in1k.py'
 model = dict(backbone=dict(type='ConvNeXt', arch='tiny', drop_path_rate=0.1))
 
 # Memory per GPU, training step (`tools/analysis/memory.py CONFIG --device cuda`):
-#   51.7 GB at this config's 512 images per GPU; 13.2 GB at 128 (cuda plan, measured on cpu, tensors only).
+#   51.7 GB at this config's 512 images per GPU; 13.2 GB at 128
+#   (cuda plan, measured on cpu, tensors only).

@@ -6,4 +6,5 @@ model = dict(
     head=dict(in_channels=2048))
 
 # Memory per GPU, training step (`tools/analysis/memory.py CONFIG --device cuda`):
-#   93.4 GB at this config's 512 images per GPU; 24.2 GB at 128 (cuda plan, measured on cpu, tensors only).
+#   93.4 GB at this config's 512 images per GPU; 24.2 GB at 128
+#   (cuda plan, measured on cpu, tensors only).

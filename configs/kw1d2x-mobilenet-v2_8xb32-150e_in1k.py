@@ -12,4 +12,5 @@ model = dict(
         reduction=1 / 32))
 
 # Memory per GPU, training step (`tools/analysis/memory.py CONFIG --device cuda`):
-#   2.4 GB at this config's 32 images per GPU (cuda plan, measured on cpu, tensors only).
+#   2.4 GB at this config's 32 images per GPU
+#   (cuda plan, measured on cpu, tensors only).

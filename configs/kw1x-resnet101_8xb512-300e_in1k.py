@@ -24,4 +24,5 @@ model = dict(
 custom_hooks = [dict(type='kw_mm.KWTemperatureHook', anneal_epochs=20)]
 
 # Memory per GPU, training step (`tools/analysis/memory.py CONFIG --device cuda`):
-#   61.5 GB at this config's 512 images per GPU; 15.9 GB at 128 (cuda plan, measured on cpu, tensors only).
+#   61.5 GB at this config's 512 images per GPU; 15.9 GB at 128
+#   (cuda plan, measured on cpu, tensors only).

@@ -19,4 +19,5 @@ model = dict(
 custom_hooks = [dict(type='kw_mm.KWTemperatureHook', anneal_epochs=20)]
 
 # Memory per GPU, training step (`tools/analysis/memory.py CONFIG --device cuda`):
-#   52.4 GB at this config's 512 images per GPU; 13.5 GB at 128 (cuda plan, measured on cpu, tensors only).
+#   52.4 GB at this config's 512 images per GPU; 13.5 GB at 128
+#   (cuda plan, measured on cpu, tensors only).

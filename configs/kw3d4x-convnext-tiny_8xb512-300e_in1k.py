@@ -5,4 +5,5 @@ _base_ = './_base_/kw-convnext-tiny_8xb512-300e_in1k.py'
 model = dict(backbone=dict(budget=0.75, layout='paper'))
 
 # Memory per GPU, training step (`tools/analysis/memory.py CONFIG --device cuda`):
-#   54.2 GB at this config's 512 images per GPU; 13.9 GB at 128 (cuda plan, measured on cpu, tensors only).
+#   54.2 GB at this config's 512 images per GPU; 13.9 GB at 128
+#   (cuda plan, measured on cpu, tensors only).

@@ -7,4 +7,5 @@ model = dict(
     head=dict(in_channels=2048))
 
 # Memory per GPU, training step (`tools/analysis/memory.py CONFIG --device cuda`):
-#   41.8 GB at this config's 512 images per GPU; 11.8 GB at 128 (cuda plan, measured on cpu, tensors only).
+#   41.8 GB at this config's 512 images per GPU; 11.8 GB at 128
+#   (cuda plan, measured on cpu, tensors only).

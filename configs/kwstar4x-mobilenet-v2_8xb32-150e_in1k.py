@@ -7,4 +7,5 @@ _base_ = './kw4x-mobilenet-v2_8xb32-150e_in1k.py'
 model = dict(backbone=dict(omni_attention=True))
 
 # Memory per GPU, training step (`tools/analysis/memory.py CONFIG --device cuda`):
-#   4.1 GB at this config's 32 images per GPU (cuda plan, measured on cpu, tensors only).
+#   4.1 GB at this config's 32 images per GPU
+#   (cuda plan, measured on cpu, tensors only).

@@ -5,4 +5,5 @@ _base_ = './_base_/dynamic-mobilenet-v2_8xb32-150e_in1k.py'
 model = dict(backbone=dict(method='odconv', widen_factor=1.0, num_kernels=4))
 
 # Memory per GPU, training step (`tools/analysis/memory.py CONFIG --device cuda`):
-#   4.0 GB at this config's 32 images per GPU (cuda plan, measured on cpu, tensors only).
+#   4.0 GB at this config's 32 images per GPU
+#   (cuda plan, measured on cpu, tensors only).

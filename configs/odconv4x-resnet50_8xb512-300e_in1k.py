@@ -6,4 +6,5 @@ model = dict(
     head=dict(in_channels=2048))
 
 # Memory per GPU, training step (`tools/analysis/memory.py CONFIG --device cuda`):
-#   143.2 GB at this config's 512 images per GPU; 36.6 GB at 128 (cuda plan, measured on cpu, tensors only).
+#   143.2 GB at this config's 512 images per GPU; 36.6 GB at 128
+#   (cuda plan, measured on cpu, tensors only).

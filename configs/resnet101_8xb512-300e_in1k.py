@@ -6,4 +6,5 @@ model = dict(
     backbone=dict(depth=101, drop_path_rate=0.1), head=dict(in_channels=2048))
 
 # Memory per GPU, training step (`tools/analysis/memory.py CONFIG --device cuda`):
-#   60.1 GB at this config's 512 images per GPU; 15.4 GB at 128 (cuda plan, measured on cpu, tensors only).
+#   60.1 GB at this config's 512 images per GPU; 15.4 GB at 128
+#   (cuda plan, measured on cpu, tensors only).

@@ -7,4 +7,5 @@ model = dict(
     backbone=dict(depth=50, drop_path_rate=0.1), head=dict(in_channels=2048))
 
 # Memory per GPU, training step (`tools/analysis/memory.py CONFIG --device cuda`):
-#   40.4 GB at this config's 512 images per GPU; 10.4 GB at 128 (cuda plan, measured on cpu, tensors only).
+#   40.4 GB at this config's 512 images per GPU; 10.4 GB at 128
+#   (cuda plan, measured on cpu, tensors only).

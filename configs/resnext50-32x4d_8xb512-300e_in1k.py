@@ -14,4 +14,5 @@ model = dict(
     head=dict(in_channels=2048))
 
 # Memory per GPU, training step (`tools/analysis/memory.py CONFIG --device cuda`):
-#   52.9 GB at this config's 512 images per GPU; 13.5 GB at 128 (cuda plan, measured on cpu, tensors only).
+#   52.9 GB at this config's 512 images per GPU; 13.5 GB at 128
+#   (cuda plan, measured on cpu, tensors only).

@@ -306,14 +306,14 @@ SMALL_GPU_BATCH = 128
 
 
 def config_note(result: MemoryResult, batch: int) -> str:
-    """The two comment lines stating a config's training memory per GPU: at its own batch and,
+    """The comment lines stating a config's training memory per GPU: at its own batch and,
     when that is larger, at :data:`SMALL_GPU_BATCH` (the override for smaller GPUs)."""
     gb = 2**30
     text = (f'#   {result.total("train", batch) / gb:.1f} GB at this config\'s {batch} images '
             'per GPU')
     if batch > SMALL_GPU_BATCH:
         text += f'; {result.total("train", SMALL_GPU_BATCH) / gb:.1f} GB at {SMALL_GPU_BATCH}'
-    return f'{CONFIG_NOTE_HEAD}\n{text} ({result.plan}, tensors only).'
+    return f'{CONFIG_NOTE_HEAD}\n{text}\n#   ({result.plan}, tensors only).'
 
 
 def annotate_config(path: str, note: str) -> None:

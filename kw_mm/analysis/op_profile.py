@@ -5,12 +5,17 @@
 return :class:`OpShare` rows, the operations that took most of the time, which
 :func:`format_op_profile` writes as one line (``Conv 61% (53 calls), MatMul 22% (...)``).
 """
+import bisect
 import json
 import os
 import tempfile
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Sequence
+
+
+#: ONNX operators that run subgraphs; their body's nodes are profiled as nodes of their own.
+CONTROL_FLOW = ('Scan', 'Loop', 'If')
 
 
 @dataclass
@@ -56,7 +61,8 @@ def ort_op_profile(path: str, feed: Dict[str, object], threads: int,
                    top: int = 5) -> List[OpShare]:
     """The ``top`` operator types of the ONNX model at ``path`` by node time over ``rounds``
     runs on ``feed`` (onnxruntime's profiler, in a session of its own with the benchmark's
-    settings; the first run, which allocates, is left out)."""
+    settings; the first run, which allocates, is left out). A control-flow operator counts
+    its own time only: the nodes of its body count under their own types."""
     from .onnx_runtime_bench import ort_session
     with tempfile.TemporaryDirectory() as folder:
         session = ort_session(path, threads, optimization,
@@ -67,14 +73,24 @@ def ort_op_profile(path: str, feed: Dict[str, object], threads: int,
             events = json.load(f)
     run_starts = sorted(e['ts'] for e in events if e.get('name') == 'model_run')
     counted_from = run_starts[1] if len(run_starts) > 1 else 0
+    nodes = [(e['ts'], e['dur'], e.get('args', {}).get('op_name', '?')) for e in events
+             if e.get('cat') == 'Node' and e.get('name', '').endswith('_kernel_time')
+             and e['ts'] >= counted_from]
+    # A control-flow node (Scan, Loop, If) is timed including the nodes of its body, which
+    # are timed too: it keeps only its own time (runs are sequential, one inter-op thread).
+    spans = sorted((ts, ts + dur, i) for i, (ts, dur, op) in enumerate(nodes)
+                   if op in CONTROL_FLOW)
+    starts = [span[0] for span in spans]
+    inner = [0.0] * len(nodes)
+    for ts, dur, op in nodes:
+        k = bisect.bisect_right(starts, ts) - 1
+        if op not in CONTROL_FLOW and k >= 0 and ts + dur <= spans[k][1]:
+            inner[spans[k][2]] += dur
     totals: Dict[str, float] = defaultdict(float)
     calls: Dict[str, int] = defaultdict(int)
-    for e in events:
-        if (e.get('cat') == 'Node' and e.get('name', '').endswith('_kernel_time')
-                and e['ts'] >= counted_from):
-            op = e.get('args', {}).get('op_name', '?')
-            totals[op] += e['dur']
-            calls[op] += 1
+    for i, (ts, dur, op) in enumerate(nodes):
+        totals[op] += dur - inner[i]
+        calls[op] += 1
     return [OpShare(s.name, s.share, s.calls // rounds) for s in _top(totals, calls, top)]
 
 

@@ -43,8 +43,8 @@ def test_config_note_states_the_config_batch_and_the_small_gpu_override():
     result = _result('kw1x-resnet50_8xb512-300e_in1k', 1024, 100)
     assert config_note(result, 512).splitlines() == [
         CONFIG_NOTE_HEAD,
-        "#   51.0 GB at this config's 512 images per GPU; 13.5 GB at 128 (cuda plan, "
-        'tensors only).']
+        "#   51.0 GB at this config's 512 images per GPU; 13.5 GB at 128",
+        '#   (cuda plan, tensors only).']
     assert '; ' not in config_note(result, 32).splitlines()[1]
 
 
@@ -56,7 +56,7 @@ def test_annotate_config_replaces_its_own_note_only(tmp_path):
     lines = path.read_text().splitlines()
     assert lines[:3] == ["_base_ = 'x.py'", '# other comment', '#   indented comment']
     assert lines.count(CONFIG_NOTE_HEAD) == 1
-    assert lines[-1].startswith("#   6.0 GB at this config's 512")
+    assert lines[-2].startswith("#   6.0 GB at this config's 512")
 
 
 def test_config_memory_notes_are_the_tools():
@@ -69,9 +69,12 @@ def test_config_memory_notes_are_the_tools():
         if CONFIG_NOTE_HEAD not in lines:
             continue
         noted += 1
-        note = lines[lines.index(CONFIG_NOTE_HEAD) + 1]
+        start = lines.index(CONFIG_NOTE_HEAD)
+        note, source = lines[start + 1:start + 3]
         assert re.fullmatch(r"#   \d+\.\d GB at this config's (\d+) images per GPU"
-                            r"(; \d+\.\d GB at 128)? \(.* plan.*, tensors only\)\.", note), (path, note)
+                            r"(; \d+\.\d GB at 128)?", note), (path, note)
+        assert re.fullmatch(r'#   \(.* plan.*, tensors only\)\.', source), (path, source)
+        assert all(len(line) <= 100 for line in lines[start:start + 3]), path
         batch = int(re.search(r"config's (\d+) images", note).group(1))
         assert ('GB at 128' in note) == (batch > 128), (path, note)
     assert noted > 0

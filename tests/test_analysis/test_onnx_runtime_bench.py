@@ -73,3 +73,28 @@ def test_ort_profile_shares_add_up_over_the_operator_types(pair_result):
     assert 'Conv' in [r.name for r in rows]
     assert abs(sum(r.share for r in rows) - 1.0) < 1e-6
     assert all(r.calls >= 1 for r in rows)
+
+
+def test_ort_profile_counts_a_scan_body_under_its_own_operators(tmp_path):
+    """A Scan is timed including its body: the profile gives it only its own time."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper
+    body = helper.make_graph(
+        [helper.make_node('MatMul', ['x_i', 'w'], ['y_i'])], 'body',
+        [helper.make_tensor_value_info('x_i', TensorProto.FLOAT, [256, 256])],
+        [helper.make_tensor_value_info('y_i', TensorProto.FLOAT, [256, 256])])
+    weight = np.random.RandomState(0).randn(256, 256).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node('Scan', ['x'], ['y'], body=body, num_scan_inputs=1)], 'scan',
+        [helper.make_tensor_value_info('x', TensorProto.FLOAT, [8, 256, 256])],
+        [helper.make_tensor_value_info('y', TensorProto.FLOAT, [8, 256, 256])],
+        [onnx.numpy_helper.from_array(weight, 'w')])
+    path = str(tmp_path / 'scan.onnx')
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid('', 17)]), path)
+    feed = {'x': np.random.RandomState(1).randn(8, 256, 256).astype(np.float32)}
+    rows = {r.name: r for r in ort_op_profile(path, feed, threads=1, top=10)}
+    assert set(rows) == {'Scan', 'MatMul'}
+    assert rows['MatMul'].calls == 8 and rows['Scan'].calls == 1
+    assert rows['MatMul'].share > 0.5 > rows['Scan'].share
+    assert abs(sum(r.share for r in rows.values()) - 1.0) < 1e-6

@@ -28,16 +28,14 @@ from mmengine.utils import get_installed_path
 
 from kw_mm import get_temperature
 from kw_mm.apis import init_model
-from kw_mm.cnn import AttentionBatchNorm1d, KWAttention, KWConv2d, use_kw_impl
+from kw_mm.cnn import KWConv2d
 from kw_mm.deployment import (ExportError, ExportTarget, check_onnx, export_onnx,
-                              onnx_batch_dims, relative_error)
+                              onnx_batch_dims)
 from tests.helpers import REPO_ROOT
+from tests.helpers.export_checks import TOLERANCE, check_round_trip, make_trained_like
 from tests.helpers.tool_runs import check, run
 
 SIZE = 64
-TOLERANCE = 1e-4
-#: Logit added to each mixture's assigned cell (see the module docstring).
-ATTENTION_FOCUS = 32.0
 MODELS = {
     'kw1x-resnet18': 'configs/kw1x-resnet18_8xb32_in1k.py',
     'kw1x-mobilenet-v2': 'configs/kw1x-mobilenet-v2_8xb32-150e_in1k.py',
@@ -45,82 +43,16 @@ MODELS = {
 }
 
 
-def calibrate_batch_norms(module: nn.Module, inputs: torch.Tensor, center: bool = True) -> None:
-    """Give the network's BatchNorms the statistics of their input on ``inputs``, as training
-    would (eval mode throughout, so frozen norms are calibrated too). The attentions'
-    BatchNorm1d keep their defaults: statistics of a few pooled vectors would make the
-    attentions ill-conditioned and amplify float rounding without bound.
-
-    With ``center=False`` a norm only rescales its input (running mean 0, running variance the
-    mean square): removing the mean of a ReLU's output magnifies the relative size of what is
-    left, rounding errors included, and over the tens of layers of a ResNet-101 or RegNetX of
-    random weights that alone brings two float32 implementations (even of the plain network)
-    to the 1e-4 the exports are held to. Rescaled, the activations keep their size and the
-    network its sensitivity to every layer."""
-    def hook(norm, args):
-        x = args[0].detach()
-        dims = [d for d in range(x.dim()) if d != 1]
-        if center:
-            norm.running_mean.copy_(x.mean(dims))
-            norm.running_var.copy_(x.var(dims, unbiased=False))
-        else:
-            norm.running_mean.zero_()
-            norm.running_var.copy_(x.pow(2).mean(dims))
-
-    norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
-             and not isinstance(m, AttentionBatchNorm1d)]
-    handles = [m.register_forward_pre_hook(hook) for m in norms]
-    module.eval()
-    with torch.no_grad():
-        module(inputs)
-    for handle in handles:
-        handle.remove()
-
-
-def concentrate_attentions(model: nn.Module, strength: float = ATTENTION_FOCUS) -> None:
-    """Add ``strength`` to the logit of every mixture's assigned cell (fc2 bias)."""
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, KWAttention):
-                assert not m.use_basis
-                m.fc2.bias.add_(strength * m.beta.flatten())
-
-
 def trained_like(config: str, part=None) -> ExportTarget:
     torch.manual_seed(0)
     model, t = init_model(osp.join(REPO_ROOT, config))
     assert t == 0.0 and get_temperature(model) == 0.0
-    concentrate_attentions(model)
-    target = ExportTarget(model, model.cfg.default_scope, part)
-    calibrate_batch_norms(target, torch.randn(4, 3, SIZE, SIZE,
-                                              generator=torch.Generator().manual_seed(2)))
-    return target
+    return make_trained_like(model, SIZE, model.cfg.default_scope, part)
 
 
 @pytest.mark.parametrize('name', sorted(MODELS))
 def test_one_file_serves_batch_1_and_3(name, tmp_path):
-    target = trained_like(MODELS[name])
-    x = torch.randn(3, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(3))
-    spread = []  # how much each attention differs between two samples
-    handles = [m.register_forward_hook(lambda m, a, out: spread.append(
-        (out[0] - out[1]).abs().max().item())) for m in target.modules()
-        if isinstance(m, KWAttention)]
-    with torch.no_grad():
-        scores = target(x)
-    for handle in handles:
-        handle.remove()
-    with torch.no_grad(), use_kw_impl('reference'):
-        reference = target(x)
-    assert scores.shape == (3, 1000) and scores.std() > 0.1  # a live network
-    assert max(spread) > 0.05  # per-sample attentions
-    assert relative_error(scores, reference) < TOLERANCE / 2  # a well-conditioned one
-    path = export_onnx(target, str(tmp_path / f'{name}.onnx'), (3, SIZE, SIZE),
-                       dynamic_batch=True)
-    dims = onnx_batch_dims(path)
-    assert all(not d.isdigit() for d in dims), f'batch dimension not symbolic: {dims}'
-    errors = check_onnx(path, target, (3, SIZE, SIZE), batch_sizes=(1, 3))
-    print(f'{name}: max relative error batch 1 {errors[1]:.2e}, batch 3 {errors[3]:.2e}')
-    assert set(errors) == {1, 3} and max(errors.values()) < TOLERANCE, errors
+    check_round_trip(trained_like(MODELS[name]), str(tmp_path / f'{name}.onnx'), SIZE)
 
 
 def test_static_batch_export_fixes_batch_1(tmp_path):
