@@ -30,7 +30,7 @@ from .compiled import CompiledContestant
 from .contestants import Contestant, build_spec, calibrate_norms, is_kw_model, load_spec
 from .measure import ratio_stats
 from .op_profile import format_op_profile, torch_op_profile
-from .report import target_cell, target_line
+from .report import target_cell, target_lines
 
 #: The contestants of a pair, in the order they run in a round.
 CONTESTANTS = ('KW compiled', 'plain compiled', 'KW eager', 'plain eager')
@@ -193,12 +193,9 @@ def format_compiled_results(results: Sequence[CompiledPairResult],
                            for role in ('KW', 'plain')), parity]) + ' |')
             for name in TARGET_RATIOS:
                 if bound[name] is not None:
-                    report.append(target_line(f'{r.kw} {key} {RATIO_NAMES[name]}', q[name],
-                                              bound[name]))
-                    if q[name] > bound[name] and metric in r.profiles:
-                        report.append('  profile (compiled step, share of self CPU time): '
-                                      + '; '.join(f'{role} {text}' for role, text
-                                                  in r.profiles[metric].items()))
+                    report += target_lines(f'{r.kw} {key} {RATIO_NAMES[name]}', q[name],
+                                           bound[name], 'compiled step, share of self CPU time',
+                                           r.profiles.get(metric))
     text = '\n'.join(lines)
     if report:
         text += '\n\nTargets:\n' + '\n'.join(report)

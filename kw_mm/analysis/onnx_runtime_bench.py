@@ -31,7 +31,7 @@ from kw_mm.deployment.onnx_export import (ExportTarget, export_onnx, relative_er
 from .contestants import build_spec, calibrate_norms, is_kw_model, load_spec
 from .measure import interleaved_times, ratio_stats
 from .op_profile import format_op_profile, ort_op_profile
-from .report import target_cell, target_line
+from .report import target_cell, target_lines
 
 #: ONNX Runtime's graph optimization levels by the names the command line takes.
 OPTIMIZATION_LEVELS = ('disable', 'basic', 'extended', 'all')
@@ -219,12 +219,9 @@ def format_onnx_results(results: Sequence[OnnxPairResult],
             for name in TARGET_KEYS:
                 if goals.get(name) is None:
                     continue
-                report.append(target_line(f'{r.kw} batch {b} {RATIO_NAMES[name]}', q[name],
-                                          goals[name]))
-                if q[name] > goals[name] and key in r.profiles:
-                    report.append('  profile (ONNX Runtime operators, share of node time): '
-                                  + '; '.join(f'{role} {text}' for role, text
-                                              in r.profiles[key].items()))
+                report += target_lines(f'{r.kw} batch {b} {RATIO_NAMES[name]}', q[name],
+                                       goals[name], 'ONNX Runtime operators, share of node time',
+                                       r.profiles.get(key))
             parity = ' / '.join(f'{r.parity[name][b]:.1e}' for name in (r.kw, r.plain))
             lines.append('| ' + ' | '.join([
                 f'{r.kw} vs {r.plain}', str(b), *(f'{t[c]:.1f}' for c in CONTESTANTS),

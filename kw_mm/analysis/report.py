@@ -5,7 +5,7 @@ The targets are not part of the library: the tool that prints a report passes th
 (:class:`Targets`; ``tools/analysis/benchmark_presets.py`` holds those of ``make bench``).
 """
 from dataclasses import dataclass, field
-from typing import Dict, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 from .benchmark import METRICS, PairResult, SideBySideResult
 from .limit import TRAIN_FACTOR
@@ -208,6 +208,17 @@ def target_line(label: str, value: float, target: float) -> str:
     report."""
     return (f"- {label}: {_against(value, target)}x (target <= {target:g}x): "
             f"{'met' if value <= target else 'MISSED'}")
+
+
+def target_lines(label: str, value: float, target: float, profile_kind: str,
+                 profiles: Optional[Dict[str, str]]) -> List[str]:
+    """:func:`target_line`, and under a miss the ``profiles`` of the models (role -> the
+    operations taking most of the time), headed ``profile (<profile_kind>)``."""
+    lines = [target_line(label, value, target)]
+    if value > target and profiles:
+        lines.append(f'  profile ({profile_kind}): '
+                     + '; '.join(f'{role} {text}' for role, text in profiles.items()))
+    return lines
 
 
 def target_report(results: Sequence[PairResult], limits: Dict[str, dict], batch: int,
