@@ -120,12 +120,10 @@ def benchmark_compiled_pair(kw: str, plain: str, batch: int = 8, size: int = 224
         contestants[compiled.name], contestants[eager.name] = compiled, eager
     result = CompiledPairResult(kw_spec.name, plain_spec.name, batch, backend)
     for metric in metrics:
-        b = 1 if metric == 'eval_b1' else batch
         result.compile_s[metric] = {}
         for name in ('KW compiled', 'plain compiled'):
             c = contestants[name]
-            step = (c.train_fn if metric == 'train' else c.eval_fn)(inputs[b])
-            seconds = c.warm(metric, step)
+            seconds = c.warm(metric, c.metric_fn(metric, inputs, batch))
             result.compile_s[metric][name] = seconds
             log(f'  {name} {metric}: compiled in {seconds:.1f} s')
     result.parity = {role: _parity(contestants[f'{role} compiled'], inputs)
@@ -137,11 +135,9 @@ def benchmark_compiled_pair(kw: str, plain: str, batch: int = 8, size: int = 224
                               for name, (num, den) in RATIOS.items()}
                      for metric, raw in measured.raw_ms.items()}
     for metric in metrics:
-        b, train = (1 if metric == 'eval_b1' else batch), metric == 'train'
         result.profiles[metric] = {
             role: format_op_profile(torch_op_profile(
-                getattr(contestants[f'{role} compiled'], 'train_fn' if train else 'eval_fn')(
-                    inputs[b])))
+                contestants[f'{role} compiled'].metric_fn(metric, inputs, batch)))
             for role in ('KW', 'plain')}
     torch._dynamo.reset()  # the compiled graphs of this pair are not needed again
     return result

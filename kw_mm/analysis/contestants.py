@@ -192,6 +192,13 @@ class Contestant:
         runs the same module another way (``torch.compile``) returns that instead."""
         return self.model
 
+    def metric_fn(self, metric: str, inputs: Dict[int, torch.Tensor],
+                  batch: int) -> Callable[[], None]:
+        """The step of ``metric`` (``'eval_b1'``, ``'eval_bN'``, ``'train'``) on the images of
+        its batch size (``inputs``: images by batch size; ``batch`` is ``N``)."""
+        images = inputs[1 if metric == 'eval_b1' else batch]
+        return (self.train_fn if metric == 'train' else self.eval_fn)(images)
+
     def eval_fn(self, inputs: torch.Tensor) -> Callable[[], None]:
         """One inference pass on ``inputs`` (``torch.inference_mode``, eval mode)."""
         model, forward = self.model, self.forward()
