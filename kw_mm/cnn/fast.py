@@ -51,6 +51,7 @@ from .functional import CONV_FUNCS, KWGeometry, strided_input
 from .plan import KW_IMPLS  # noqa: F401 (the implementations use_kw_impl accepts)
 from .plan import (IM2COL, IM2COL_TRANSPOSED, PIXEL_MAJOR, POINTWISE, LayerPlan, cached_plan,
                    check_kw_impl, static_shape)
+from .precision import split_attentions
 from .fast_im2col import incoming_grad, product_into
 from .transposed_cells import transpose_cells
 
@@ -341,7 +342,8 @@ def kw_conv(x: torch.Tensor,
             geo: KWGeometry,
             block_bytes: Optional[int] = None,
             transposed_cells: Optional[Callable[[], torch.Tensor]] = None,
-            kw_impl: str = 'auto') -> torch.Tensor:
+            kw_impl: str = 'auto',
+            split_attention: bool = False) -> torch.Tensor:
     """The KW convolution: per-sample kernels ``alpha @ cells`` applied to ``x``.
 
     Same result as :func:`~kw_mm.cnn.functional.kw_conv_reference` (up to float rounding),
@@ -365,6 +367,9 @@ def kw_conv(x: torch.Tensor,
             constant).
         kw_impl (str): ``'auto'`` (or ``'fast'``), or a path name of
             :data:`~kw_mm.cnn.plan.PATHS` to force where it applies. Defaults to ``'auto'``.
+        split_attention (bool): Under autocast, assemble the kernels from ``alpha`` split into
+            two half-precision parts (:func:`~kw_mm.cnn.precision.split_attentions`), as a KW
+            layer does while its temperature is above 0. Defaults to False.
 
     Returns:
         Tensor: ``[B, Cout, *spatial_out]``.
@@ -374,10 +379,11 @@ def kw_conv(x: torch.Tensor,
         # Autocast would cast op by op, and the backward runs outside of it: cast the inputs
         # once (differentiably, outside the function) and run everything in that dtype.
         dtype = torch.get_autocast_dtype(device_type)
+        alpha, cells = split_attentions(alpha, cells, dtype) if split_attention else \
+            (alpha.to(dtype), cells.to(dtype))
         with torch.autocast(device_type, enabled=False):
-            return kw_conv(x.to(dtype), alpha.to(dtype), cells.to(dtype),
-                           None if bias is None else bias.to(dtype), geo, block_bytes,
-                           kw_impl=kw_impl)
+            return kw_conv(x.to(dtype), alpha, cells, None if bias is None else bias.to(dtype),
+                           geo, block_bytes, kw_impl=kw_impl)
     keep_transposed = transposed_cells is not None and not torch.compiler.is_compiling()
     plan = cached_plan(geo, static_shape(x), cells.dtype, device_type,
                        needs_grad(x, alpha, cells, bias), kw_impl,

@@ -140,7 +140,8 @@ class KWConvNd(nn.Module):
         manager, index = self._owner[0], self.warehouse_index
         return fast.kw_conv(x, self.attention(x), cells, self.bias, self.geometry,
                             transposed_cells=lambda: manager.transposed_cells(index),
-                            kw_impl=impl)
+                            kw_impl=impl,
+                            split_attention=self.attention.mix_temperature > 0.0)
 
     def extra_repr(self) -> str:
         s = (f'{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, '

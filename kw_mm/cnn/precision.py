@@ -15,10 +15,10 @@ float32 under AMP (mmengine's ``AmpOptimWrapper`` and ``torch.autocast`` keep th
 float32), the model's dtype otherwise. Its input, the feature map, stays in the autocast dtype:
 only its pooled vector is made in the parameters' dtype. The attentions it returns are float32,
 and the products that use them cast them once, together with the cells or kernels, to the
-autocast dtype.
+autocast dtype; while KW's temperature anneals, in two parts (:func:`split_attentions`).
 """
 import functools
-from typing import Callable, Sequence, TypeVar
+from typing import Callable, Sequence, Tuple, TypeVar
 
 import torch
 
@@ -57,3 +57,32 @@ def pool_to(x: torch.Tensor, dims: Sequence[int], dtype: torch.dtype,
     if x.dtype == dtype:
         return x.mean(dim=tuple(dims), keepdim=keepdim)
     return x.mean(dim=tuple(dims), keepdim=keepdim, dtype=dtype)
+
+
+def split_attentions(alpha: torch.Tensor, cells: torch.Tensor,
+                     dtype: torch.dtype) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Attentions and warehouse in ``dtype`` for an assembly that keeps the attentions' precision.
+
+    While the temperature anneals, each assigned cell's weight is ``t`` plus a small learned
+    part: half precision rounds the sum at the scale of ``t`` (bfloat16: ``2^-9 t``), about the
+    size of the learned entries, so the assembled kernels lose much of what the attention
+    learned. Split ``alpha`` into its value in ``dtype`` (high) and the rest ``alpha - high``
+    in ``dtype`` (low); ``[high, low] @ [cells; cells]`` assembles both in one product over
+    twice the cells (every path of the plan takes any number of cells), at twice the assembly's
+    work, with about twice the significant bits of ``alpha``. Gradients flow through the high
+    part only: the kernels' derivative with respect to ``alpha`` is the warehouse either way,
+    and the low part is a constant correction (the warehouse's gradient sees both).
+
+    Args:
+        alpha (Tensor): Attentions ``[B, M, n]`` (float32 under autocast).
+        cells (Tensor): The warehouse ``[n, ...]``.
+        dtype (torch.dtype): The autocast dtype.
+
+    Returns:
+        tuple[Tensor, Tensor]: Attentions ``[B, M, 2n]`` and warehouse ``[2n, ...]`` in
+        ``dtype``.
+    """
+    high = alpha.to(dtype)
+    low = (alpha.detach() - high.detach().to(alpha.dtype)).to(dtype)
+    half_cells = cells.to(dtype)
+    return torch.cat([high, low], dim=-1), torch.cat([half_cells, half_cells], dim=0)

@@ -13,6 +13,7 @@ import torch.nn as nn
 from kw_mm.cnn import KWAttention, WarehouseManager, set_temperature, use_kw_impl
 from kw_mm.cnn.dynamic import CondConv2d, CondConvRouter, DyConv2d, ODConv2d
 from kw_mm.cnn.kw_star import KWStarAttention
+from kw_mm.cnn.precision import split_attentions
 
 TOL = 1e-5
 BF16 = torch.bfloat16
@@ -162,3 +163,31 @@ def test_attentions_run_on_a_device_without_autocast():
         att = factory().to('meta')
         outs = outputs(att(torch.empty(shape, device='meta')))
         assert all(o.device.type == 'meta' for o in outs)
+
+
+def test_split_attentions_keep_the_annealed_attentions():
+    """While t anneals an attention is ``t * beta`` plus a small learned part: its two
+    half-precision parts keep it to about twice bfloat16's bits, the assembled kernels equal the
+    float32 attentions times the bfloat16 warehouse, and the attentions' gradient is that of
+    the high part alone."""
+    g = torch.Generator().manual_seed(0)
+    att = kw_attention()
+    att.temperature = 0.5
+    alpha = att(torch.randn(4, 32, 6, 6, generator=g)).detach().requires_grad_()
+    cells = torch.randn(40, 6, generator=g, requires_grad=True)
+    parts, doubled = split_attentions(alpha, cells, BF16)
+    assert parts.dtype == doubled.dtype == BF16
+    assert parts.shape == (4, 9, 80) and doubled.shape == (80, 6)
+    high, low = parts.float().split(40, dim=-1)
+    assert rel_err(high + low, alpha) < 2**-15 < rel_err(high, alpha)
+
+    half_cells = cells.detach().to(BF16).float()
+    wanted = alpha.detach() @ half_cells  # only the warehouse rounded
+    weight = torch.randn(4, 9, 6, generator=g)
+    kernels = parts.float() @ doubled.float()
+    assert rel_err(kernels, wanted) < 1e-5
+    assert rel_err(alpha.detach().to(BF16).float() @ half_cells, wanted) > 1e-4
+    (kernels * weight).sum().backward()
+    # (both gradients pass through bfloat16 once, as the high part's and the copies' casts do)
+    assert rel_err(alpha.grad, weight @ half_cells.t()) < 2**-8
+    assert rel_err(cells.grad, torch.einsum('bmn,bmk->nk', alpha.detach(), weight)) < 2**-8
