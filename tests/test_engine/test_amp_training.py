@@ -192,6 +192,7 @@ CASES = [
     pytest.param('resnet18', 0.5),
     pytest.param('resnet18', 0.0),
     pytest.param('mobilenet-v2', 1.0),
+    # (met by seeds 0-2, at the target within the spread of more seeds: docs/design.md)
     pytest.param('mobilenet-v2', 0.5),
     pytest.param('mobilenet-v2', 0.0, marks=fails(
         'KW -0.04 (seeds -0.04 -0.70 0.63) against plain 0.980: after the anneal the KW '
