@@ -142,15 +142,17 @@ def pretraining_snapshots(model: torch.nn.Module, size: int, seed: int) -> Dict[
     demo batches, with the temperature of :func:`temperature_at` (a plain model has none)."""
     optimizer = torch.optim.SGD(model.parameters(), lr=LR, momentum=0.9, weight_decay=1e-4)
     wrapper = OptimWrapper(optimizer=optimizer)
+    temperature_of = {step: t for t, step in SNAPSHOT_STEP.items()}
+    last = max(temperature_of)
     snapshots = {}
-    for step in range(max(SNAPSHOT_STEP.values()) + 1):
-        for t, at in SNAPSHOT_STEP.items():
-            if at == step:
-                assert temperature_at(step) == t
-                snapshots[t] = copy.deepcopy(model.state_dict())
-        model.train()
-        set_temperature(model, temperature_at(step))
-        model.train_step(demo_batch(size, 1000 * seed + step), wrapper)
+    for step in range(last + 1):
+        if step in temperature_of:
+            assert temperature_at(step) == temperature_of[step]
+            snapshots[temperature_of[step]] = copy.deepcopy(model.state_dict())
+        if step < last:
+            model.train()
+            set_temperature(model, temperature_at(step))
+            model.train_step(demo_batch(size, 1000 * seed + step), wrapper)
     return snapshots
 
 
