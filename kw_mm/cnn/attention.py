@@ -237,6 +237,13 @@ class KWAttention(nn.Module):
         """The temperature the forward uses: 0 without an initialization strategy."""
         return 0.0 if self.init_strategy == 'none' else self.temperature
 
+    @property
+    def splits_under_autocast(self) -> bool:
+        """Whether the layer's product takes the attentions in two half-precision parts under
+        autocast: while the initialization term enters (t > 0), see
+        :func:`~kw_mm.cnn.precision.split_attentions`."""
+        return self.mix_temperature > 0.0
+
     def reset_parameters(self) -> None:
         """Kaiming (fan_out) linear weights, zero biases, unit norm weights (as the reference)."""
         for m in self.modules():

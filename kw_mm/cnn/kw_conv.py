@@ -141,7 +141,7 @@ class KWConvNd(nn.Module):
         return fast.kw_conv(x, self.attention(x), cells, self.bias, self.geometry,
                             transposed_cells=lambda: manager.transposed_cells(index),
                             kw_impl=impl,
-                            split_attention=self.attention.mix_temperature > 0.0)
+                            split_attention=self.attention.splits_under_autocast)
 
     def extra_repr(self) -> str:
         s = (f'{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, '

@@ -90,12 +90,10 @@ def kw_star_conv(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
     view = (x.shape[0], -1) + (1, ) * (x.dim() - 2)
     # The float32 attentions of autocast scale the feature maps in the maps' own dtype.
     x = x * channel.view(view).to(x.dtype)
-    if impl in ('reference', 'export'):
-        conv = kw_conv_reference if reference else kw_conv_export
-        out = conv(x, alpha, layer.cells, None, layer.geometry)
-    else:  # (under autocast, the attentions in two parts while t anneals, as KW's)
-        out = fast.kw_conv(x, alpha, layer.cells, None, layer.geometry,
-                           split_attention=att.mix_temperature > 0.0)
+    conv = {'reference': kw_conv_reference, 'export': kw_conv_export}.get(impl)
+    out = conv(x, alpha, layer.cells, None, layer.geometry) if conv is not None else \
+        fast.kw_conv(x, alpha, layer.cells, None, layer.geometry,
+                     split_attention=att.splits_under_autocast)
     out = out * filter_.view(view).to(out.dtype)
     return out if layer.bias is None else out + layer.bias.view(1, -1, *view[2:]).to(out.dtype)
 
