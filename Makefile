@@ -56,7 +56,8 @@ test: venv
 	$(PY) -m pytest -q tests
 
 # The speed tables of docs/speed_and_memory.md: eager PyTorch (with the limits and the load
-# ratio), then the exported models in ONNX Runtime; each also written as markdown.
+# ratio), the exported models in ONNX Runtime, compiled models, and training under AMP; each also
+# written as markdown.
 bench: venv
 	@mkdir -p work_dirs/bench
 	$(PY) tools/analysis/benchmark.py --preset paper-cpu --with-reference --load \
@@ -64,6 +65,7 @@ bench: venv
 	$(PY) tools/analysis/benchmark.py --preset paper-cpu --onnx --markdown work_dirs/bench/onnx.md
 	$(PY) tools/analysis/benchmark.py --preset paper-cpu --compile \
 		--markdown work_dirs/bench/compiled.md
+	$(PY) tools/analysis/benchmark.py --preset paper-cpu --amp --markdown work_dirs/bench/amp.md
 
 # On a CUDA machine: KW layers and backbones against the CPU oracle, AMP training steps, and the
 # paper's Tables 12 and 16 measured side by side (tools/analysis/gpu_check.py).

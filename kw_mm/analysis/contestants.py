@@ -256,3 +256,4 @@ def make_contestant(kind: str, name: str, model: nn.Module, spec: ModelSpec,
 # The kinds kw_mm ships register themselves (after everything above exists: they subclass
 # Contestant).
 from . import compiled  # noqa: E402,F401 ('compiled': torch.compile)
+from . import amp  # noqa: E402,F401 ('amp': torch.autocast)

@@ -28,7 +28,7 @@ model limits of a :class:`~kw_mm.analysis.benchmark.PairResult`
 """
 import statistics
 from contextlib import nullcontext
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional
 
 import torch
 import torch.nn as nn

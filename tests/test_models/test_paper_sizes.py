@@ -4,7 +4,6 @@ The expected numbers are copied here from the paper (Tables 1, 2, 4 and 14), ind
 of the model index (``configs/metafile.yml``): every variant's total parameters (1000-class
 classifier) to 0.01M and m and n per warehouse. Models are built on the meta device (shapes only).
 """
-import os.path as osp
 import re
 import subprocess
 import sys

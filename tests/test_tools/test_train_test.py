@@ -10,9 +10,8 @@ import pytest
 import torch
 import torch.nn as nn
 from mmengine.config import Config
-from mmengine.runner import Runner, load_checkpoint
+from mmengine.runner import load_checkpoint
 
-from kw_mm import set_temperature
 from kw_mm.engine.hooks.kw_temperature_hook import checkpoint_temperature
 from kw_mm.demo_data.classification import write_classification_set
 from kw_mm.runner.launch import (build_model, check_checkpoint_file, check_data_roots,

@@ -32,6 +32,9 @@ Examples:
     python tools/analysis/benchmark.py --preset paper-cpu --compile
     python tools/analysis/benchmark.py --compile configs/kw1x-resnet18_8xb32_in1k.py \
         --metrics eval_b1,eval_bN
+    # what mixed precision costs KW: training steps under autocast (bfloat16 on a CPU) at
+    # t = 0.5 (the anneal: split attentions) and t = 0, beside the plain twin and float32
+    python tools/analysis/benchmark.py --amp configs/kw1x-resnet18_8xb32_in1k.py
     # side by side: plain (first), DY-Conv, ODConv, CondConv, KW, KW* in one interleaved run
     python tools/analysis/benchmark.py --side-by-side rivals-mobilenet-v2
     python tools/analysis/benchmark.py --side-by-side configs/resnet18_8xb32_in1k.py \
@@ -79,8 +82,9 @@ def parse_args() -> argparse.Namespace:
                         help='wall time, or process CPU time (steadier on a busy machine)')
     parser.add_argument('--reps', type=int, default=10, help='timed rounds per metric')
     parser.add_argument('--warmup', type=int, default=2, help='untimed rounds first')
-    parser.add_argument('--metrics', default='eval_b1,eval_bN,train',
-                        help='comma-separated subset of eval_b1,eval_bN,train')
+    parser.add_argument('--metrics',
+                        help='comma-separated subset of eval_b1,eval_bN,train (default all; '
+                        '--amp: train)')
     parser.add_argument('--with-reference', action='store_true',
                         help="also time the KW models' straightforward implementation")
     parser.add_argument('--no-memory', action='store_true', help='skip peak memory')
@@ -118,11 +122,23 @@ def parse_args() -> argparse.Namespace:
                         "models: the preset's compile_pairs)")
     parser.add_argument('--compile-backend', default='inductor',
                         help="--compile: torch.compile's backend (default inductor)")
+    parser.add_argument('--amp', action='store_true',
+                        help='time the KW models and their plain twins under autocast at t = '
+                        '0.5 and 0, beside both in float32; --metrics defaults to train here '
+                        "(default models: the preset's amp_pairs)")
+    parser.add_argument('--amp-dtype', default='bfloat16',
+                        choices=['bfloat16', 'bf16', 'float16', 'fp16'],
+                        help='--amp: the autocast dtype (default bfloat16)')
     parser.add_argument('--json', help='write the results to this JSON file')
     parser.add_argument('--markdown', metavar='FILE',
                         help='also write the printed tables (with the machine header) to this '
                         'markdown file, for docs/speed_and_memory.md')
     return parser.parse_args()
+
+
+def metrics(args: argparse.Namespace, default: str = 'eval_b1,eval_bN,train') -> list:
+    """The metrics ``--metrics`` names, else ``default``."""
+    return [m for m in (args.metrics or default).split(',') if m]
 
 
 def parse_thresholds(items) -> dict:
@@ -193,13 +209,25 @@ def run(args: argparse.Namespace) -> None:
         tables.append(ob.format_onnx_session(session, ONNX_TARGETS))
         print(tables[-1])
         report.update(ob.onnx_session_to_dict(session))
+    elif args.amp:
+        from kw_mm.analysis import amp_bench as ab
+        pairs = [bm.parse_pair(m) for m in args.models] or preset.get('amp_pairs', [])
+        if not pairs:
+            sys.exit('--amp needs models or --preset (see --help)')
+        session = ab.run_amp_session(pairs, threads, batch, args.size or 224, args.reps,
+                                     args.warmup, metrics(args, 'train'), args.amp_dtype,
+                                     log=lambda text: print(text, flush=True))
+        print()
+        tables.append(ab.format_amp_session(session))
+        print(tables[-1])
+        report.update(ab.amp_session_to_dict(session))
     elif args.compile:
         from kw_mm.analysis import compiled_bench as cb
         pairs = [bm.parse_pair(m) for m in args.models] or preset.get('compile_pairs', [])
         if not pairs:
             sys.exit('--compile needs models or --preset (see --help)')
         session = cb.run_compiled_session(pairs, threads, batch, args.size or 224, args.reps,
-                                          args.warmup, [m for m in args.metrics.split(',') if m],
+                                          args.warmup, metrics(args),
                                           args.compile_backend,
                                           log=lambda text: print(text, flush=True))
         print()
@@ -226,7 +254,7 @@ def run(args: argparse.Namespace) -> None:
               f'batch={batch})', flush=True)
         result = bm.benchmark_side_by_side(
             models, batch, args.size or 224, args.reps, args.warmup,
-            [m for m in args.metrics.split(',') if m], not args.no_memory)
+            metrics(args), not args.no_memory)
         tables.append(machine.header() + '\n\n' + format_side_by_side(result))
         print('\n' + tables[-1])
         report.update(machine=machine.to_dict(), side_by_side=result.to_dict())
@@ -247,7 +275,7 @@ def run(args: argparse.Namespace) -> None:
         from kw_mm.analysis.bench_session import run_session, session_to_dict
         from kw_mm.analysis.report import format_session
         session = run_session(pairs, threads, batch, args.size or 224, args.reps, args.warmup,
-                              [m for m in args.metrics.split(',') if m], args.with_reference,
+                              metrics(args), args.with_reference,
                               not args.no_memory, not args.no_limit and not args.no_flops,
                               args.load, log=lambda text: print(text, flush=True))
         print()

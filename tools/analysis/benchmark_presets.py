@@ -33,6 +33,12 @@ PRESETS: Dict[str, dict] = {
             ('configs/kw1x-resnet18_8xb32_in1k.py', 'configs/resnet18_8xb32_in1k.py'),
             ('configs/kw1x-mobilenet-v2_8xb32-150e_in1k.py',
              'configs/mobilenet-v2_8xb32-150e_in1k.py'),
+        ],
+        # --amp: under autocast at t = 0.5 and 0 and in float32 (kw_mm/analysis/amp_bench.py)
+        amp_pairs=[
+            ('configs/kw1x-resnet18_8xb32_in1k.py', 'configs/resnet18_8xb32_in1k.py'),
+            ('configs/kw1x-mobilenet-v2_8xb32-150e_in1k.py',
+             'configs/mobilenet-v2_8xb32-150e_in1k.py'),
         ]),
 }
 
