@@ -25,8 +25,8 @@ from typing import Callable, Dict, List, Sequence
 import torch
 
 from .amp import AmpContestant, amp_dtype
-from .benchmark import check_metrics, make_inputs, measure_contestants
-from .contestants import Contestant, build_spec, calibrate_norms, is_kw_model, load_spec
+from .benchmark import build_pair, check_metrics, measure_contestants
+from .contestants import Contestant
 from .measure import ratio_stats
 
 #: The contestants of a pair, in the order they run in a round.
@@ -79,14 +79,9 @@ def benchmark_amp_pair(kw: str, plain: str, batch: int = 8, size: int = 224, rep
     """
     check_metrics(metrics)
     cast = amp_dtype(dtype)
-    kw_spec, plain_spec = load_spec(kw), load_spec(plain)
-    inputs = make_inputs(batch, size, device)
+    inputs, built = build_pair(kw, plain, batch, size, device)
     contestants: Dict[str, Contestant] = {}
-    for role, spec in (('KW', kw_spec), ('plain', plain_spec)):
-        model = build_spec(spec)
-        if role == 'KW' and not is_kw_model(model):
-            raise ValueError(f'{kw!r} has no KernelWarehouse layer')
-        calibrate_norms(model, inputs[batch])
+    for role, (spec, model) in built.items():
         if role == 'KW':
             for t in (0.5, 0.0):
                 name = f'KW AMP t={t:g}'
@@ -98,7 +93,8 @@ def benchmark_amp_pair(kw: str, plain: str, batch: int = 8, size: int = 224, rep
         contestants[f'{role} fp32'] = Contestant(f'{role} fp32', model, spec, device=device)
     measured = measure_contestants([contestants[n] for n in CONTESTANTS], 'plain fp32', inputs,
                                    batch, metrics, reps, warmup, log=log)
-    result = AmpPairResult(kw_spec.name, plain_spec.name, batch, str(cast).split('.')[-1])
+    result = AmpPairResult(built['KW'][0].name, built['plain'][0].name, batch,
+                           str(cast).split('.')[-1])
     result.times_ms, result.raw_ms = measured.times_ms, measured.raw_ms
     result.ratios = {metric: {name: ratio_stats(raw, num, den)
                               for name, (num, den) in RATIOS.items()}

@@ -67,6 +67,23 @@ def make_inputs(batch: int, size: int, device: str = 'cpu') -> Dict[int, torch.T
     return {b: torch.randn(b, 3, size, size, generator=gen).to(device) for b in (1, batch)}
 
 
+def build_pair(kw: str, plain: str, batch: int, size: int, device: str = 'cpu'
+               ) -> Tuple[Dict[int, torch.Tensor], Dict[str, Tuple[ModelSpec, nn.Module]]]:
+    """The inputs (:func:`make_inputs`) and, per role (``'KW'``, ``'plain'``), the spec and the
+    built model of a KW model and its plain twin, each with the BatchNorm statistics of the
+    batch-``N`` input (:func:`~.contestants.calibrate_norms`)."""
+    inputs = make_inputs(batch, size, device)
+    built = {}
+    for role, name in (('KW', kw), ('plain', plain)):
+        spec = load_spec(name)
+        model = build_spec(spec)
+        if role == 'KW' and not is_kw_model(model):
+            raise ValueError(f'{kw!r} has no KernelWarehouse layer')
+        calibrate_norms(model, inputs[batch])
+        built[role] = spec, model
+    return inputs, built
+
+
 def measure_contestants(contestants: Sequence[Contestant], base: str,
                         inputs: Dict[int, torch.Tensor], batch: int,
                         metrics: Sequence[str] = METRICS, reps: int = 10, warmup: int = 2,

@@ -25,9 +25,9 @@ import torch
 import torch._dynamo
 
 from kw_mm.deployment.onnx_export import relative_error
-from .benchmark import METRICS, check_metrics, make_inputs, measure_contestants
+from .benchmark import METRICS, build_pair, check_metrics, measure_contestants
 from .compiled import CompiledContestant
-from .contestants import Contestant, build_spec, calibrate_norms, is_kw_model, load_spec
+from .contestants import Contestant
 from .measure import ratio_stats
 from .op_profile import format_op_profile, torch_op_profile
 from .report import target_cell, target_lines
@@ -105,20 +105,15 @@ def benchmark_compiled_pair(kw: str, plain: str, batch: int = 8, size: int = 224
     # Graphs compiled for earlier models count against Dynamo's recompilation limit of the
     # code they share (the classifier's forward): start each pair from none.
     torch._dynamo.reset()
-    kw_spec, plain_spec = load_spec(kw), load_spec(plain)
-    inputs = make_inputs(batch, size, device)
+    inputs, built = build_pair(kw, plain, batch, size, device)
     contestants: Dict[str, Contestant] = {}
-    for role, spec in (('KW', kw_spec), ('plain', plain_spec)):
-        model = build_spec(spec)
-        if role == 'KW' and not is_kw_model(model):
-            raise ValueError(f'{kw!r} has no KernelWarehouse layer')
-        calibrate_norms(model, inputs[batch])
+    for role, (spec, model) in built.items():
         compiled = CompiledContestant(f'{role} compiled', model, spec, device=device,
                                       backend=backend)
         eager = Contestant(f'{role} eager', model, spec, device=device)
         eager.optimizer = compiled.optimizer  # the same model: one optimizer state
         contestants[compiled.name], contestants[eager.name] = compiled, eager
-    result = CompiledPairResult(kw_spec.name, plain_spec.name, batch, backend)
+    result = CompiledPairResult(built['KW'][0].name, built['plain'][0].name, batch, backend)
     for metric in metrics:
         result.compile_s[metric] = {}
         for name in ('KW compiled', 'plain compiled'):
