@@ -22,7 +22,7 @@ import copy
 import math
 import time
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -279,8 +279,40 @@ def _train_step(model: nn.Module, x: torch.Tensor, dtype: Optional[torch.dtype]
     return dict(loss=float(loss.detach().float()), grad=flat, skipped=skipped)
 
 
+def _training_rows(model: nn.Module, subject: str, x: torch.Tensor) -> List[Row]:
+    """A training step of ``model`` (on ``x``'s device) in float32, float16 and bfloat16 from
+    the same weights: finite loss and gradients, and each AMP gradient's cosine to float32."""
+    state = copy.deepcopy(model.state_dict())
+    results = {}
+    for label, dtype in (('fp32', None), ('fp16', torch.float16), ('bf16', torch.bfloat16)):
+        model.load_state_dict(state)
+        torch.manual_seed(2)  # the same drop-path draws
+        try:
+            results[label] = _train_step(model, x, dtype)
+        except Exception as err:  # noqa: BLE001 - reported as a failed row
+            results[label] = dict(error=f'{type(err).__name__}: {err}'[:120])
+    model.load_state_dict(state)
+    base, rows = results['fp32'], []
+    for label, result in results.items():
+        if 'error' in result:
+            rows.append(Row('b', f'{subject} train step {label}', result['error'], ok=False))
+            continue
+        finite = math.isfinite(result['loss']) and bool(torch.isfinite(result['grad']).all())
+        measured = f"loss {result['loss']:.4f}"
+        if result.get('skipped'):
+            measured += f", {result['skipped']} overflowing steps skipped by the scaler"
+        if label != 'fp32' and 'grad' in base:
+            cosine = float(torch.nn.functional.cosine_similarity(
+                result['grad'].double(), base['grad'].double(), dim=0))
+            measured += f', grad cosine to fp32 {cosine:.3f}'
+        rows.append(Row('b', f'{subject} train step {label} at {x.shape[-1]}px x{x.shape[0]}',
+                        measured, 'finite loss and gradients', finite))
+    return rows
+
+
 def check_training(device: torch.device, quick: bool, size: int, batch: int) -> List[Row]:
-    """(b) A training step of every KW backbone in float32, float16 and bfloat16."""
+    """(b) A training step of every KW backbone in float32, float16 and bfloat16, at t = 0.5
+    on BatchNorm statistics of its input (a freshly built network)."""
     from kw_mm.analysis.contestants import calibrate_norms, is_kw_model
     from kw_mm.cnn import set_temperature
     rows = []
@@ -294,31 +326,28 @@ def check_training(device: torch.device, quick: bool, size: int, batch: int) -> 
         calibrate_norms(model, x)
         model = model.to(device)
         set_temperature(model, 0.5)
-        state = copy.deepcopy(model.state_dict())
-        results = {}
-        for label, dtype in (('fp32', None), ('fp16', torch.float16), ('bf16', torch.bfloat16)):
-            model.load_state_dict(state)
-            torch.manual_seed(2)  # the same drop-path draws
-            try:
-                results[label] = _train_step(model, x.to(device), dtype)
-            except Exception as err:  # noqa: BLE001 - reported as a failed row
-                results[label] = dict(error=f'{type(err).__name__}: {err}'[:120])
-        base = results['fp32']
-        for label, result in results.items():
-            if 'error' in result:
-                rows.append(Row('b', f'{_name(config)} train step {label}', result['error'],
-                                ok=False))
-                continue
-            finite = math.isfinite(result['loss']) and bool(torch.isfinite(result['grad']).all())
-            measured = f"loss {result['loss']:.4f}"
-            if result.get('skipped'):
-                measured += f", {result['skipped']} overflowing steps skipped by the scaler"
-            if label != 'fp32' and 'grad' in base:
-                cosine = float(torch.nn.functional.cosine_similarity(
-                    result['grad'].double(), base['grad'].double(), dim=0))
-                measured += f', grad cosine to fp32 {cosine:.3f}'
-            rows.append(Row('b', f'{_name(config)} train step {label} at {size}px x{batch}',
-                            measured, 'finite loss and gradients', finite))
+        rows += _training_rows(model, _name(config), x.to(device))
+    return rows
+
+
+def check_trained(device: torch.device, checkpoints: Sequence[Tuple[str, str]], size: int,
+                  batch: int) -> List[Row]:
+    """(b) for trained weights: the training step of each ``(config, checkpoint)`` (a kw_mm or
+    mmpretrain checkpoint of that config's model, loaded strictly; a KW model at t = 0, where
+    a trained model runs) in float32, float16 and bfloat16. Give a KW model and its plain
+    twin to compare what AMP keeps of their gradients on trained weights (what the CPU tests
+    cannot: tests/test_engine/test_amp_training.py)."""
+    from mmengine.runner import load_checkpoint
+
+    from kw_mm.cnn import set_temperature
+    rows = []
+    for config, checkpoint in checkpoints:
+        model = _build(config, {}, False)
+        load_checkpoint(model, checkpoint, map_location='cpu', strict=True, logger='silent')
+        set_temperature(model, 0.0)
+        x = torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(1))
+        rows += _training_rows(model.to(device), f'{_name(config)} ({checkpoint})',
+                               x.to(device))
     return rows
 
 
@@ -386,23 +415,31 @@ def device_header(device: torch.device) -> str:
 
 
 def run_checks(device: torch.device, quick: bool, parts: Sequence[str] = 'abcd',
-               log: Callable[[str], None] = print) -> List[Row]:
-    """Run the parts of the check on ``device``; float32 products stay float32 (no TF32)."""
+               log: Callable[[str], None] = print,
+               checkpoints: Sequence[Tuple[str, str]] = ()) -> List[Row]:
+    """Run the parts of the check on ``device``; float32 products stay float32 (no TF32).
+    ``checkpoints`` (``(config, checkpoint)`` pairs) add part (b)'s steps on trained weights
+    (:func:`check_trained`)."""
     if device.type == 'cuda':
         torch.backends.cuda.matmul.allow_tf32 = False
         torch.backends.cudnn.allow_tf32 = False
     size, batch = (32, 2) if quick else (224, 100)
     rows: List[Row] = []
+
+    def trained() -> List[Row]:
+        return check_trained(device, checkpoints, size, 2 if quick else 16)
+
     steps = (('a', 'KW layer paths against the CPU oracle', lambda: check_layers(device, quick)),
              ('a', 'backbones against the CPU oracle',
               lambda: check_backbones(device, quick, size, 2 if quick else 8)),
              ('b', 'training steps fp32 / fp16 / bf16',
               lambda: check_training(device, quick, size, 2 if quick else 16)),
+             ('b', 'training steps on trained weights', trained),
              ('c', 'Table 12 speed', lambda: check_speed(device, quick, size, batch,
                                                          1 if quick else 10)),
              ('d', 'Table 16 memory', lambda: check_memory(device, quick, size)))
     for part, what, step in steps:
-        if part not in parts:
+        if part not in parts or (step is trained and not checkpoints):
             continue
         start = time.perf_counter()
         log(f'({part}) {what} ...')

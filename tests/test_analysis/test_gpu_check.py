@@ -1,13 +1,18 @@
 """tools/analysis/gpu_check.py: the whole check runs on the CPU on tiny shapes (the script
 itself, as it will run on a GPU); without CUDA and without --device cpu it stops in one line."""
+import os.path as osp
 import sys
 
 import pytest
 import torch
 
-from kw_mm.analysis.gpu_check import relative_error
-
+from kw_mm.analysis.gpu_check import _build, _train_step, check_trained, relative_error
+from kw_mm.cnn import set_temperature
+from tests.helpers import REPO_ROOT
 from tests.helpers.tool_runs import run
+
+KW_CONFIG = osp.join(REPO_ROOT, 'configs', 'kw1x-mobilenet-v2-w0.5_8xb32-150e_in1k.py')
+PLAIN_CONFIG = osp.join(REPO_ROOT, 'configs', 'mobilenet-v2-w0.5_8xb32-150e_in1k.py')
 
 
 def test_relative_error():
@@ -53,3 +58,39 @@ def test_no_cuda_is_one_line():
     assert len(lines) == 1
     assert lines[0].startswith('gpu_check.py: no CUDA device here')
     assert 'pass --device cpu' in lines[0]
+
+
+def test_trained_weights_are_loaded_strictly_and_stepped_at_t0(tmp_path):
+    """(b) on a checkpoint: its weights (not the built ones), KW at t = 0, three steps."""
+    model = _build(KW_CONFIG, {}, False)
+    with torch.no_grad():
+        model.backbone.warehouse_manager.weights[0].mul_(2)  # not what a fresh build has
+    path = tmp_path / 'kw.pth'
+    torch.save(dict(state_dict=model.state_dict(), meta=dict()), path)
+    rows = check_trained(torch.device('cpu'), [(KW_CONFIG, str(path))], 32, 2)
+    assert [r.subject.split(' train step ')[1].split()[0] for r in rows] == \
+        ['fp32', 'fp16', 'bf16']
+    # (a random network at t = 0 is chaotic: its AMP rows are figures, only float32 must hold)
+    assert rows[0].ok and all(str(path) in r.subject for r in rows)
+    assert 'grad cosine to fp32' in rows[2].measured
+    # the fp32 loss is the checkpoint's model's at t = 0, not a fresh build's
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    set_temperature(model, 0.0)
+    fresh = _build(KW_CONFIG, {}, False)
+    assert rows[0].measured == f"loss {_train_step(model, x, None)['loss']:.4f}"
+    assert rows[0].measured != f"loss {_train_step(fresh, x, None)['loss']:.4f}"
+    # a checkpoint of another model is refused, naming what differs
+    plain = tmp_path / 'plain.pth'
+    torch.save(dict(state_dict=_build(PLAIN_CONFIG, {}, False).state_dict()), plain)
+    with pytest.raises(RuntimeError, match='missing keys in source state_dict'):
+        check_trained(torch.device('cpu'), [(KW_CONFIG, str(plain))], 32, 2)
+
+
+@pytest.mark.parametrize('argv,message', [
+    (['--checkpoint', 'nonsense'], "--checkpoint takes CONFIG=FILE, both existing files, got "
+     "'nonsense'"),
+    (['--parts', 'a', '--checkpoint', f'{KW_CONFIG}={KW_CONFIG}'], '--checkpoint runs in part b'),
+])
+def test_checkpoint_option_bad_input(argv, message):
+    proc = run([sys.executable, 'tools/analysis/gpu_check.py', '--device', 'cpu', *argv])
+    assert proc.returncode == 2 and message in proc.stderr, proc.stderr[-2000:]

@@ -12,10 +12,15 @@ Examples:
     python tools/analysis/gpu_check.py                       # on the first CUDA device
     python tools/analysis/gpu_check.py --parts ab --markdown gpu_check.md
     python tools/analysis/gpu_check.py --device cpu --quick  # the script itself, tiny shapes
+    # (b) also on trained weights: AMP against float32 for a KW model and its plain twin
+    python tools/analysis/gpu_check.py --parts b \
+        --checkpoint configs/kw1x-mobilenet-v2_8xb32-150e_in1k.py=kw1x-mbv2.pth \
+        --checkpoint configs/mobilenet-v2_8xb32-150e_in1k.py=mbv2.pth
 
 Exit status 1 if a check fails.
 """
 import argparse
+import os.path as osp
 import sys
 
 import torch
@@ -32,7 +37,18 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--parts', default='abcd',
                         help='which parts to run, any of a, b, c, d (default abcd)')
     parser.add_argument('--markdown', help='also write the table as markdown to this file')
+    parser.add_argument('--checkpoint', action='append', default=[], metavar='CONFIG=FILE',
+                        help="(b) also a training step of CONFIG's model with the weights of "
+                        'FILE (strict load; KW at t = 0); repeatable')
     args = parser.parse_args()
+    args.checkpoints = []
+    for item in args.checkpoint:
+        config, sep, path = item.partition('=')
+        if not sep or not osp.isfile(config) or not osp.isfile(path):
+            parser.error(f'--checkpoint takes CONFIG=FILE, both existing files, got {item!r}')
+        args.checkpoints.append((config, path))
+    if args.checkpoints and 'b' not in args.parts:
+        parser.error(f'--checkpoint runs in part b, not in --parts {args.parts!r}')
     if not args.parts or set(args.parts) - set('abcd'):
         parser.error(f'--parts takes letters among a, b, c, d, got {args.parts!r}')
     return args
@@ -57,7 +73,8 @@ def main() -> int:
               file=sys.stderr)
         return 2
     rows = run_checks(device, args.quick, args.parts,
-                      log=lambda text: print(text, file=sys.stderr, flush=True))
+                      log=lambda text: print(text, file=sys.stderr, flush=True),
+                      checkpoints=args.checkpoints)
     header = f'kw_mm GPU check on {device}: {device_header(device)}' + \
         (' (quick: tiny shapes)' if args.quick else '')
     print(format_rows(rows, header), flush=True)
