@@ -92,7 +92,7 @@ def kw_star_conv(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
     x = x * channel.view(view).to(x.dtype)
     conv = {'reference': kw_conv_reference, 'export': kw_conv_export}.get(impl)
     out = conv(x, alpha, layer.cells, None, layer.geometry) if conv is not None else \
-        fast.kw_conv(x, alpha, layer.cells, None, layer.geometry,
+        fast.kw_conv(x, alpha, layer.cells, None, layer.geometry, kw_impl=impl,
                      split_attention=att.splits_under_autocast)
     out = out * filter_.view(view).to(out.dtype)
     return out if layer.bias is None else out + layer.bias.view(1, -1, *view[2:]).to(out.dtype)

@@ -4,14 +4,17 @@ attention (CAF with the zero cell, the temperature mix with the one-to-one init)
 assembled cell by cell in the mixture order ``j = (s * go + o) * gi + i``, then ODConv's three
 attentions applied to the *kernel* (spatial positions, input and output channels), every sample
 convolved on its own. Forward and backward, batch 1 and N, point-wise, depth-wise and strided
-layers, both implementations of the KW product, t = 0, 1/2 and 1."""
+layers, every implementation of the KW product (the plan, the reference, each forced path where
+it applies), t = 0, 1/2 and 1."""
 import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from kw_mm.cnn import WarehouseManager, set_temperature, use_kw_impl
+from kw_mm.cnn import plan as plan_module
 from kw_mm.cnn.kw_star import KWStarAttention
+from kw_mm.cnn.plan import PATHS, applies
 from tests.helpers.kw_oracle import assemble_kernel, kw_alpha
 from tests.test_cnn.test_kw_conv import randomize
 
@@ -65,7 +68,7 @@ def oracle(layer, x, t, training):
 @pytest.mark.parametrize('case', sorted(CASES))
 @pytest.mark.parametrize('batch, training', [(1, False), (3, False), (3, True)])
 @pytest.mark.parametrize('t', [0.0, 0.5, 1.0])
-@pytest.mark.parametrize('impl', ['fast', 'reference'])
+@pytest.mark.parametrize('impl', ['fast', 'reference', *PATHS])
 def test_kw_star_matches_oracle(case, batch, training, t, impl):
     torch.manual_seed(0)
     net = Net(CASES[case]).double().train(training)
@@ -75,8 +78,12 @@ def test_kw_star_matches_oracle(case, batch, training, t, impl):
     assert isinstance(layer.attention, KWStarAttention)
     x = torch.randn(batch, 16, 7, 7, dtype=torch.float64,
                     generator=torch.Generator().manual_seed(2), requires_grad=True)
+    plan_module.clear_plans()
     with use_kw_impl(impl):
         out = layer(x)
+    if impl in PATHS:  # the forced path runs where it applies (x needs gradients)
+        taken = {p.path for p in plan_module._PLANS.values()}
+        assert taken == ({impl} if applies(impl, layer.geometry, True) else taken - {impl})
     ref_x = x.detach().clone().requires_grad_(True)
     ref = oracle(layer, ref_x, t, training)
     torch.testing.assert_close(out, ref, rtol=1e-9, atol=1e-9)
