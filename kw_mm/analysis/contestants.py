@@ -108,9 +108,9 @@ def calibrate_norms(model: nn.Module, inputs: torch.Tensor, steps: int = 2) -> N
     in a KW network the attention logits, hence the kernels (the CAF divides logits by
     ``|z|_1 + 1e-3``), become tiny and the convolutions produce denormal floats, which x86
     CPUs process several times slower (the benchmark's layer profile of an uncalibrated KW
-    MobileNetV2 shows it in its depth-wise layers). A trained model has calibrated statistics; so do both contestants here: a few
-    forward passes in train mode with a cumulative average (``momentum=None``), no gradients,
-    parameters untouched.
+    MobileNetV2 shows it in its depth-wise layers). A trained model has calibrated statistics;
+    so do both contestants here: a few forward passes in train mode with a cumulative average
+    (``momentum=None``), no gradients, parameters untouched.
     """
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     momenta = [m.momentum for m in norms]

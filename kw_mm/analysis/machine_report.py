@@ -169,7 +169,6 @@ def competing_load(processes: int = 1) -> Iterator[List[subprocess.Popen]]:
             p.wait()
 
 
-
 def run_pairs(pairs, threads: int, describe, run_pair, log=print):
     """Run ``run_pair(kw, plain)`` for every pair at ``threads`` threads (restored after),
     logging the machine header and ``describe(kw, plain)`` before each; returns the machine

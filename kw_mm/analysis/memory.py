@@ -295,7 +295,6 @@ def format_table(results: Sequence[MemoryResult], config_batches: Dict[str, int]
     return '\n'.join(lines)
 
 
-
 # ------------------------------------------------------------------------------ config notes
 #: First line of the memory note a config carries (:func:`annotate_config` writes it).
 CONFIG_NOTE_HEAD = ('# Memory per GPU, training step (`tools/analysis/memory.py CONFIG '

@@ -251,4 +251,3 @@ def onnx_session_to_dict(session: dict) -> dict:
     return dict(machine=session['machine'].to_dict(), batch=session['batch'],
                 optimization=session['optimization'],
                 onnx_results=[r.to_dict() for r in session['results']])
-

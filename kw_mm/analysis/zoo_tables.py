@@ -101,8 +101,8 @@ def variant_rows(variants: Iterable[Variant], prefix: str) -> List[List[str]]:
     rows = []
     for v in variants:
         flops = f'{v.flops / 1e9:.2f}G' if v.flops else '-'
-        rows.append([_family(v.family), _kw_label(v), f'{v.params:,}', _paper_params(v.models[0].metadata),
-                     flops, _top1(v.models), _tables(v.models),
+        rows.append([_family(v.family), _kw_label(v), f'{v.params:,}',
+                     _paper_params(v.models[0].metadata), flops, _top1(v.models), _tables(v.models),
                      ', '.join(_link(m, prefix) for m in v.models)])
     return rows
 
@@ -135,7 +135,8 @@ def readme_table(prefix: str = '') -> str:
                           zip(_top1(v.models).split(' / '), _tables(v.models).split(' / ')))
         configs = ', '.join(_link(m, prefix) for m in v.models)
         rows.append([_family(v.family), _kw_label(v), f'{v.params / 1e6:.2f}M',
-                     _paper_params(v.models[0].metadata), top1, _ap(detectors.get(v.name, [])), configs])
+                     _paper_params(v.models[0].metadata), top1, _ap(detectors.get(v.name, [])),
+                     configs])
     return _table(['Backbone', 'KW', 'Params', 'Params (paper)', 'Paper top-1 (%)',
                    'Paper box / mask AP', 'Config'], rows)
 

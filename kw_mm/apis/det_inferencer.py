@@ -45,8 +45,8 @@ class KWDetInferencer(DetInferencer):
         **kwargs: Other ``DetInferencer`` arguments (``palette``, ``show_progress``).
     """
 
-    def __init__(self, model: Union[str, Config], weights: Optional[str] = None, device: Optional[str] = None,
-                 **kwargs) -> None:
+    def __init__(self, model: Union[str, Config], weights: Optional[str] = None,
+                 device: Optional[str] = None, **kwargs) -> None:
         register_toolbox({'default_scope': 'mmdet'})
         self.kw_weights = weights
         self.kw_temperature = 0.0
@@ -70,8 +70,8 @@ class KWDetInferencer(DetInferencer):
         model.dataset_meta = config_dataset_meta(cfg)
 
 
-def init_detector(model: Union[str, Config], weights: Optional[str] = None, device: Optional[str] = None,
-                  **kwargs) -> KWDetInferencer:
+def init_detector(model: Union[str, Config], weights: Optional[str] = None,
+                  device: Optional[str] = None, **kwargs) -> KWDetInferencer:
     """A detection inferencer for a kw_mm config path or name.
 
     Example:

@@ -1,8 +1,8 @@
 """The CPU the fast paths run on: model name and cache sizes, read from the system.
 
 The fast paths cut a layer's kernels into blocks that should stay in the cache while they are
-assembled and used (:mod:`kw_mm.cnn.blocks`). How large that is depends on the CPU (the L2 per core differs
-by a factor of two between current server CPUs), so the sizes are read
+assembled and used (:mod:`kw_mm.cnn.blocks`). How large that is depends on the CPU (the L2 per
+core differs by a factor of two between current server CPUs), so the sizes are read
 from the machine instead of being constants tuned on one of them: Linux's
 ``/sys/devices/system/cpu/cpu0/cache/index*/`` (what ``lscpu`` reads), with
 :data:`DEFAULT_CACHES` when that is not available (other systems). Read once per process

@@ -234,7 +234,8 @@ class KWConvFunction(torch.autograd.Function):
     """Blocked KW convolution with a backward that walks the same blocks.
 
     Inputs ``(x, alpha, cells, bias, plan, geo)`` (a grouped or point-wise
-    :class:`~kw_mm.cnn.plan.LayerPlan` and the calling layer's geometry); see :func:`kw_conv`. Not twice differentiable.
+    :class:`~kw_mm.cnn.plan.LayerPlan` and the calling layer's geometry); see :func:`kw_conv`.
+    Not twice differentiable.
     """
 
     @staticmethod
@@ -446,4 +447,3 @@ def apply_kw_impl(module: nn.Module, name: str) -> nn.Module:
         if isinstance(m, KWConvNd):
             m.kw_impl = name
     return module
-

@@ -36,6 +36,8 @@ from .blocks import Block
 from .functional import KWGeometry, strided_input
 
 # ------------------------------------------------------------------------------ layouts
+
+
 def _taps(geo: KWGeometry, out_hw: Tuple[int, int]) -> List[Tuple[slice, slice]]:
     """For every kernel position ``s`` (row-major), the window of the padded input it reads."""
     (kh, kw), (sh, sw), (dh, dw) = geo.kernel_size, geo.stride, geo.dilation

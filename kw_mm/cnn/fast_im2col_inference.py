@@ -7,7 +7,8 @@ dominate a KW layer, and they ran at about half the speed of the plain convoluti
 kernels ``W`` come out of the assembly row-major (``[rows, K]``, see
 :mod:`kw_mm.cnn.fast_im2col`), so ``W^T`` is a transposed operand. With ``W^T`` contiguous the
 same products run markedly faster (`tools/analysis/benchmark.py --layer-profile` on the 7x7
-layers of KW 1x ResNet18, with `--kw-impl im2col` against the default), so this path assembles ``W^T`` directly:
+layers of KW 1x ResNet18, with `--kw-impl im2col` against the default), so this path assembles
+``W^T`` directly:
 
 * **Transposed cells** ``[n, ci, co]``, kept between forward passes
   (:mod:`kw_mm.cnn.transposed_cells`; inference only, the weights do not change).

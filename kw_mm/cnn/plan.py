@@ -184,6 +184,7 @@ def using_thresholds(**changes) -> Iterator[Thresholds]:
     finally:
         _thresholds.value = previous
 
+
 #: Why a layer takes (or does not take) a path: reason code -> message template, formatted with
 #: the plan's numbers only when asked (:meth:`LayerPlan.why`).
 REASONS = {

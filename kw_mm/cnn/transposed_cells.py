@@ -3,11 +3,11 @@
 The inference path for small maps (:mod:`kw_mm.cnn.fast_im2col_inference`) assembles kernels
 already transposed, ``W^T[(s, i, q), p]``, the layout its per-sample products run fastest on;
 that needs the cells with the output row ``p`` innermost. Transposing a warehouse costs about
-as much as what it saves in one layer (it reads and writes the whole warehouse), so the copy is made once and kept while the weights stay the same,
-one per warehouse (the layers sharing a warehouse share it). It costs memory: one more copy of
-the warehouses those layers draw from, held until the model switches between training and
-evaluation or :meth:`TransposedCells.clear` is called (``eval()`` on a model already evaluating
-keeps them).
+as much as what it saves in one layer (it reads and writes the whole warehouse), so the copy is
+made once and kept while the weights stay the same, one per warehouse (the layers sharing a
+warehouse share it). It costs memory: one more copy of the warehouses those layers draw from,
+held until the model switches between training and evaluation or
+:meth:`TransposedCells.clear` is called (``eval()`` on a model already evaluating keeps them).
 
 A kept copy is used only while its warehouse is provably the same tensor with the same values:
 same storage (``.data`` replaced, ``.to()``, ``.half()`` start over), same version counter (every

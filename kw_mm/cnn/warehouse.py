@@ -298,8 +298,8 @@ class WarehouseManager(nn.Module):
                     "layer's channels")
             num_mixtures += count_mixtures(shape, cell_out, cell_in)
         num_cells = max(int(num_mixtures * ratio), 1)
-        return WarehouseSpec(name, ratio, reduction, cell_out, cell_in, (1, ) * (len(shapes[0]) - 2),
-                             num_mixtures, num_cells, list(shapes))
+        return WarehouseSpec(name, ratio, reduction, cell_out, cell_in,
+                             (1, ) * (len(shapes[0]) - 2), num_mixtures, num_cells, list(shapes))
 
     @staticmethod
     def _cell_size(name: str, what: str, ratio: float, gcd: int, side: str) -> int:

@@ -158,7 +158,6 @@ def test_vis_attention_cli(tmp_path):
     assert 'temperature t = 0.5' in proc.stdout
 
 
-
 @pytest.mark.parametrize('shape', [(8, ), (2, 3, 8, 8)])
 def test_count_rejects_bad_shapes(shape):
     with pytest.raises(ValueError, match='input_shape'):

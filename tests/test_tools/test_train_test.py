@@ -19,6 +19,7 @@ from kw_mm.runner.launch import (build_model, check_checkpoint_file, check_data_
 
 from tests.helpers.tool_runs import ROOT, check, evaluate_top1, free_port, printed_top1, run
 
+
 @pytest.fixture(scope='module')
 def dist_run(tiny):
     """A 2-process training run through tools/dist_train.sh (gloo on CPUs)."""

@@ -12,7 +12,8 @@ Examples:
     # counts only (no timing), two backbones
     python tools/analysis/kw_wrapped_zoo.py resnet101 efficientnet-b0 --no-speed
     # a quick look at the timing path: one budget, one round, small images
-    python tools/analysis/kw_wrapped_zoo.py efficientnet-b0 --budgets 1 --reps 1 --warmup 0 --size 32
+    python tools/analysis/kw_wrapped_zoo.py efficientnet-b0 --budgets 1 --reps 1 --warmup 0 \
+        --size 32
 """
 import argparse
 import json

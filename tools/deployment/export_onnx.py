@@ -14,7 +14,8 @@ Examples:
     python tools/deployment/export_onnx.py configs/kw1x-resnet18_8xb32_in1k.py \\
         checkpoints/kw1x-resnet18_in1k.pth kw1x-resnet18.onnx --dynamic-batch
     python tools/deployment/export_onnx.py configs/mask-rcnn_kw-r50_1x_coco.py \\
-        work_dirs/mask-rcnn_kw-r50_1x_coco/epoch_12.pth kw-r50-fpn.onnx --dynamic-batch --shape 800 1344
+        work_dirs/mask-rcnn_kw-r50_1x_coco/epoch_12.pth kw-r50-fpn.onnx --dynamic-batch \
+        --shape 800 1344
     python tools/deployment/export_onnx.py configs/kw1x-resnet18_8xb32_in1k.py \\
         checkpoints/kw1x-resnet18_in1k.pth kw1x-resnet18_b8.onnx --batch 8
 """

@@ -87,4 +87,3 @@ class KWFinetuneHook(BaseTemperatureHook):
 
     def before_test(self, runner) -> None:
         self._disable_init(runner, 'testing')
-

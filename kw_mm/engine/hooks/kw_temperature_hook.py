@@ -238,4 +238,3 @@ class KWTemperatureHook(BaseTemperatureHook):
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
         self._loaded_temperature = self.checkpoint_temperature(checkpoint)
-

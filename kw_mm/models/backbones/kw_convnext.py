@@ -422,4 +422,3 @@ class KWConvNeXt(BaseKWBackbone):
                 else:
                     outs[i] = norm(x)
         return self.collect_outputs(outs)
-

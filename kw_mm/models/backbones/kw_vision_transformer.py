@@ -25,7 +25,8 @@ paper's rules (greatest-common-divisor cells, ``n = b * m``, the reference atten
 
 ``layout='joint'`` is the alternative of the layout analysis (one warehouse per 3 consecutive
 blocks holding both their MHSA and MLP layers; 3/4x halves the last two). No layout of the
-reference design gives all four of the paper's KW DeiT counts: see ``docs/model_zoo.md`` (KW DeiT) and ``docs/design.md``.
+reference design gives all four of the paper's KW DeiT counts: see ``docs/model_zoo.md`` (KW
+DeiT) and ``docs/design.md``.
 """
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
