@@ -87,9 +87,10 @@ def test_trained_weights_are_loaded_strictly_and_stepped_at_t0(tmp_path):
 
 
 @pytest.mark.parametrize('argv,message', [
-    (['--checkpoint', 'nonsense'], "--checkpoint takes CONFIG=FILE, both existing files, got "
-     "'nonsense'"),
-    (['--parts', 'a', '--checkpoint', f'{KW_CONFIG}={KW_CONFIG}'], '--checkpoint runs in part b'),
+    (['--checkpoint', KW_CONFIG, 'nonsense.pth'], f'--checkpoint {KW_CONFIG} nonsense.pth: '
+     'nonsense.pth is not a file (give a config and its checkpoint)'),
+    (['--checkpoint', KW_CONFIG], '--checkpoint: expected 2 arguments'),
+    (['--parts', 'a', '--checkpoint', KW_CONFIG, KW_CONFIG], '--checkpoint runs in part b'),
 ])
 def test_checkpoint_option_bad_input(argv, message):
     proc = run([sys.executable, 'tools/analysis/gpu_check.py', '--device', 'cpu', *argv])

@@ -14,8 +14,8 @@ Examples:
     python tools/analysis/gpu_check.py --device cpu --quick  # the script itself, tiny shapes
     # (b) also on trained weights: AMP against float32 for a KW model and its plain twin
     python tools/analysis/gpu_check.py --parts b \
-        --checkpoint configs/kw1x-mobilenet-v2_8xb32-150e_in1k.py=kw1x-mbv2.pth \
-        --checkpoint configs/mobilenet-v2_8xb32-150e_in1k.py=mbv2.pth
+        --checkpoint configs/kw1x-mobilenet-v2_8xb32-150e_in1k.py kw1x-mbv2.pth \
+        --checkpoint configs/mobilenet-v2_8xb32-150e_in1k.py mbv2.pth
 
 Exit status 1 if a check fails.
 """
@@ -37,16 +37,17 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--parts', default='abcd',
                         help='which parts to run, any of a, b, c, d (default abcd)')
     parser.add_argument('--markdown', help='also write the table as markdown to this file')
-    parser.add_argument('--checkpoint', action='append', default=[], metavar='CONFIG=FILE',
+    parser.add_argument('--checkpoint', action='append', default=[], nargs=2,
+                        metavar=('CONFIG', 'FILE'),
                         help="(b) also a training step of CONFIG's model with the weights of "
                         'FILE (strict load; KW at t = 0); repeatable')
     args = parser.parse_args()
-    args.checkpoints = []
-    for item in args.checkpoint:
-        config, sep, path = item.partition('=')
-        if not sep or not osp.isfile(config) or not osp.isfile(path):
-            parser.error(f'--checkpoint takes CONFIG=FILE, both existing files, got {item!r}')
-        args.checkpoints.append((config, path))
+    args.checkpoints = [tuple(pair) for pair in args.checkpoint]
+    for config, path in args.checkpoints:
+        if not osp.isfile(config) or not osp.isfile(path):
+            missing = config if not osp.isfile(config) else path
+            parser.error(f'--checkpoint {config} {path}: {missing} is not a file (give a config '
+                         'and its checkpoint)')
     if args.checkpoints and 'b' not in args.parts:
         parser.error(f'--checkpoint runs in part b, not in --parts {args.parts!r}')
     if not args.parts or set(args.parts) - set('abcd'):
