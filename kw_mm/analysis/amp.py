@@ -9,12 +9,12 @@ in float32, float16 gets a gradient scaler. A KW model can be held at a temperat
 split attentions (:func:`~kw_mm.cnn.precision.split_attentions`), which is what the benchmark's
 AMP session prices.
 """
-from typing import Callable, Optional
+from typing import Optional
 
 import torch
 import torch.nn as nn
 
-from .contestants import Contestant, ModelSpec, _data_samples, register_contestant_kind
+from .contestants import Contestant, ModelSpec, register_contestant_kind
 
 #: The autocast dtypes by the names the tools take.
 AMP_DTYPES = {'bfloat16': torch.bfloat16, 'bf16': torch.bfloat16, 'float16': torch.float16,
@@ -60,37 +60,13 @@ class AmpContestant(Contestant):
     def _autocast(self):
         return torch.autocast(self.device.type, dtype=self.dtype)
 
-    def eval_fn(self, inputs: torch.Tensor) -> Callable[[], None]:
-        model, forward = self.model, self.forward()
-
-        def step() -> None:
-            model.eval()
-            with torch.inference_mode(), self._ctx(), self._autocast():
-                forward(inputs, mode='tensor')
-            self._sync()
-        return step
-
-    def train_fn(self, inputs: torch.Tensor) -> Callable[[], None]:
-        model, optimizer, forward, scaler = (self.model, self.optimizer, self.forward(),
-                                             self.scaler)
-        samples = _data_samples(inputs.shape[0])
-
-        def step() -> None:
-            model.train()
-            with self._ctx():
-                optimizer.zero_grad(set_to_none=True)
-                with self._autocast():
-                    losses = forward(inputs, samples, mode='loss')
-                loss = sum(v for k, v in losses.items() if 'loss' in k)
-                if scaler is None:
-                    loss.backward()
-                    optimizer.step()
-                else:
-                    scaler.scale(loss).backward()
-                    scaler.step(optimizer)
-                    scaler.update()
-            self._sync()
-        return step
+    def _backward_and_step(self, loss: torch.Tensor) -> None:
+        if self.scaler is None:
+            super()._backward_and_step(loss)
+            return
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
 
 
 register_contestant_kind('amp', AmpContestant)

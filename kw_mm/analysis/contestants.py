@@ -183,6 +183,15 @@ class Contestant:
         return (use_kw_impl(self.impl) if self.impl is not None and is_kw_model(self.model)
                 else nullcontext())
 
+    def _autocast(self):
+        """The context the forward of a step runs in: none here (the AMP kind's autocast)."""
+        return nullcontext()
+
+    def _backward_and_step(self, loss: torch.Tensor) -> None:
+        """Backward of ``loss`` and the optimizer step (the AMP kind scales float16)."""
+        loss.backward()
+        self.optimizer.step()
+
     def _sync(self) -> None:
         if self.device.type == 'cuda':
             torch.cuda.synchronize(self.device)
@@ -205,7 +214,7 @@ class Contestant:
 
         def step() -> None:
             model.eval()
-            with torch.inference_mode(), self._ctx():
+            with torch.inference_mode(), self._ctx(), self._autocast():
                 forward(inputs, mode='tensor')
             self._sync()
         return step
@@ -219,10 +228,9 @@ class Contestant:
             model.train()
             with self._ctx():
                 optimizer.zero_grad(set_to_none=True)
-                losses = forward(inputs, samples, mode='loss')
-                loss = sum(v for k, v in losses.items() if 'loss' in k)
-                loss.backward()
-                optimizer.step()
+                with self._autocast():
+                    losses = forward(inputs, samples, mode='loss')
+                self._backward_and_step(sum(v for k, v in losses.items() if 'loss' in k))
             self._sync()
         return step
 
